@@ -1,0 +1,509 @@
+//! One epoch of Yuma Consensus, step by step as in `specs/yuma.md`.
+//!
+//! The reference materialises dense `n x n` temporaries in several places (interpolation, the
+//! bond EMA, the liquid-alpha matrix). Here every step walks only the stored entries, so an epoch
+//! costs O(nnz(W) + nnz(B) + n log n) time and O(nnz + n) memory; the arithmetic on each entry is
+//! the reference's, in the same order, so the results are identical.
+
+use substrate_fixed::types::{I64F64, I96F32};
+
+use crate::exp::exp_safe;
+use crate::fixed::{
+    Fx, ONE, Row, ZERO, clamp, col_max_upscale, col_normalize, div, div64, mul, mul_or_zero,
+    normalize, proportion_to_u16, recip_of_at_least_one, row_normalize, sum, u16_proportion,
+};
+use crate::{EpochInput, EpochOutput, Hyperparameters, InputError};
+
+/// Run one epoch. Fails only on a malformed input (see [`EpochInput::validate`]); never panics.
+pub fn epoch(input: &EpochInput) -> Result<EpochOutput, InputError> {
+    input.validate()?;
+    Ok(run(input))
+}
+
+fn run(input: &EpochInput) -> EpochOutput {
+    let n = usize::from(input.n);
+    let hp = &input.hyperparameters;
+    let owner = input.owner_uid.map(usize::from);
+
+    // 1. Activity.
+    let active: Vec<bool> = input
+        .last_update
+        .iter()
+        .map(|&updated| updated.saturating_add(input.activity_cutoff) >= input.current_block)
+        .collect();
+
+    // 2. Stake: threshold filter (owner exempt), normalised in I64F64, cast to I32F32.
+    let mut stake64: Vec<I64F64> = input
+        .stake
+        .iter()
+        .enumerate()
+        .map(|(uid, &s)| {
+            let s = I64F64::saturating_from_num(s);
+            if owner != Some(uid) && s.saturating_to_num::<u64>() < input.stake_threshold {
+                I64F64::from_bits(0)
+            } else {
+                s
+            }
+        })
+        .collect();
+    let total64 = stake64
+        .iter()
+        .fold(I64F64::from_bits(0), |acc, &s| acc.saturating_add(s));
+    if total64 != I64F64::from_bits(0) {
+        for s in stake64.iter_mut() {
+            *s = div64(*s, total64);
+        }
+    }
+    let stake: Vec<Fx> = stake64
+        .iter()
+        .map(|&s| Fx::saturating_from_num(s))
+        .collect();
+
+    // 3. Permits: the owner's previous permit counts; new permits go to the top stakes.
+    let mut permits = input.validator_permits.clone();
+    if let Some(o) = owner {
+        permits[o] = true;
+    }
+    let mut new_permits = top_k_nonzero(&stake, usize::from(hp.max_allowed_validators));
+    if let Some(o) = owner {
+        new_permits[o] = true;
+    }
+
+    // 4. Active stake.
+    let mut active_stake: Vec<Fx> = (0..n)
+        .map(|i| {
+            if active[i] && permits[i] {
+                stake[i]
+            } else {
+                ZERO
+            }
+        })
+        .collect();
+    normalize(&mut active_stake);
+
+    // 5. Weights: permitted rows, no self weight (except the owner's), no weight on a uid that
+    //    registered after the setter's last update; rows normalised.
+    let mut weights: Vec<Row> = input
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            if !permits[i] {
+                return Vec::new();
+            }
+            let mut out: Row = row
+                .iter()
+                .filter(|&&(j, _)| {
+                    let j = usize::from(j);
+                    (j != i || owner == Some(i))
+                        && input.last_update[i] > input.block_at_registration[j]
+                })
+                .map(|&(j, w)| (j, Fx::from_num(w)))
+                .collect();
+            sort_row(&mut out);
+            out
+        })
+        .collect();
+    row_normalize(&mut weights);
+
+    // 6. Consensus.
+    let kappa = u16_proportion(hp.kappa);
+    let consensus = weighted_median_cols(&active_stake, &weights, n, kappa);
+
+    // 7. Clip at consensus; validator trust.
+    let clipped: Vec<Row> = weights
+        .iter()
+        .map(|row| {
+            row.iter()
+                .filter_map(|&(j, w)| {
+                    let c = consensus[usize::from(j)];
+                    if c < w {
+                        (c > ZERO).then_some((j, c))
+                    } else {
+                        Some((j, w))
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let validator_trust: Vec<Fx> = clipped
+        .iter()
+        .map(|row| sum(row.iter().map(|&(_, v)| v)))
+        .collect();
+
+    // 8. Incentive: stake-weighted clipped ranks, normalised.
+    let mut incentive = vec![ZERO; n];
+    for (row, &s) in clipped.iter().zip(&active_stake) {
+        for &(j, v) in row {
+            let r = &mut incentive[usize::from(j)];
+            *r = r.saturating_add(mul(s, v));
+        }
+    }
+    normalize(&mut incentive);
+
+    // 9. Weights for bonds, and the recently-registered mask on stored bonds.
+    let beta = u16_proportion(hp.bonds_penalty);
+    let weights_for_bonds = interpolate(&weights, &clipped, beta);
+    let last_tempo = if input.last_mechanism_step_block == 0 {
+        input.current_block.saturating_sub(input.tempo)
+    } else {
+        input.last_mechanism_step_block.saturating_add(1)
+    };
+    let stored_bonds = |to_fixed: fn(u16) -> Fx| -> Vec<Row> {
+        input
+            .bonds
+            .iter()
+            .map(|row| {
+                let mut out: Row = row
+                    .iter()
+                    .filter(|&&(j, _)| last_tempo > input.block_at_registration[usize::from(j)])
+                    .map(|&(j, b)| (j, to_fixed(b)))
+                    .collect();
+                sort_row(&mut out);
+                out
+            })
+            .collect()
+    };
+
+    // 10./11. Bonds and dividends.
+    let (mut dividends, ema_bonds) = if hp.yuma3 {
+        let bonds = stored_bonds(u16_proportion);
+        let ema = if hp.liquid_alpha && consensus.iter().any(|&c| c != ZERO) {
+            ema_liquid_alpha(&weights_for_bonds, &bonds, &consensus, hp)
+        } else {
+            ema_fixed_alpha(&weights_for_bonds, &bonds, fixed_alpha(hp), n)
+        };
+        let mut normalized = ema.clone();
+        col_normalize(&mut normalized, n);
+        let dividends: Vec<Fx> = normalized
+            .iter()
+            .zip(&active_stake)
+            .map(|(row, &s)| {
+                let total = sum(row.iter().map(|&(j, b)| mul(b, incentive[usize::from(j)])));
+                mul_or_zero(total, s)
+            })
+            .collect();
+        (dividends, ema)
+    } else {
+        let mut bonds = stored_bonds(Fx::from_num);
+        col_normalize(&mut bonds, n);
+        let mut delta: Vec<Row> = weights_for_bonds
+            .iter()
+            .zip(&active_stake)
+            .map(|(row, &s)| row.iter().map(|&(j, w)| (j, mul(w, s))).collect())
+            .collect();
+        col_normalize(&mut delta, n);
+        let mut ema = ema_fixed_alpha(&delta, &bonds, fixed_alpha(hp), n);
+        col_normalize(&mut ema, n);
+        let dividends: Vec<Fx> = ema
+            .iter()
+            .map(|row| {
+                row.iter().fold(ZERO, |acc, &(j, b)| {
+                    acc.saturating_add(mul(incentive[usize::from(j)], b))
+                })
+            })
+            .collect();
+        col_max_upscale(&mut ema, n);
+        (dividends, ema)
+    };
+    normalize(&mut dividends);
+
+    // 12. Persisted bonds: only uids with a new permit keep a row.
+    let bonds_out: Vec<Vec<(u16, u16)>> = ema_bonds
+        .iter()
+        .zip(&new_permits)
+        .map(|(row, &permit)| {
+            if permit {
+                row.iter()
+                    .map(|&(j, b)| (j, proportion_to_u16(b)))
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+
+    // 13. Emission.
+    let combined: Vec<Fx> = incentive
+        .iter()
+        .zip(&dividends)
+        .map(|(&i, &d)| i.saturating_add(d))
+        .collect();
+    let emission_sum = sum(combined.iter().copied());
+    let (server, validator, combined) = if emission_sum == ZERO {
+        let fallback = if sum(active_stake.iter().copied()) == ZERO {
+            &stake
+        } else {
+            &active_stake
+        };
+        (incentive.clone(), fallback.clone(), fallback.clone())
+    } else {
+        let share = |v: &[Fx]| v.iter().map(|&x| div(x, emission_sum)).collect::<Vec<Fx>>();
+        (share(&incentive), share(&dividends), share(&combined))
+    };
+    let emission = I96F32::saturating_from_num(input.emission);
+    let amounts = |v: &[Fx]| -> Vec<u64> {
+        v.iter()
+            .map(|&x| {
+                I96F32::saturating_from_num(x)
+                    .saturating_mul(emission)
+                    .saturating_to_num::<u64>()
+            })
+            .collect()
+    };
+    let to_u16 = |v: &[Fx]| -> Vec<u16> { v.iter().map(|&x| proportion_to_u16(x)).collect() };
+
+    EpochOutput {
+        active,
+        stake_weight: to_u16(&stake),
+        validator_permits: new_permits,
+        consensus: to_u16(&consensus),
+        incentive: to_u16(&incentive),
+        dividends: to_u16(&dividends),
+        validator_trust: to_u16(&validator_trust),
+        bonds: bonds_out,
+        server_emission: amounts(&server),
+        validator_emission: amounts(&validator),
+        combined_emission: amounts(&combined),
+    }
+}
+
+/// Rows are stored sorted; the input only promises distinct uids, so sort where needed.
+fn sort_row(row: &mut Row) {
+    if !row.windows(2).all(|w| w[0].0 < w[1].0) {
+        row.sort_unstable_by_key(|&(j, _)| j);
+    }
+}
+
+/// `true` for non-zero entries among the top `k` after a stable ascending sort (ties: the lower
+/// index sorts first and is dropped first); with fewer than `k` entries only the non-zero test.
+fn top_k_nonzero(values: &[Fx], k: usize) -> Vec<bool> {
+    let n = values.len();
+    let mut result: Vec<bool> = values.iter().map(|&v| v != ZERO).collect();
+    if n < k {
+        return result;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| values[i]);
+    for &i in order.iter().take(n - k) {
+        result[i] = false;
+    }
+    result
+}
+
+/// Column-wise stake-weighted kappa-median over the validators with positive active stake.
+///
+/// The reference runs a pivot search per column over every such validator (a missing weight
+/// scores 0). The answer of that search does not depend on the pivots it happens to pick: with the
+/// column's distinct scores `v_1 < ... < v_m` and `upto(v)` the (exact, fixed-point) stake scoring
+/// at most `v`, it returns the first `v_k` with `upto(v_k) > minority`, or `v_m` if there is none,
+/// where `minority = stake_sum - kappa`. Stake sums of fixed-point numbers are exact, so sorting
+/// the column's non-zero entries and scanning gives the same value in O(nnz log nnz).
+fn weighted_median_cols(
+    active_stake: &[Fx],
+    weights: &[Row],
+    columns: usize,
+    kappa: Fx,
+) -> Vec<Fx> {
+    let mut consensus = vec![ZERO; columns];
+    let mut use_stake: Vec<Fx> = active_stake.iter().copied().filter(|&s| s > ZERO).collect();
+    if use_stake.is_empty() {
+        return consensus;
+    }
+    normalize(&mut use_stake);
+    let voters = use_stake.len();
+    let stake_sum = sum(use_stake.iter().copied());
+    let minority = stake_sum.saturating_sub(kappa);
+
+    // Gather each column's positive scores with the voter's normalised stake (CSC by counting).
+    let mut counts = vec![0usize; columns + 1];
+    let rows = || {
+        active_stake
+            .iter()
+            .zip(weights)
+            .filter(|(s, _)| **s > ZERO)
+            .zip(use_stake.iter())
+            .map(|((_, row), &s)| (row, s))
+    };
+    for (row, _) in rows() {
+        for &(j, w) in row {
+            if w > ZERO {
+                counts[usize::from(j) + 1] += 1;
+            }
+        }
+    }
+    for j in 0..columns {
+        counts[j + 1] += counts[j];
+    }
+    let mut fill = counts.clone();
+    let mut entries = vec![(ZERO, ZERO); counts[columns]];
+    for (row, s) in rows() {
+        for &(j, w) in row {
+            if w > ZERO {
+                let slot = &mut fill[usize::from(j)];
+                entries[*slot] = (w, s);
+                *slot += 1;
+            }
+        }
+    }
+
+    for (j, c) in consensus.iter_mut().enumerate() {
+        let column = &mut entries[counts[j]..counts[j + 1]];
+        if column.is_empty() {
+            continue; // Every voter scores 0.
+        }
+        column.sort_unstable_by_key(|&(w, _)| w);
+        let mut below = ZERO;
+        let zeros = voters - column.len();
+        if zeros > 0 {
+            let positive = sum(column.iter().map(|&(_, s)| s));
+            below = stake_sum.saturating_sub(positive);
+            if below > minority {
+                continue; // The median is 0.
+            }
+        }
+        let mut k = 0;
+        while k < column.len() {
+            let value = column[k].0;
+            let mut upto = below;
+            while k < column.len() && column[k].0 == value {
+                upto = upto.saturating_add(column[k].1);
+                k += 1;
+            }
+            if upto > minority || k == column.len() {
+                *c = value;
+                break;
+            }
+            below = upto;
+        }
+    }
+    consensus
+}
+
+/// `W + ratio * (Wc - W)` per entry, keeping positive results; `Wc` has an entry only where `W`
+/// has one (a clipped-away entry counts as 0). Ratios 0 and 1 return `W` and `Wc` exactly.
+fn interpolate(weights: &[Row], clipped: &[Row], ratio: Fx) -> Vec<Row> {
+    if ratio == ZERO {
+        return weights.to_vec();
+    }
+    if ratio == ONE {
+        return clipped.to_vec();
+    }
+    weights
+        .iter()
+        .zip(clipped)
+        .map(|(row, crow)| {
+            let mut c = crow.iter().peekable();
+            row.iter()
+                .filter_map(|&(j, w)| {
+                    let mut v2 = ZERO;
+                    while let Some(&&(cj, cv)) = c.peek() {
+                        if cj < j {
+                            c.next();
+                        } else {
+                            if cj == j {
+                                v2 = cv;
+                            }
+                            break;
+                        }
+                    }
+                    let v = w.saturating_add(mul(ratio, v2.saturating_sub(w)));
+                    (v > ZERO).then_some((j, v))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The fixed EMA rate `1 - bonds_moving_average / 1e6`.
+fn fixed_alpha(hp: &Hyperparameters) -> Fx {
+    let kept = div64(
+        I64F64::saturating_from_num(hp.bonds_moving_average),
+        I64F64::saturating_from_num(1_000_000u32),
+    );
+    ONE.saturating_sub(Fx::saturating_from_num(kept))
+}
+
+/// `alpha * new + (1 - alpha) * old` over the union of entries, keeping positive results.
+fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, columns: usize) -> Vec<Row> {
+    let keep = ONE.saturating_sub(alpha);
+    debug_assert!(new.iter().flatten().all(|&(j, _)| usize::from(j) < columns));
+    new.iter()
+        .zip(old)
+        .map(|(nrow, orow)| {
+            let mut out = Row::with_capacity(nrow.len().max(orow.len()));
+            let (mut a, mut b) = (0, 0);
+            while a < nrow.len() || b < orow.len() {
+                let ja = nrow.get(a).map_or(u32::MAX, |e| u32::from(e.0));
+                let jb = orow.get(b).map_or(u32::MAX, |e| u32::from(e.0));
+                let j = ja.min(jb);
+                let mut cell = ZERO;
+                if ja == j {
+                    cell = cell.saturating_add(mul(alpha, nrow[a].1));
+                    a += 1;
+                }
+                if jb == j {
+                    cell = cell.saturating_add(mul(keep, orow[b].1));
+                    b += 1;
+                }
+                if cell > ZERO {
+                    // `j` came from a u16 uid, so it fits.
+                    out.push((u16::try_from(j).unwrap_or(u16::MAX), cell));
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Liquid alpha: per entry of the new row, `min(1, (1 - a) * old + max(0, a * new))` with
+/// `a = sigmoid_alpha(C[j], new, old)`. Bonds to uids absent from the new row are dropped.
+fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparameters) -> Vec<Row> {
+    let low = u16_proportion(hp.alpha_low);
+    let high = u16_proportion(hp.alpha_high);
+    let steepness = Fx::saturating_from_num(hp.alpha_sigmoid_steepness);
+    let slope = steepness.saturating_div(Fx::from_num(-100));
+    let half = Fx::from_bits(1 << 31);
+    new.iter()
+        .zip(old)
+        .map(|(nrow, orow)| {
+            let mut o = orow.iter().peekable();
+            nrow.iter()
+                .filter_map(|&(j, w)| {
+                    let mut bond = None;
+                    while let Some(&&(oj, ov)) = o.peek() {
+                        if oj < j {
+                            o.next();
+                        } else {
+                            if oj == j {
+                                bond = Some(ov);
+                            }
+                            break;
+                        }
+                    }
+                    let b = bond.unwrap_or(ZERO);
+                    let c = consensus[usize::from(j)];
+                    let diff = if w >= b {
+                        clamp(w.saturating_sub(c), ZERO, ONE)
+                    } else {
+                        clamp(b.saturating_sub(w), ZERO, ONE)
+                    };
+                    let e = exp_safe(mul(slope, diff.saturating_sub(half)));
+                    let sigmoid = recip_of_at_least_one(ONE.saturating_add(e));
+                    let alpha = clamp(
+                        low.saturating_add(mul(sigmoid, high.saturating_sub(low))),
+                        low,
+                        high,
+                    );
+                    let decayed = match bond {
+                        Some(b) => mul(ONE.saturating_sub(alpha), b),
+                        None => ZERO,
+                    };
+                    let inc = mul(alpha, w).max(ZERO);
+                    let v = decayed.saturating_add(inc).min(ONE);
+                    (v > ZERO).then_some((j, v))
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,203 @@
+//! Fixed-point helpers with the reference's exact semantics.
+//!
+//! Every helper here mirrors one operation of subtensor's `epoch/math.rs` bit for bit: division
+//! by zero or division that overflows yields 0, products saturate unless stated otherwise, and
+//! sums saturate (the reference uses plain addition; on every input whose sums fit, which is every
+//! input the reference itself can process, the two agree).
+
+use substrate_fixed::types::{I32F32, I64F64};
+
+/// The reference's `I32F32` number type: 32 integer bits, 32 fractional bits.
+pub(crate) type Fx = I32F32;
+
+/// A sparse row: `(column uid, value)` pairs, strictly increasing in the uid.
+pub(crate) type Row = Vec<(u16, Fx)>;
+
+pub(crate) const ZERO: Fx = Fx::from_bits(0);
+pub(crate) const ONE: Fx = Fx::from_bits(1 << 32);
+const U16_MAX: Fx = Fx::from_bits((u16::MAX as i64) << 32);
+
+/// `x / y`, or 0 when `y` is 0 or the quotient overflows (`safe_div`).
+///
+/// Same result as `I32F32::checked_div` (`(x << 32) / y`, truncated toward zero); the common
+/// case of a non-negative dividend below 1 and a positive divisor runs on native 64-bit division
+/// instead of a 128-bit library call.
+#[inline]
+pub(crate) fn div(x: Fx, y: Fx) -> Fx {
+    let (a, b) = (x.to_bits(), y.to_bits());
+    if (0..1i64 << 32).contains(&a) && b > 0 {
+        let q = ((a as u64) << 32) / (b as u64);
+        return i64::try_from(q).map_or(ZERO, Fx::from_bits);
+    }
+    x.checked_div(y).unwrap_or(ZERO)
+}
+
+/// `1 / y` for `y >= 1`, as `I32F32::saturating_div` computes it (no overflow is possible).
+#[inline]
+pub(crate) fn recip_of_at_least_one(y: Fx) -> Fx {
+    debug_assert!(y >= ONE);
+    let b = y.to_bits() as u64;
+    // floor(2^64 / b): equal to floor((2^64 - 1) / b) unless b divides 2^64.
+    let q = if b.is_power_of_two() {
+        1u64 << (64 - b.trailing_zeros())
+    } else {
+        u64::MAX / b
+    };
+    Fx::from_bits(q as i64)
+}
+
+/// The exact product `x * y` as `(floor((x * y) >> 32), overflowed)`, with the reference's
+/// overflow rule: it overflows when `x * y * 2^32` leaves `i128`.
+#[inline]
+fn mul_overflow(x: Fx, y: Fx) -> (i64, bool) {
+    let p = i128::from(x.to_bits()) * i128::from(y.to_bits());
+    let high = p >> 95;
+    ((p >> 32) as i64, high != 0 && high != -1)
+}
+
+/// `I32F32::saturating_mul`, without the 128-bit overflow-checked library call.
+#[inline]
+pub(crate) fn mul(x: Fx, y: Fx) -> Fx {
+    match mul_overflow(x, y) {
+        (bits, false) => Fx::from_bits(bits),
+        (_, true) if (x < ZERO) != (y < ZERO) => Fx::min_value(),
+        (_, true) => Fx::max_value(),
+    }
+}
+
+/// `I32F32::checked_mul`, 0 on overflow.
+#[inline]
+pub(crate) fn mul_or_zero(x: Fx, y: Fx) -> Fx {
+    match mul_overflow(x, y) {
+        (bits, false) => Fx::from_bits(bits),
+        (_, true) => ZERO,
+    }
+}
+
+/// `x / y` in `I64F64`, or 0 when `y` is 0 or the quotient overflows.
+#[inline]
+pub(crate) fn div64(x: I64F64, y: I64F64) -> I64F64 {
+    x.checked_div(y).unwrap_or_else(|| I64F64::from_bits(0))
+}
+
+/// Sum of a sequence of values.
+#[inline]
+pub(crate) fn sum<I: IntoIterator<Item = Fx>>(values: I) -> Fx {
+    values
+        .into_iter()
+        .fold(ZERO, |acc, v| acc.saturating_add(v))
+}
+
+/// A `u16` proportion (`0..=65535` meaning `0..=1`) as a fixed-point number.
+#[inline]
+pub(crate) fn u16_proportion(x: u16) -> Fx {
+    div(Fx::from_num(x), U16_MAX)
+}
+
+/// A proportion exported as `floor(x * 65535)`, saturating to `0..=65535`.
+#[inline]
+pub(crate) fn proportion_to_u16(x: Fx) -> u16 {
+    mul(x, U16_MAX).saturating_to_num::<u16>()
+}
+
+/// Normalise in place to sum 1; a vector that sums to 0 is left as it is.
+pub(crate) fn normalize(x: &mut [Fx]) {
+    let total = sum(x.iter().copied());
+    if total == ZERO {
+        return;
+    }
+    for v in x.iter_mut() {
+        *v = div(*v, total);
+    }
+}
+
+/// Normalise each row to sum 1 where its sum is positive.
+pub(crate) fn row_normalize(matrix: &mut [Row]) {
+    for row in matrix.iter_mut() {
+        let total = sum(row.iter().map(|&(_, v)| v));
+        if total > ZERO {
+            for (_, v) in row.iter_mut() {
+                *v = div(*v, total);
+            }
+        }
+    }
+}
+
+/// Per-column sums of a sparse matrix with `columns` columns.
+fn col_sums(matrix: &[Row], columns: usize) -> Vec<Fx> {
+    let mut sums = vec![ZERO; columns];
+    for row in matrix {
+        for &(j, v) in row {
+            let s = &mut sums[usize::from(j)];
+            *s = s.saturating_add(v);
+        }
+    }
+    sums
+}
+
+/// Normalise each column to sum 1 where its sum is not 0.
+pub(crate) fn col_normalize(matrix: &mut [Row], columns: usize) {
+    let sums = col_sums(matrix, columns);
+    for row in matrix.iter_mut() {
+        for (j, v) in row.iter_mut() {
+            let s = sums[usize::from(*j)];
+            if s != ZERO {
+                *v = div(*v, s);
+            }
+        }
+    }
+}
+
+/// Scale each column so that its largest entry is 1 (columns whose max is 0 are left alone).
+pub(crate) fn col_max_upscale(matrix: &mut [Row], columns: usize) {
+    let mut maxes = vec![ZERO; columns];
+    for row in matrix.iter() {
+        for &(j, v) in row {
+            let m = &mut maxes[usize::from(j)];
+            if *m < v {
+                *m = v;
+            }
+        }
+    }
+    for row in matrix.iter_mut() {
+        for (j, v) in row.iter_mut() {
+            let m = maxes[usize::from(*j)];
+            if m != ZERO {
+                *v = div(*v, m);
+            }
+        }
+    }
+}
+
+/// `min(max(value, low), high)` in the reference's order: first `min(high)`, then `max(low)`.
+#[inline]
+pub(crate) fn clamp(value: Fx, low: Fx, high: Fx) -> Fx {
+    value.min(high).max(low)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_fx() -> impl Strategy<Value = Fx> {
+        prop_oneof![
+            any::<i64>().prop_map(Fx::from_bits),
+            (-(1i64 << 34)..(1i64 << 34)).prop_map(Fx::from_bits),
+            (0..=(1i64 << 32)).prop_map(Fx::from_bits),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn mul_and_div_match_substrate_fixed(x in any_fx(), y in any_fx()) {
+            prop_assert_eq!(mul(x, y), x.saturating_mul(y));
+            prop_assert_eq!(mul_or_zero(x, y), x.checked_mul(y).unwrap_or(ZERO));
+            prop_assert_eq!(div(x, y), x.checked_div(y).unwrap_or(ZERO));
+            if y >= ONE {
+                prop_assert_eq!(recip_of_at_least_one(y), ONE.saturating_div(y));
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the incentive engine.
+
+mod conformance;
+mod properties;
