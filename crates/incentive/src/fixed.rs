@@ -175,6 +175,29 @@ pub(crate) fn clamp(value: Fx, low: Fx, high: Fx) -> Fx {
     value.min(high).max(low)
 }
 
+/// Store a submitted weight row: max-upscaled so its largest entry is 65535, exactly as the
+/// reference's `vec_u16_max_upscale_to_u16` (if the max is above 32768, `round(e * (65535 /
+/// max))`, else `round(e * 65535 / max)`, rounding half away from zero; an all-zero row stays
+/// zero).
+pub fn max_upscale_u16(values: &[u16]) -> Vec<u16> {
+    let fx: Vec<Fx> = values.iter().map(|&v| Fx::from_num(v)).collect();
+    let Some(&max) = fx.iter().max() else {
+        return Vec::new();
+    };
+    if max == ZERO {
+        return values.iter().map(|_| 0).collect();
+    }
+    let upscale = |x: Fx| x.round().saturating_to_num::<u16>();
+    if max > Fx::from_num(32768) {
+        let factor = div(U16_MAX, max);
+        fx.iter().map(|&e| upscale(mul(e, factor))).collect()
+    } else {
+        fx.iter()
+            .map(|&e| upscale(div(mul(e, U16_MAX), max)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +209,18 @@ mod tests {
             (-(1i64 << 34)..(1i64 << 34)).prop_map(Fx::from_bits),
             (0..=(1i64 << 32)).prop_map(Fx::from_bits),
         ]
+    }
+
+    #[test]
+    fn max_upscale_matches_the_reference_examples() {
+        assert_eq!(max_upscale_u16(&[0, 0]), vec![0, 0]);
+        assert_eq!(max_upscale_u16(&[1, 2]), vec![32768, 65535]);
+        assert_eq!(max_upscale_u16(&[65535, 100]), vec![65535, 100]);
+        assert_eq!(
+            max_upscale_u16(&[16383, 32767, 49149, 65535]),
+            vec![16383, 32767, 49149, 65535]
+        );
+        assert_eq!(max_upscale_u16(&[]), Vec::<u16>::new());
     }
 
     proptest! {

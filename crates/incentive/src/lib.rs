@@ -44,4 +44,5 @@ pub mod synthetic;
 mod types;
 
 pub use epoch::epoch;
+pub use fixed::max_upscale_u16;
 pub use types::{EpochInput, EpochOutput, Hyperparameters, InputError};

@@ -1,0 +1,317 @@
+//! The deterministic state machine every chain validator runs: apply a block, get a state root
+//! and events.
+//!
+//! Stability: consensus-visible; any change to what a block does is a hard fork.
+//!
+//! # Design
+//! [`apply_block`] takes the state and a block and returns the next state, its root and the
+//! events, or a [`BlockError`] naming the first bad transaction. It never changes its input: a
+//! refused block leaves the state exactly as it was. One module per concern: [`balances`]
+//! (transfers, fees), [`staking`] (delegation, unbonding, take), [`subnets`], [`neurons`]
+//! (registration burn, pruning, serve info), [`weights`] (commit-reveal, max-upscaling),
+//! [`emission`] (issuance and the epoch hook), [`genesis`].
+//!
+//! Transaction checks, in order: size, chain id, expiry, nonce (stale or future), signature
+//! (batch-verified per block), fee, then the call's own rules.
+//!
+//! # Invariants
+//! - Pure: no I/O, no clock, no randomness, no floats; ordered maps only.
+//! - Conservation: balances + stakes + unbonding + pending subnet emission + burned
+//!   = genesis supply + issued, after every block.
+//! - Each sender's nonce increases by exactly one per included transaction.
+//!
+//! # Example
+//! ```
+//! use agora_crypto::{Keypair, sign_tx, tx_root};
+//! use agora_ledger::{apply_block, genesis::Genesis, state::ChainParams};
+//! use agora_primitives::{Amount, Block, Call, Hash, Header, Transaction};
+//! let alice = Keypair::from_seed(&[1; 32]);
+//! let bob = Keypair::from_seed(&[2; 32]).address();
+//! let state = Genesis {
+//!     chain_id: "doc".into(), params: ChainParams::devnet(),
+//!     balances: vec![(alice.address(), Amount::agora(10))], stakes: vec![], subnets: vec![],
+//! }.into_state().unwrap();
+//! let tx = sign_tx(&alice, Transaction {
+//!     chain_id: "doc".into(), sender: alice.address(), nonce: 0, fee: Amount(1_000),
+//!     expiry_height: 10, call: Call::Transfer { to: bob, amount: Amount::agora(1) },
+//! });
+//! let header = Header { chain_id: "doc".into(), height: 1, parent: Hash::default(),
+//!     proposer: bob, tx_root: tx_root(std::slice::from_ref(&tx)), state_root: Hash::default() };
+//! let applied = apply_block(&state, &Block { header, txs: vec![tx] }).unwrap();
+//! assert_eq!(applied.state.account(&bob).balance, Amount(1_000_000_000 + 500));
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod balances;
+pub mod emission;
+mod error;
+pub mod genesis;
+pub mod neurons;
+pub mod staking;
+pub mod state;
+pub mod subnets;
+pub mod weights;
+
+use agora_codec::Encode;
+use agora_primitives::{
+    Address, Amount, Block, Call, Hash, MAX_TX_BYTES, NetUid, SignedTransaction,
+};
+
+pub use error::{BlockError, TxError};
+pub use state::State;
+
+/// Something a block did, for clients and indexers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A transaction was applied.
+    TxApplied {
+        /// Its hash.
+        hash: Hash,
+        /// Its sender.
+        sender: Address,
+        /// The fee paid.
+        fee: Amount,
+    },
+    /// Funds moved.
+    Transfer {
+        /// From.
+        from: Address,
+        /// To.
+        to: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Stake added.
+    Staked {
+        /// Staker.
+        coldkey: Address,
+        /// Hotkey.
+        hotkey: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Stake moved to unbonding.
+    Unstaked {
+        /// Staker.
+        coldkey: Address,
+        /// Hotkey.
+        hotkey: Address,
+        /// Amount.
+        amount: Amount,
+        /// When it returns.
+        release_height: u64,
+    },
+    /// Unbonded stake returned to a balance.
+    Unbonded {
+        /// Owner.
+        coldkey: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// A subnet was created.
+    SubnetCreated {
+        /// Id.
+        netuid: NetUid,
+        /// Owner.
+        owner: Address,
+    },
+    /// A neuron registered.
+    Registered {
+        /// Subnet.
+        netuid: NetUid,
+        /// Its uid.
+        uid: u16,
+        /// Its hotkey.
+        hotkey: Address,
+        /// Price burned.
+        burned: Amount,
+    },
+    /// A neuron was replaced by a new registration.
+    Deregistered {
+        /// Subnet.
+        netuid: NetUid,
+        /// The uid.
+        uid: u16,
+        /// The old hotkey.
+        hotkey: Address,
+    },
+    /// A neuron's weights were stored.
+    WeightsSet {
+        /// Subnet.
+        netuid: NetUid,
+        /// The uid.
+        uid: u16,
+    },
+    /// Emission accrued to a subnet.
+    Issued {
+        /// Subnet.
+        netuid: NetUid,
+        /// Amount.
+        amount: Amount,
+    },
+}
+
+/// The result of applying a block.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The state after the block.
+    pub state: State,
+    /// Its root.
+    pub root: Hash,
+    /// What happened.
+    pub events: Vec<Event>,
+}
+
+/// Apply a block to a state. The input state is never modified.
+pub fn apply_block(state: &State, block: &Block) -> Result<Applied, BlockError> {
+    let header = &block.header;
+    if header.chain_id != state.chain_id {
+        return Err(BlockError::WrongChain {
+            got: header.chain_id.clone(),
+            want: state.chain_id.clone(),
+        });
+    }
+    let height = state.height + 1;
+    if header.height != height {
+        return Err(BlockError::WrongHeight {
+            got: header.height,
+            want: height,
+        });
+    }
+    if agora_crypto::tx_root(&block.txs) != header.tx_root {
+        return Err(BlockError::TxRootMismatch);
+    }
+    let tx_error = |index: usize, error: TxError| BlockError::Tx {
+        index,
+        hash: agora_crypto::tx_hash(&block.txs[index]),
+        error: Box::new(error),
+    };
+    let mut next = state.clone();
+    next.height = height;
+    let mut events = Vec::with_capacity(block.txs.len() * 2 + 4);
+    // Stateless checks first, then one batch signature verification for the whole block.
+    for (i, tx) in block.txs.iter().enumerate() {
+        check_stateless(&next, tx, height).map_err(|e| tx_error(i, e))?;
+    }
+    agora_crypto::verify_batch(&block.txs)
+        .map_err(|(i, _)| tx_error(i, TxError::BadSignature(block.txs[i].tx.sender)))?;
+    for (i, tx) in block.txs.iter().enumerate() {
+        apply_checked(&mut next, tx, height, &header.proposer, &mut events)
+            .map_err(|e| tx_error(i, e))?;
+    }
+    next.release_unbonding(height, &mut events);
+    next.decay_burns();
+    next.issue(&mut events);
+    let root = next.root();
+    Ok(Applied {
+        state: next,
+        root,
+        events,
+    })
+}
+
+/// Apply one transaction alone (signature included), for the mempool's admission check. The
+/// state is modified only on success.
+pub fn apply_tx(
+    state: &mut State,
+    tx: &SignedTransaction,
+    height: u64,
+    proposer: &Address,
+) -> Result<Vec<Event>, TxError> {
+    check_stateless(state, tx, height)?;
+    agora_crypto::verify_tx(tx).map_err(|_| TxError::BadSignature(tx.tx.sender))?;
+    let mut scratch = state.clone();
+    let mut events = Vec::new();
+    apply_checked(&mut scratch, tx, height, proposer, &mut events)?;
+    *state = scratch;
+    Ok(events)
+}
+
+fn check_stateless(state: &State, signed: &SignedTransaction, height: u64) -> Result<(), TxError> {
+    let mut bytes = Vec::with_capacity(256);
+    signed.encode(&mut bytes);
+    if bytes.len() > MAX_TX_BYTES {
+        return Err(TxError::Oversized {
+            len: bytes.len(),
+            max: MAX_TX_BYTES,
+        });
+    }
+    let tx = &signed.tx;
+    if tx.chain_id != state.chain_id {
+        return Err(TxError::WrongChain {
+            got: tx.chain_id.clone(),
+            want: state.chain_id.clone(),
+        });
+    }
+    if height > tx.expiry_height {
+        return Err(TxError::Expired {
+            expiry: tx.expiry_height,
+            height,
+        });
+    }
+    Ok(())
+}
+
+fn apply_checked(
+    state: &mut State,
+    signed: &SignedTransaction,
+    height: u64,
+    proposer: &Address,
+    events: &mut Vec<Event>,
+) -> Result<(), TxError> {
+    let tx = &signed.tx;
+    let sender = tx.sender;
+    let want = state.account(&sender).nonce;
+    if tx.nonce < want {
+        return Err(TxError::StaleNonce {
+            sender,
+            got: tx.nonce,
+            want,
+        });
+    }
+    if tx.nonce > want {
+        return Err(TxError::FutureNonce {
+            sender,
+            got: tx.nonce,
+            want,
+        });
+    }
+    state.charge_fee(&sender, tx.fee, proposer)?;
+    match &tx.call {
+        Call::Transfer { to, amount } => state.transfer(&sender, to, *amount, events)?,
+        Call::Stake { hotkey, amount } => state.stake(&sender, hotkey, *amount, events)?,
+        Call::Unstake { hotkey, amount } => {
+            state.unstake(&sender, hotkey, *amount, height, events)?
+        }
+        Call::SubnetCreate { params } => {
+            state.create_subnet(&sender, params.clone(), events)?;
+        }
+        Call::SubnetSet { netuid, params } => state.set_subnet(&sender, *netuid, params.clone())?,
+        Call::Register {
+            netuid,
+            hotkey,
+            max_burn,
+        } => {
+            state.register(&sender, *netuid, hotkey, *max_burn, height, events)?;
+        }
+        Call::Serve { netuid, info } => state.serve(&sender, *netuid, info.clone())?,
+        Call::CommitWeights { netuid, commit } => {
+            state.commit_weights(&sender, *netuid, *commit, height)?
+        }
+        Call::RevealWeights {
+            netuid,
+            uids,
+            values,
+            salt,
+        } => state.reveal_weights(&sender, *netuid, uids, values, salt, height, events)?,
+        Call::SetTake { take } => state.set_take(&sender, *take)?,
+    }
+    state.accounts.entry(sender).or_default().nonce = want + 1;
+    events.push(Event::TxApplied {
+        hash: agora_crypto::tx_hash(signed),
+        sender,
+        fee: tx.fee,
+    });
+    Ok(())
+}
