@@ -20,11 +20,18 @@ enum Target {
         #[arg(long, default_value_t = 31)]
         runs: usize,
     },
+    /// Apply blocks of 1,000 signed transfers (signature checks included); prints transfers/s.
+    Ledger {
+        /// Blocks to apply (the rate is over all of them).
+        #[arg(long, default_value_t = 20)]
+        blocks: u64,
+    },
 }
 
 pub fn run(args: Args) -> ExitCode {
     match args.target {
         Target::Epoch { runs } => bench_epoch(runs.max(1)),
+        Target::Ledger { blocks } => bench_ledger(blocks.max(1)),
     }
 }
 
@@ -56,4 +63,91 @@ fn bench_epoch(runs: usize) -> ExitCode {
 fn millis(d: Duration) -> String {
     let micros = d.as_micros();
     format!("{}.{:03}", micros / 1000, micros % 1000)
+}
+
+fn bench_ledger(blocks: u64) -> ExitCode {
+    use agora_crypto::{Keypair, sign_tx, tx_root};
+    use agora_ledger::genesis::Genesis;
+    use agora_ledger::state::ChainParams;
+    use agora_primitives::{Amount, Block, Call, Hash, Header, Transaction};
+
+    const PER_BLOCK: usize = 1000;
+    const CHAIN: &str = "agora-bench";
+    let senders: Vec<Keypair> = (0..PER_BLOCK)
+        .map(|i| {
+            let mut seed = [0u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Keypair::from_seed(&seed)
+        })
+        .collect();
+    let genesis = Genesis {
+        chain_id: CHAIN.into(),
+        params: ChainParams::devnet(),
+        balances: senders
+            .iter()
+            .map(|k| (k.address(), Amount::agora(1_000_000)))
+            .collect(),
+        stakes: Vec::new(),
+        subnets: Vec::new(),
+    };
+    let mut state = match genesis.into_state() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: genesis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Sign every block up front: the timed part is what a validator does with a proposed block.
+    let proposer = senders[0].address();
+    let signed: Vec<Vec<_>> = (0..blocks)
+        .map(|b| {
+            senders
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let to = senders[(i + 1) % PER_BLOCK].address();
+                    sign_tx(
+                        k,
+                        Transaction {
+                            chain_id: CHAIN.into(),
+                            sender: k.address(),
+                            nonce: b,
+                            fee: Amount(1_000),
+                            expiry_height: blocks + 10,
+                            call: Call::Transfer {
+                                to,
+                                amount: Amount(1 + b as u128),
+                            },
+                        },
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for (b, txs) in signed.into_iter().enumerate() {
+        let block = Block {
+            header: Header {
+                chain_id: CHAIN.into(),
+                height: b as u64 + 1,
+                parent: Hash::default(),
+                proposer,
+                tx_root: tx_root(&txs),
+                state_root: Hash::default(),
+            },
+            txs,
+        };
+        match agora_ledger::apply_block(&state, &block) {
+            Ok(applied) => state = applied.state,
+            Err(e) => {
+                eprintln!("error: block {}: {e}", b + 1);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let transfers = u128::from(blocks) * PER_BLOCK as u128;
+    let per_s = transfers * 1_000_000 / elapsed.as_micros().max(1);
+    println!("bench ledger/transfers_per_s {per_s} tx/s");
+    ExitCode::SUCCESS
 }

@@ -40,8 +40,9 @@ fn main() -> ExitCode {
 }
 
 fn devnet() -> ExitCode {
-    println!("agora devnet: the chain, miners and gateway are not built yet.");
+    println!("agora devnet: the chain (Malachite), miners and gateway are not built yet.");
     println!("What runs today is the incentive engine; one epoch of a synthetic subnet follows.");
+    println!("(`agora bench ledger` exercises the ledger state machine.)");
     let (name, shape) = agora_incentive::synthetic::bench_cases()[0];
     let input = agora_incentive::synthetic::subnet(shape, 1);
     match agora_incentive::epoch(&input) {
