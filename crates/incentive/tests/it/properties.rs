@@ -219,12 +219,13 @@ proptest! {
             prop_assert!(row.iter().all(|&(j, _)| j < input.n));
         }
         for i in 0..usize::from(input.n) {
+            let weighted = input.weights.iter().any(|row| row.iter().any(|&(j, w)| usize::from(j) == i && w > 0));
+            if !weighted {
+                prop_assert_eq!(out.server_emission[i], 0, "uid {} has no weight on it", i);
+            }
             prop_assert!(out.server_emission[i] <= input.emission);
             prop_assert!(out.validator_emission[i] <= input.emission);
             prop_assert!(out.combined_emission[i] <= input.emission);
-            if out.incentive[i] == 0 {
-                prop_assert!(out.server_emission[i] == 0);
-            }
         }
         let permits = out.validator_permits.iter().filter(|&&p| p).count();
         prop_assert!(permits <= usize::from(input.hyperparameters.max_allowed_validators) + 1);
