@@ -19,6 +19,9 @@ enum Target {
         /// Timed runs per case (the median is printed).
         #[arg(long, default_value_t = 31)]
         runs: usize,
+        /// Only the cases whose name contains this.
+        #[arg(long, default_value = "")]
+        only: String,
     },
     /// Apply blocks of 1,000 signed transfers (signature checks included); prints transfers/s.
     Ledger {
@@ -30,13 +33,16 @@ enum Target {
 
 pub fn run(args: Args) -> ExitCode {
     match args.target {
-        Target::Epoch { runs } => bench_epoch(runs.max(1)),
+        Target::Epoch { runs, only } => bench_epoch(runs.max(1), &only),
         Target::Ledger { blocks } => bench_ledger(blocks.max(1)),
     }
 }
 
-fn bench_epoch(runs: usize) -> ExitCode {
-    for (name, shape) in synthetic::bench_cases() {
+fn bench_epoch(runs: usize, only: &str) -> ExitCode {
+    for (name, shape) in synthetic::bench_cases()
+        .into_iter()
+        .filter(|(n, _)| n.contains(only))
+    {
         let input = synthetic::subnet(shape, 7);
         // One untimed run warms caches and checks the input.
         if let Err(e) = epoch(&input) {

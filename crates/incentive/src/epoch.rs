@@ -7,7 +7,7 @@
 
 use substrate_fixed::types::{I64F64, I96F32};
 
-use crate::exp::exp_safe;
+use crate::exp::ExpMemo;
 use crate::fixed::{
     Fx, ONE, Row, ZERO, clamp, col_max_upscale, col_normalize, div, div64, mul, mul_or_zero,
     normalize, proportion_to_u16, recip_of_at_least_one, row_normalize, sum, u16_proportion,
@@ -352,7 +352,6 @@ fn weighted_median_cols(
         if column.is_empty() {
             continue; // Every voter scores 0.
         }
-        column.sort_unstable_by_key(|&(w, _)| w);
         let mut below = ZERO;
         let zeros = voters - column.len();
         if zeros > 0 {
@@ -362,22 +361,47 @@ fn weighted_median_cols(
                 continue; // The median is 0.
             }
         }
-        let mut k = 0;
-        while k < column.len() {
-            let value = column[k].0;
-            let mut upto = below;
-            while k < column.len() && column[k].0 == value {
-                upto = upto.saturating_add(column[k].1);
-                k += 1;
-            }
-            if upto > minority || k == column.len() {
-                *c = value;
-                break;
-            }
-            below = upto;
-        }
+        *c = first_score_above(column, below, minority);
     }
     consensus
+}
+
+/// The first distinct score `v` (ascending) whose cumulative stake `below + stake(score <= v)`
+/// exceeds `minority`, or the largest score if none does. Weighted quickselect: expected linear
+/// time. `below <= minority` on entry (the stake of scores below every entry of `column`).
+fn first_score_above(column: &mut [(Fx, Fx)], mut below: Fx, minority: Fx) -> Fx {
+    let mut part = column;
+    loop {
+        let pivot = part[part.len() / 2].0;
+        // Three-way partition: [lower | equal | upper].
+        let (mut lt, mut i, mut gt) = (0, 0, part.len());
+        let (mut lower, mut equal) = (ZERO, ZERO);
+        while i < gt {
+            let (score, stake) = part[i];
+            if score < pivot {
+                lower = lower.saturating_add(stake);
+                part.swap(lt, i);
+                lt += 1;
+                i += 1;
+            } else if score > pivot {
+                gt -= 1;
+                part.swap(i, gt);
+            } else {
+                equal = equal.saturating_add(stake);
+                i += 1;
+            }
+        }
+        if lt > 0 && below.saturating_add(lower) > minority {
+            part = &mut part[..lt];
+            continue;
+        }
+        let upto = below.saturating_add(lower).saturating_add(equal);
+        if upto > minority || gt == part.len() {
+            return pivot;
+        }
+        below = upto;
+        part = &mut part[gt..];
+    }
 }
 
 /// `W + ratio * (Wc - W)` per entry, keeping positive results; `Wc` has an entry only where `W`
@@ -464,6 +488,7 @@ fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparame
     let steepness = Fx::saturating_from_num(hp.alpha_sigmoid_steepness);
     let slope = steepness.saturating_div(Fx::from_num(-100));
     let half = Fx::from_bits(1 << 31);
+    let mut memo = ExpMemo::new();
     new.iter()
         .zip(old)
         .map(|(nrow, orow)| {
@@ -488,7 +513,7 @@ fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparame
                     } else {
                         clamp(b.saturating_sub(w), ZERO, ONE)
                     };
-                    let e = exp_safe(mul(slope, diff.saturating_sub(half)));
+                    let e = memo.exp_safe(mul(slope, diff.saturating_sub(half)));
                     let sigmoid = recip_of_at_least_one(ONE.saturating_add(e));
                     let alpha = clamp(
                         low.saturating_add(mul(sigmoid, high.saturating_sub(low))),
@@ -506,4 +531,46 @@ fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparame
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The plain definition: sort, then scan distinct scores.
+    fn by_sorting(column: &[(Fx, Fx)], mut below: Fx, minority: Fx) -> Fx {
+        let mut sorted = column.to_vec();
+        sorted.sort_by_key(|&(w, _)| w);
+        let mut k = 0;
+        loop {
+            let value = sorted[k].0;
+            let mut upto = below;
+            while k < sorted.len() && sorted[k].0 == value {
+                upto = upto.saturating_add(sorted[k].1);
+                k += 1;
+            }
+            if upto > minority || k == sorted.len() {
+                return value;
+            }
+            below = upto;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        #[test]
+        fn weighted_selection_equals_sort_and_scan(
+            entries in proptest::collection::vec((1i64..40, 0i64..1000), 1..60),
+            below in 0i64..500,
+            minority in -100i64..20_000,
+        ) {
+            // Few distinct scores so that ties are common.
+            let column: Vec<(Fx, Fx)> = entries.iter().map(|&(w, s)| (Fx::from_bits(w << 20), Fx::from_bits(s))).collect();
+            let (below, minority) = (Fx::from_bits(below), Fx::from_bits(minority));
+            prop_assume!(below <= minority || minority < ZERO);
+            let mut scratch = column.clone();
+            prop_assert_eq!(first_score_above(&mut scratch, below, minority), by_sorting(&column, below, minority));
+        }
+    }
 }

@@ -29,6 +29,36 @@ pub(crate) fn exp_safe(input: Fx) -> Fx {
     }
 }
 
+/// A direct-mapped memo of [`exp_safe`] for one epoch. Arguments repeat a lot (every bond at or
+/// below its weight on a consensus-clipped entry has distance 0), and `exp_safe` is a pure
+/// function, so remembering recent results changes nothing but the time.
+#[derive(Debug)]
+pub(crate) struct ExpMemo {
+    slots: Vec<(i64, Fx)>,
+}
+
+const MEMO_BITS: u32 = 10;
+/// No clamped argument has these bits (they are far outside `[-20, 20]`).
+const EMPTY: i64 = i64::MIN;
+
+impl ExpMemo {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: vec![(EMPTY, ZERO); 1 << MEMO_BITS],
+        }
+    }
+
+    pub(crate) fn exp_safe(&mut self, x: Fx) -> Fx {
+        let bits = x.to_bits();
+        let slot = (bits as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
+        let entry = &mut self.slots[slot as usize];
+        if entry.0 != bits {
+            *entry = (bits, exp_safe(x));
+        }
+        entry.1
+    }
+}
+
 /// The series of `substrate_fixed::transcendental::exp::<I32F32, I32F32>`; `None` where the
 /// reference returns an error (an intermediate value overflows).
 pub(crate) fn exp(x: Fx) -> Option<Fx> {
@@ -112,6 +142,16 @@ mod tests {
             bits += 1 << 20;
         }
         assert!(checked > 600_000);
+    }
+
+    #[test]
+    fn the_memo_returns_what_exp_safe_returns() {
+        let mut memo = ExpMemo::new();
+        for k in -50_000i64..50_000 {
+            // Revisit arguments so that hits, misses and evictions all happen.
+            let x = Fx::from_bits((k % 7_919) * 1_234_567);
+            assert_eq!(memo.exp_safe(x), exp_safe(x));
+        }
     }
 
     #[test]

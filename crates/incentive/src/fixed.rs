@@ -19,15 +19,21 @@ const U16_MAX: Fx = Fx::from_bits((u16::MAX as i64) << 32);
 
 /// `x / y`, or 0 when `y` is 0 or the quotient overflows (`safe_div`).
 ///
-/// Same result as `I32F32::checked_div` (`(x << 32) / y`, truncated toward zero); the common
-/// case of a non-negative dividend below 1 and a positive divisor runs on native 64-bit division
-/// instead of a 128-bit library call.
+/// Same result as `I32F32::checked_div` (`(x << 32) / y`, truncated toward zero). For a
+/// non-negative dividend and a positive divisor, common factors of two are removed from both
+/// first (the quotient is unchanged), which lets the usual cases (proportions below 1, and
+/// integer-valued weights over an integer sum) run on native 64-bit division instead of a
+/// 128-bit library call.
 #[inline]
 pub(crate) fn div(x: Fx, y: Fx) -> Fx {
     let (a, b) = (x.to_bits(), y.to_bits());
-    if (0..1i64 << 32).contains(&a) && b > 0 {
-        let q = ((a as u64) << 32) / (b as u64);
-        return i64::try_from(q).map_or(ZERO, Fx::from_bits);
+    if a >= 0 && b > 0 {
+        let shift = (a | (1 << 62)).trailing_zeros().min(b.trailing_zeros());
+        let (a, b) = ((a >> shift) as u64, (b >> shift) as u64);
+        if a < 1 << 32 {
+            let q = (a << 32) / b;
+            return i64::try_from(q).map_or(ZERO, Fx::from_bits);
+        }
     }
     x.checked_div(y).unwrap_or(ZERO)
 }
@@ -208,6 +214,7 @@ mod tests {
             any::<i64>().prop_map(Fx::from_bits),
             (-(1i64 << 34)..(1i64 << 34)).prop_map(Fx::from_bits),
             (0..=(1i64 << 32)).prop_map(Fx::from_bits),
+            (0..(1i64 << 24)).prop_map(|k| Fx::from_bits(k << 32)),
         ]
     }
 
