@@ -7,7 +7,7 @@
 //! public key is the account [`Address`]. Transactions are signed over
 //! [`Transaction::signing_bytes`] (a domain tag, then the canonical encoding); [`verify_batch`]
 //! checks many signatures at once for block application. Weight commitments are
-//! [`weights_commit`].
+//! [`weights_commit`]; the state commitment is [`merkle`].
 //!
 //! # Invariants
 //! - Secret key bytes are zeroized on drop and never printed (`Debug` shows the address only).
@@ -27,6 +27,8 @@
 //! assert!(verify_tx(&signed).is_ok());
 //! ```
 #![forbid(unsafe_code)]
+
+pub mod merkle;
 
 use std::fmt;
 

@@ -211,6 +211,14 @@ pub enum BlockError {
     /// The header's tx root does not match the transactions.
     #[error("tx_root does not match the block's transactions")]
     TxRootMismatch,
+    /// The header's state root is not the root the block produces.
+    #[error("state_root {header} in the header, but applying the block gives {computed}")]
+    StateRootMismatch {
+        /// In the header.
+        header: Hash,
+        /// Computed.
+        computed: Hash,
+    },
     /// A transaction is invalid.
     #[error("transaction {index} ({hash}): {error}")]
     Tx {

@@ -9,7 +9,7 @@
 //! refused block leaves the state exactly as it was. One module per concern: [`balances`]
 //! (transfers, fees), [`staking`] (delegation, unbonding, take), [`subnets`], [`neurons`]
 //! (registration burn, pruning, serve info), [`weights`] (commit-reveal, max-upscaling),
-//! [`emission`] (issuance and the epoch hook), [`genesis`].
+//! [`emission`] (issuance, the Yuma epoch every `tempo` blocks, payouts), [`genesis`].
 //!
 //! Transaction checks, in order: size, chain id, expiry, nonce (stale or future), signature
 //! (batch-verified per block), fee, then the call's own rules.
@@ -22,9 +22,9 @@
 //!
 //! # Example
 //! ```
-//! use agora_crypto::{Keypair, sign_tx, tx_root};
-//! use agora_ledger::{apply_block, genesis::Genesis, state::ChainParams};
-//! use agora_primitives::{Amount, Block, Call, Hash, Header, Transaction};
+//! use agora_crypto::{Keypair, sign_tx};
+//! use agora_ledger::{apply_block, build_block, genesis::Genesis, state::ChainParams};
+//! use agora_primitives::{Amount, Call, Hash, Transaction};
 //! let alice = Keypair::from_seed(&[1; 32]);
 //! let bob = Keypair::from_seed(&[2; 32]).address();
 //! let state = Genesis {
@@ -35,15 +35,17 @@
 //!     chain_id: "doc".into(), sender: alice.address(), nonce: 0, fee: Amount(1_000),
 //!     expiry_height: 10, call: Call::Transfer { to: bob, amount: Amount::agora(1) },
 //! });
-//! let header = Header { chain_id: "doc".into(), height: 1, parent: Hash::default(),
-//!     proposer: bob, tx_root: tx_root(std::slice::from_ref(&tx)), state_root: Hash::default() };
-//! let applied = apply_block(&state, &Block { header, txs: vec![tx] }).unwrap();
+//! // The proposer builds the block (filling in the state root); every validator applies it.
+//! let (block, _) = build_block(&state, vec![tx], bob, Hash::default()).unwrap();
+//! let applied = apply_block(&state, &block).unwrap();
 //! assert_eq!(applied.state.account(&bob).balance, Amount(1_000_000_000 + 500));
+//! assert_eq!(applied.root, block.header.state_root);
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod balances;
 pub mod emission;
+pub mod entries;
 mod error;
 pub mod genesis;
 pub mod neurons;
@@ -143,6 +145,19 @@ pub enum Event {
         /// The uid.
         uid: u16,
     },
+    /// An epoch paid a neuron.
+    EpochPaid {
+        /// Subnet.
+        netuid: NetUid,
+        /// The uid.
+        uid: u16,
+        /// Its hotkey.
+        hotkey: Address,
+        /// Paid as a miner.
+        server: Amount,
+        /// Paid as a validator (take plus delegators' shares).
+        validator: Amount,
+    },
     /// Emission accrued to a subnet.
     Issued {
         /// Subnet.
@@ -165,6 +180,18 @@ pub struct Applied {
 
 /// Apply a block to a state. The input state is never modified.
 pub fn apply_block(state: &State, block: &Block) -> Result<Applied, BlockError> {
+    let applied = execute(state, block)?;
+    if applied.root != block.header.state_root {
+        return Err(BlockError::StateRootMismatch {
+            header: block.header.state_root,
+            computed: applied.root,
+        });
+    }
+    Ok(applied)
+}
+
+/// Everything [`apply_block`] does except comparing the header's state root.
+fn execute(state: &State, block: &Block) -> Result<Applied, BlockError> {
     let header = &block.header;
     if header.chain_id != state.chain_id {
         return Err(BlockError::WrongChain {
@@ -203,12 +230,37 @@ pub fn apply_block(state: &State, block: &Block) -> Result<Applied, BlockError> 
     next.release_unbonding(height, &mut events);
     next.decay_burns();
     next.issue(&mut events);
+    next.run_epochs(height, &mut events);
     let root = next.root();
     Ok(Applied {
         state: next,
         root,
         events,
     })
+}
+
+/// Build the next block from transactions, as a proposer does: apply them, then write the
+/// resulting state root into the header. Returns the block and what applying it gives.
+pub fn build_block(
+    state: &State,
+    txs: Vec<SignedTransaction>,
+    proposer: Address,
+    parent: Hash,
+) -> Result<(Block, Applied), BlockError> {
+    let mut block = Block {
+        header: agora_primitives::Header {
+            chain_id: state.chain_id.clone(),
+            height: state.height + 1,
+            parent,
+            proposer,
+            tx_root: agora_crypto::tx_root(&txs),
+            state_root: Hash::default(),
+        },
+        txs,
+    };
+    let applied = execute(state, &block)?;
+    block.header.state_root = applied.root;
+    Ok((block, applied))
 }
 
 /// Apply one transaction alone (signature included), for the mempool's admission check. The

@@ -75,6 +75,7 @@ impl State {
             last_emission: Amount::ZERO,
             serve: None,
             commit: None,
+            outputs: Default::default(),
         };
         let uid = match slot {
             Some(uid) => {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use agora_codec::{Encode, encode_len};
+use agora_codec::Encode;
 use agora_primitives::{Address, Amount, Hash, NetUid, ServeInfo, SubnetParams};
 
 /// Chain-wide parameters fixed at genesis.
@@ -86,6 +86,42 @@ pub struct Neuron {
     pub serve: Option<ServeInfo>,
     /// Pending weight commit.
     pub commit: Option<Commit>,
+    /// Outputs of the last epoch.
+    pub outputs: NeuronOutputs,
+}
+
+/// What the last epoch decided for one neuron (all proportions are `u16`, 65535 = 1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NeuronOutputs {
+    /// Set weights within the activity cutoff.
+    pub active: bool,
+    /// Normalised stake.
+    pub stake_weight: u16,
+    /// Consensus on this uid.
+    pub consensus: u16,
+    /// Incentive (miner share).
+    pub incentive: u16,
+    /// Dividends (validator share).
+    pub dividends: u16,
+    /// Validator trust.
+    pub validator_trust: u16,
+    /// Paid as a miner, base units.
+    pub server_emission: Amount,
+    /// Paid as a validator, base units.
+    pub validator_emission: Amount,
+}
+
+impl Encode for NeuronOutputs {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.active.encode(out);
+        self.stake_weight.encode(out);
+        self.consensus.encode(out);
+        self.incentive.encode(out);
+        self.dividends.encode(out);
+        self.validator_trust.encode(out);
+        self.server_emission.encode(out);
+        self.validator_emission.encode(out);
+    }
 }
 
 /// A subnet.
@@ -177,67 +213,13 @@ impl State {
         set
     }
 
-    /// The state root: BLAKE3 over the canonical encoding of the whole state, in key order.
-    ///
-    /// This is a full commitment to the state. The store replaces it with a sparse Merkle root
-    /// (with inclusion and absence proofs) over the same key-value pairs.
+    /// The state root: the Merkle root over [`State::entries`] (see `agora_crypto::merkle`).
     pub fn root(&self) -> Hash {
-        let mut out = Vec::with_capacity(1024);
-        out.extend_from_slice(b"agora/state/v1\0");
-        agora_codec::encode_bytes(self.chain_id.as_bytes(), &mut out);
-        self.height.encode(&mut out);
-        encode_len(self.accounts.len(), &mut out);
-        for (a, acc) in &self.accounts {
-            a.encode(&mut out);
-            acc.balance.encode(&mut out);
-            acc.nonce.encode(&mut out);
-        }
-        encode_len(self.hotkeys.len(), &mut out);
-        for (h, hk) in &self.hotkeys {
-            h.encode(&mut out);
-            hk.owner.encode(&mut out);
-            hk.take.encode(&mut out);
-        }
-        encode_len(self.stakes.len(), &mut out);
-        for ((h, c), s) in &self.stakes {
-            h.encode(&mut out);
-            c.encode(&mut out);
-            s.encode(&mut out);
-        }
-        encode_len(self.unbonding.len(), &mut out);
-        for u in &self.unbonding {
-            u.release_height.encode(&mut out);
-            u.coldkey.encode(&mut out);
-            u.amount.encode(&mut out);
-        }
-        encode_len(self.subnets.len(), &mut out);
-        for (id, s) in &self.subnets {
-            id.encode(&mut out);
-            s.owner.encode(&mut out);
-            s.params.encode(&mut out);
-            s.emission_share_ppm.encode(&mut out);
-            s.pending_emission.encode(&mut out);
-            s.last_epoch_block.encode(&mut out);
-            s.burn.encode(&mut out);
-            encode_len(s.neurons.len(), &mut out);
-            for n in &s.neurons {
-                n.hotkey.encode(&mut out);
-                n.registered_at.encode(&mut out);
-                n.last_update.encode(&mut out);
-                agora_codec::encode_slice(&n.weights, &mut out);
-                agora_codec::encode_slice(&n.bonds, &mut out);
-                n.validator_permit.encode(&mut out);
-                n.last_emission.encode(&mut out);
-                n.serve.encode(&mut out);
-                n.commit
-                    .as_ref()
-                    .map(|c| (c.hash, c.block))
-                    .encode(&mut out);
-            }
-        }
-        self.genesis_supply.encode(&mut out);
-        self.issued.encode(&mut out);
-        self.burned.encode(&mut out);
-        agora_crypto::hash(&out)
+        let leaves: Vec<Hash> = self
+            .entries()
+            .iter()
+            .map(|(k, v)| agora_crypto::merkle::leaf_hash(k, v))
+            .collect();
+        agora_crypto::merkle::root(&leaves)
     }
 }

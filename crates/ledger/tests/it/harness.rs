@@ -1,12 +1,10 @@
 //! A tiny chain driver: genesis, signing, block building.
 
-use agora_crypto::{Keypair, sign_tx, tx_root};
+use agora_crypto::{Keypair, sign_tx};
 use agora_ledger::genesis::{Genesis, GenesisStake, GenesisSubnet};
 use agora_ledger::state::ChainParams;
-use agora_ledger::{Applied, BlockError, State, apply_block};
-use agora_primitives::{
-    Amount, Block, Call, Hash, Header, SignedTransaction, SubnetParams, Transaction,
-};
+use agora_ledger::{Applied, BlockError, State, apply_block, build_block};
+use agora_primitives::{Amount, Call, Hash, SignedTransaction, SubnetParams, Transaction};
 
 pub const CHAIN: &str = "agora-test";
 
@@ -67,22 +65,16 @@ pub fn tx_with(
     sign_tx(signer, t)
 }
 
-pub fn block(state: &State, txs: Vec<SignedTransaction>) -> Block {
-    Block {
-        header: Header {
-            chain_id: CHAIN.into(),
-            height: state.height + 1,
-            parent: Hash::default(),
-            proposer: key(10).address(),
-            tx_root: tx_root(&txs),
-            state_root: Hash::default(),
-        },
-        txs,
-    }
-}
-
+/// Build the next block as its proposer (key 10) would, then apply it as a validator would.
 pub fn apply(state: &State, txs: Vec<SignedTransaction>) -> Result<Applied, BlockError> {
-    apply_block(state, &block(state, txs))
+    let (block, built) = build_block(state, txs, key(10).address(), Hash::default())?;
+    let applied = apply_block(state, &block).expect("a built block applies");
+    assert_eq!(applied.root, built.root);
+    assert_eq!(
+        State::from_entries(&applied.state.entries()).expect("entries decode"),
+        applied.state
+    );
+    Ok(applied)
 }
 
 /// Apply a block that must succeed.

@@ -335,3 +335,44 @@ fn a_refused_block_names_the_first_bad_transaction() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[test]
+fn a_block_with_a_wrong_header_is_refused_and_changes_nothing() {
+    let s = genesis();
+    let t = tx(
+        &s,
+        &key(1),
+        Call::Transfer {
+            to: key(5).address(),
+            amount: Amount(1),
+        },
+    );
+    let (block, _) = agora_ledger::build_block(&s, vec![t], key(10).address(), Default::default())
+        .expect("builds");
+    let before = s.clone();
+    let mut wrong_root = block.clone();
+    wrong_root.header.state_root.0[0] ^= 1;
+    assert!(matches!(
+        agora_ledger::apply_block(&s, &wrong_root),
+        Err(BlockError::StateRootMismatch { .. })
+    ));
+    let mut wrong_txs = block.clone();
+    wrong_txs.header.tx_root.0[0] ^= 1;
+    assert!(matches!(
+        agora_ledger::apply_block(&s, &wrong_txs),
+        Err(BlockError::TxRootMismatch)
+    ));
+    let mut wrong_height = block.clone();
+    wrong_height.header.height = 5;
+    assert!(matches!(
+        agora_ledger::apply_block(&s, &wrong_height),
+        Err(BlockError::WrongHeight { got: 5, want: 1 })
+    ));
+    let mut wrong_chain = block;
+    wrong_chain.header.chain_id = "elsewhere".into();
+    assert!(matches!(
+        agora_ledger::apply_block(&s, &wrong_chain),
+        Err(BlockError::WrongChain { .. })
+    ));
+    assert_eq!(s, before);
+}
