@@ -20,7 +20,11 @@ use crate::{Hash, Hasher};
 
 /// The hash of one leaf.
 pub fn leaf_hash(key: &[u8], value: &[u8]) -> Hash {
-    let value_hash = crate::hash(value);
+    leaf_hash_of(key, &crate::hash(value))
+}
+
+/// The hash of one leaf from its key and the hash of its value.
+pub fn leaf_hash_of(key: &[u8], value_hash: &Hash) -> Hash {
     let mut h = Hasher::new();
     h.update(&[0])
         .update(&(key.len() as u32).to_le_bytes())
@@ -131,6 +135,116 @@ pub fn verify(root_hash: &Hash, leaf: &Hash, proof: &Proof) -> bool {
     siblings.next().is_none() && bind(proof.count, &acc) == *root_hash
 }
 
+/// A neighbour leaf in an absence proof: its key, its value's hash and its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The neighbour's key.
+    pub key: Vec<u8>,
+    /// BLAKE3 of its value.
+    pub value_hash: Hash,
+    /// Its path to the root.
+    pub proof: Proof,
+}
+
+/// Proof that a key has a value, or has none, under a root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyProof {
+    /// The key is present with this value.
+    Present {
+        /// The value.
+        value: Vec<u8>,
+        /// The leaf's path.
+        proof: Proof,
+    },
+    /// The key is absent: the leaves just below and above it are adjacent (or the key is
+    /// outside the range of keys, or the tree is empty).
+    Absent {
+        /// The greatest key below, if any.
+        left: Option<Neighbour>,
+        /// The least key above, if any.
+        right: Option<Neighbour>,
+        /// Leaves in the tree.
+        count: u64,
+    },
+}
+
+/// Why a key proof does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// A path does not lead to the root.
+    #[error("a Merkle path does not lead to the root")]
+    BadPath,
+    /// The neighbours do not bracket the key, or are not adjacent.
+    #[error("the neighbour leaves do not show the key is absent")]
+    NotAbsent,
+}
+
+/// Prove `key`'s value or absence among sorted `entries`.
+pub fn prove_key(entries: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> KeyProof {
+    let leaves: Vec<Hash> = entries.iter().map(|(k, v)| leaf_hash(k, v)).collect();
+    let neighbour = |i: usize| Neighbour {
+        key: entries[i].0.clone(),
+        value_hash: crate::hash(&entries[i].1),
+        proof: prove(&leaves, i).expect("index in range"),
+    };
+    match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+        Ok(i) => KeyProof::Present {
+            value: entries[i].1.clone(),
+            proof: prove(&leaves, i).expect("index in range"),
+        },
+        Err(i) => KeyProof::Absent {
+            left: (i > 0).then(|| neighbour(i - 1)),
+            right: (i < entries.len()).then(|| neighbour(i)),
+            count: entries.len() as u64,
+        },
+    }
+}
+
+/// Check a key proof against a root: `Ok(Some(value))` if present, `Ok(None)` if absent.
+pub fn verify_key<'p>(
+    root_hash: &Hash,
+    key: &[u8],
+    proof: &'p KeyProof,
+) -> Result<Option<&'p [u8]>, ProofError> {
+    match proof {
+        KeyProof::Present { value, proof } => {
+            if verify(root_hash, &leaf_hash(key, value), proof) {
+                Ok(Some(value))
+            } else {
+                Err(ProofError::BadPath)
+            }
+        }
+        KeyProof::Absent { left, right, count } => {
+            let check = |n: &Neighbour| {
+                n.proof.count == *count
+                    && verify(root_hash, &leaf_hash_of(&n.key, &n.value_hash), &n.proof)
+            };
+            match (left, right) {
+                (None, None) if *count == 0 && *root_hash == root(&[]) => Ok(None),
+                (Some(l), None)
+                    if check(l) && l.key.as_slice() < key && l.proof.index + 1 == *count =>
+                {
+                    Ok(None)
+                }
+                (None, Some(r)) if check(r) && key < r.key.as_slice() && r.proof.index == 0 => {
+                    Ok(None)
+                }
+                (Some(l), Some(r))
+                    if check(l)
+                        && check(r)
+                        && l.key.as_slice() < key
+                        && key < r.key.as_slice()
+                        && l.proof.index + 1 == r.proof.index =>
+                {
+                    Ok(None)
+                }
+                _ => Err(ProofError::NotAbsent),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +273,48 @@ mod tests {
                 );
             }
             assert!(prove(&leaves, n).is_none());
+        }
+    }
+
+    #[test]
+    fn present_and_absent_keys_prove_and_forgeries_fail() {
+        for n in 0..12u8 {
+            // Keys 10, 20, 30, ...
+            let entries: Vec<(Vec<u8>, Vec<u8>)> =
+                (1..=n).map(|i| (vec![i * 10], vec![i])).collect();
+            let leaves: Vec<Hash> = entries.iter().map(|(k, v)| leaf_hash(k, v)).collect();
+            let r = root(&leaves);
+            for probe in 0..=130u8 {
+                let proof = prove_key(&entries, &[probe]);
+                let got = verify_key(&r, &[probe], &proof).expect("honest proof verifies");
+                let want = entries
+                    .iter()
+                    .find(|(k, _)| k[0] == probe)
+                    .map(|(_, v)| v.as_slice());
+                assert_eq!(got, want, "n={n} key={probe}");
+                // The same proof never vouches for another key's presence or absence wrongly.
+                if let KeyProof::Present { .. } = proof {
+                    assert!(verify_key(&r, &[probe + 1], &proof).is_err());
+                }
+            }
+            // An absence claim for a present key is refused.
+            if n >= 2 {
+                let lie = KeyProof::Absent {
+                    left: match prove_key(&entries, &[5]) {
+                        KeyProof::Absent { right, .. } => right,
+                        _ => None,
+                    },
+                    right: match prove_key(&entries, &[25]) {
+                        KeyProof::Absent { right, .. } => right,
+                        _ => None,
+                    },
+                    count: u64::from(n),
+                };
+                assert!(
+                    verify_key(&r, &[20], &lie).is_err(),
+                    "skipping a leaf must not prove absence"
+                );
+            }
         }
     }
 }

@@ -1,0 +1,92 @@
+use agora_crypto::merkle::verify_key;
+use agora_ledger::entries::account_key;
+use agora_store::{Error, Store};
+
+use crate::*;
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("agora-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn committed_blocks_and_state_survive_reopening() {
+    let dir = tempdir("reopen");
+    let mut state = genesis();
+    {
+        let store = Store::open(&dir).unwrap();
+        assert!(store.tip().unwrap().is_none());
+        store.init(&state).unwrap();
+        for _ in 0..5 {
+            state = commit_next(&store, &state, 10);
+        }
+    }
+    let store = Store::open(&dir).unwrap();
+    let tip = store.tip().unwrap().unwrap();
+    assert_eq!(tip.height, 5);
+    assert_eq!(tip.root, state.root());
+    assert_eq!(store.state().unwrap(), state);
+    for h in 1..=5 {
+        assert_eq!(store.block(h).unwrap().unwrap().header.height, h);
+    }
+    // Re-initialising with the same chain is a no-op; another chain is refused.
+    store.init(&genesis()).unwrap();
+    let mut other = genesis();
+    other.chain_id = "other".into();
+    assert!(matches!(store.init(&other), Err(Error::WrongChain { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn proofs_verify_for_present_and_absent_accounts_against_the_block_root() {
+    let dir = tempdir("proofs");
+    let store = Store::open(&dir).unwrap();
+    let mut state = genesis();
+    store.init(&state).unwrap();
+    state = commit_next(&store, &state, 8);
+    let header_root = store.block(1).unwrap().unwrap().header.state_root;
+
+    let present = store.prove(&account_key(&key(1).address())).unwrap();
+    assert_eq!(present.root, header_root);
+    let value = verify_key(&header_root, &present.key, &present.proof)
+        .unwrap()
+        .expect("present");
+    let (balance, nonce): (agora_primitives::Amount, u64) =
+        agora_codec::decode_exact(value).unwrap();
+    assert_eq!(balance, state.account(&key(1).address()).balance);
+    assert_eq!(nonce, 1);
+
+    let absent = store.prove(&account_key(&key(250).address())).unwrap();
+    assert_eq!(
+        verify_key(&header_root, &absent.key, &absent.proof).unwrap(),
+        None
+    );
+    // A proof for one key says nothing about another.
+    assert!(
+        verify_key(
+            &header_root,
+            &account_key(&key(2).address()),
+            &present.proof
+        )
+        .is_err()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_block_that_does_not_extend_the_tip_is_refused() {
+    let dir = tempdir("extend");
+    let store = Store::open(&dir).unwrap();
+    let state = genesis();
+    store.init(&state).unwrap();
+    let next = commit_next(&store, &state, 1);
+    // Committing the same height again is refused, and the store is unchanged.
+    let block = store.block(1).unwrap().unwrap();
+    assert!(matches!(
+        store.commit(&block, &next),
+        Err(Error::NotNext { .. })
+    ));
+    assert_eq!(store.tip().unwrap().unwrap().height, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
