@@ -2,6 +2,11 @@
 
 mod bench;
 mod epoch;
+mod genesis_file;
+mod home;
+mod keys;
+mod query;
+mod tx;
 
 use std::process::ExitCode;
 
@@ -23,6 +28,61 @@ enum Command {
     Epoch(epoch::Args),
     /// Time the engines and print `bench <name> <value> <unit>` lines.
     Bench(bench::Args),
+    /// Create a node's data directory from a genesis file.
+    Init(InitArgs),
+    /// Manage keys in an encrypted keystore.
+    Keys(keys::Args),
+    /// Build and sign a transaction.
+    Tx(tx::Args),
+    /// Read accounts, subnets, neurons and the metagraph from a data directory.
+    Query(query::Args),
+}
+
+/// Write the genesis state into a new data directory.
+#[derive(Debug, clap::Args)]
+struct InitArgs {
+    /// The genesis file (JSON; see docs/ARCHITECTURE.md).
+    #[arg(long, value_name = "FILE")]
+    genesis: std::path::PathBuf,
+    /// The data directory (default `$AGORA_HOME/data`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+fn init(args: InitArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(&args.genesis).with_context(|| {
+        format!(
+            "genesis file {} not found or unreadable",
+            args.genesis.display()
+        )
+    })?;
+    let genesis =
+        genesis_file::parse(&text).with_context(|| format!("in {}", args.genesis.display()))?;
+    let state = genesis
+        .into_state()
+        .with_context(|| format!("in {}", args.genesis.display()))?;
+    let dir = args.data_dir.unwrap_or_else(home::data_dir);
+    let store = agora_store::Store::open(&dir)?;
+    store.init(&state)?;
+    println!(
+        "initialised {} for chain {} (root {})",
+        dir.display(),
+        state.chain_id,
+        state.root()
+    );
+    Ok(())
+}
+
+/// Print an error on one line (with its causes) and return the failure exit code.
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `agora devnet` will start a one-validator chain, miners and a gateway on loopback. Until the
@@ -36,6 +96,10 @@ fn main() -> ExitCode {
         Command::Devnet(_) => devnet(),
         Command::Epoch(args) => epoch::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Init(args) => report(init(args)),
+        Command::Keys(args) => report(keys::run(args)),
+        Command::Tx(args) => report(tx::run(args)),
+        Command::Query(args) => report(query::run(args)),
     }
 }
 

@@ -28,6 +28,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod keystore;
 pub mod merkle;
 
 use std::fmt;

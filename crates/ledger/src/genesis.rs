@@ -59,6 +59,9 @@ pub enum GenesisError {
     /// Emission shares exceed 100%.
     #[error("subnet emission shares add up to {0} ppm, above 1000000")]
     SharesAboveOne(u64),
+    /// The chain id is empty or too long.
+    #[error("chain id {0:?} must be 1 to 32 bytes")]
+    ChainId(String),
     /// Bad hyperparameters.
     #[error("subnet {netuid}: {error}")]
     Params {
@@ -72,6 +75,9 @@ pub enum GenesisError {
 impl Genesis {
     /// The state at height 0.
     pub fn into_state(self) -> Result<State, GenesisError> {
+        if self.chain_id.is_empty() || self.chain_id.len() > agora_primitives::MAX_CHAIN_ID_BYTES {
+            return Err(GenesisError::ChainId(self.chain_id));
+        }
         let mut accounts: BTreeMap<Address, Account> = BTreeMap::new();
         let mut supply = Amount::ZERO;
         for (a, amount) in &self.balances {
