@@ -23,7 +23,8 @@ enum Target {
         #[arg(long, default_value = "")]
         only: String,
     },
-    /// Apply blocks of 1,000 signed transfers (signature checks included); prints transfers/s.
+    /// Apply and commit blocks of 1,000 signed transfers (signatures checked, state root
+    /// recomputed, one atomic store write per block); prints transfers/s.
     Ledger {
         /// Blocks to apply (the rate is over all of them).
         #[arg(long, default_value_t = 20)]
@@ -134,10 +135,12 @@ fn bench_ledger(blocks: u64) -> ExitCode {
     // does with a proposed block: verify and apply it, and check its state root.
     let genesis_state = state.clone();
     let mut built = Vec::with_capacity(signed.len());
+    let mut parent = Hash::default();
     for txs in signed {
-        match agora_ledger::build_block(&state, txs, proposer, Hash::default()) {
+        match agora_ledger::build_block(&state, txs, proposer, parent) {
             Ok((block, applied)) => {
                 state = applied.state;
+                parent = agora_crypto::hash_of(&block.header);
                 built.push(block);
             }
             Err(e) => {
@@ -147,17 +150,33 @@ fn bench_ledger(blocks: u64) -> ExitCode {
         }
     }
     let mut state = genesis_state;
+    let dir = std::env::temp_dir().join(format!("agora-bench-ledger-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = match agora_store::Store::open(&dir).and_then(|s| s.init(&state).map(|()| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let start = Instant::now();
     for block in &built {
-        match agora_ledger::apply_block(&state, block) {
-            Ok(applied) => state = applied.state,
+        let applied = match agora_ledger::apply_block(&state, block) {
+            Ok(applied) => applied,
             Err(e) => {
                 eprintln!("error: block {}: {e}", block.header.height);
                 return ExitCode::FAILURE;
             }
+        };
+        if let Err(e) = store.commit(block, &applied.state) {
+            eprintln!("error: committing block {}: {e}", block.header.height);
+            return ExitCode::FAILURE;
         }
+        state = applied.state;
     }
     let elapsed = start.elapsed();
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
     let transfers = u128::from(blocks) * PER_BLOCK as u128;
     let per_s = transfers * 1_000_000 / elapsed.as_micros().max(1);
     println!("bench ledger/transfers_per_s {per_s} tx/s");

@@ -76,3 +76,42 @@ impl State {
         self.credit(proposer, to_proposer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::tests::{addr, small};
+    use agora_primitives::Amount;
+
+    #[test]
+    fn a_fee_is_split_between_burn_and_proposer() {
+        let mut s = small();
+        s.charge_fee(&addr(1), Amount(1_001), &addr(2)).unwrap();
+        // 50% burned, rounded down; the proposer gets the rest.
+        assert_eq!(s.burned, Amount(500));
+        assert_eq!(
+            s.account(&addr(2)).balance,
+            Amount(Amount::agora(1000).0 + 501)
+        );
+        assert_eq!(
+            s.account(&addr(1)).balance,
+            Amount(Amount::agora(1000).0 - 1_001)
+        );
+    }
+
+    #[test]
+    fn a_transfer_of_zero_or_more_than_the_balance_is_refused() {
+        let mut s = small();
+        let mut events = Vec::new();
+        assert!(
+            s.transfer(&addr(1), &addr(2), Amount::ZERO, &mut events)
+                .is_err()
+        );
+        assert!(
+            s.transfer(&addr(1), &addr(2), Amount::agora(1001), &mut events)
+                .is_err()
+        );
+        s.transfer(&addr(1), &addr(2), Amount::agora(1000), &mut events)
+            .unwrap();
+        assert_eq!(s.account(&addr(1)).balance, Amount::ZERO);
+    }
+}

@@ -177,3 +177,45 @@ impl State {
         acc.balance = Amount(acc.balance.0.saturating_add(to_owner));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::Hotkey;
+    use crate::state::tests::{addr, small};
+    use agora_primitives::{Amount, SubnetParams};
+
+    #[test]
+    fn issuance_follows_shares_and_validator_emission_is_split_by_take_and_stake() {
+        let mut s = small();
+        let id = s
+            .create_subnet(&addr(1), SubnetParams::defaults(), &mut Vec::new())
+            .unwrap();
+        s.subnets.get_mut(&id).unwrap().emission_share_ppm = 250_000;
+        let mut ev = Vec::new();
+        s.issue(&mut ev);
+        assert_eq!(
+            s.subnets[&id].pending_emission,
+            Amount(s.params.emission_per_block.0 / 4)
+        );
+        assert_eq!(s.issued, s.subnets[&id].pending_emission);
+
+        // Hotkey 10 (owner 9, take 10%) has 50 AGORA from 9; add 50 from account 3.
+        s.hotkeys.insert(
+            addr(10),
+            Hotkey {
+                owner: addr(9),
+                take: 6553,
+            },
+        );
+        s.stakes.insert((addr(10), addr(3)), Amount::agora(50));
+        let before3 = s.account(&addr(3)).balance;
+        s.pay_neuron(&addr(10), Amount(7), Amount(1_000_000));
+        let take = 1_000_000u128 * 6553 / 65535; // 99_992
+        let shared = 1_000_000 - take;
+        assert_eq!(s.account(&addr(3)).balance.0 - before3.0, shared / 2);
+        assert_eq!(
+            s.account(&addr(9)).balance.0,
+            7 + take + (shared - shared / 2)
+        );
+    }
+}

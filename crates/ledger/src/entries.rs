@@ -332,3 +332,49 @@ impl State {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{addr, small};
+
+    #[test]
+    fn entries_are_sorted_and_rebuild_the_same_state() {
+        let mut s = small();
+        let id = s
+            .create_subnet(&addr(1), SubnetParams::defaults(), &mut Vec::new())
+            .unwrap();
+        s.register(
+            &addr(1),
+            id,
+            &addr(30),
+            Amount::agora(1),
+            1,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        s.unstake(&addr(9), &addr(10), Amount(5), 1, &mut Vec::new())
+            .unwrap();
+        let e = s.entries();
+        assert!(e.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(State::from_entries(&e).unwrap(), s);
+        let mut broken = e.clone();
+        broken.retain(|(k, _)| k[0] != b'g');
+        assert!(
+            State::from_entries(&broken).is_err(),
+            "globals are required"
+        );
+    }
+
+    #[test]
+    fn keys_parse_from_text() {
+        assert_eq!(parse_key("subnet:1"), Some(subnet_key(1)));
+        assert_eq!(parse_key("neuron:1:2"), Some(neuron_key(1, 2)));
+        assert_eq!(
+            parse_key(&format!("account:{}", addr(3))),
+            Some(account_key(&addr(3)))
+        );
+        assert_eq!(parse_key("0x6702"), Some(vec![0x67, 2]));
+        assert_eq!(parse_key("nonsense"), None);
+    }
+}

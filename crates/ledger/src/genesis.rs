@@ -154,3 +154,65 @@ impl ChainParams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Genesis {
+        Genesis {
+            chain_id: "g".into(),
+            params: ChainParams::devnet(),
+            balances: vec![],
+            stakes: vec![],
+            subnets: vec![],
+        }
+    }
+
+    #[test]
+    fn bad_genesis_values_are_refused() {
+        assert!(base().into_state().is_ok());
+        assert!(matches!(
+            Genesis {
+                chain_id: String::new(),
+                ..base()
+            }
+            .into_state(),
+            Err(GenesisError::ChainId(_))
+        ));
+        let max = vec![
+            (Address([1; 32]), Amount(u128::MAX)),
+            (Address([2; 32]), Amount(1)),
+        ];
+        assert_eq!(
+            Genesis {
+                balances: max,
+                ..base()
+            }
+            .into_state(),
+            Err(GenesisError::Overflow)
+        );
+        let sub = |netuid, share| GenesisSubnet {
+            netuid,
+            owner: Address([1; 32]),
+            emission_share_ppm: share,
+            params: SubnetParams::defaults(),
+        };
+        assert_eq!(
+            Genesis {
+                subnets: vec![sub(1, 1), sub(1, 1)],
+                ..base()
+            }
+            .into_state(),
+            Err(GenesisError::DuplicateSubnet(1))
+        );
+        assert_eq!(
+            Genesis {
+                subnets: vec![sub(1, 600_000), sub(2, 600_000)],
+                ..base()
+            }
+            .into_state(),
+            Err(GenesisError::SharesAboveOne(1_200_000))
+        );
+    }
+}

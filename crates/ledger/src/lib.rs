@@ -329,6 +329,15 @@ fn apply_checked(
             want,
         });
     }
+    // The whole cost of the transaction must be representable before anything moves.
+    let moved = match &tx.call {
+        Call::Transfer { amount, .. } | Call::Stake { amount, .. } => *amount,
+        Call::Register { max_burn, .. } => *max_burn,
+        _ => Amount::ZERO,
+    };
+    tx.fee
+        .checked_add(moved)
+        .ok_or(TxError::AmountOverflow("fee + amount"))?;
     state.charge_fee(&sender, tx.fee, proposer)?;
     match &tx.call {
         Call::Transfer { to, amount } => state.transfer(&sender, to, *amount, events)?,

@@ -148,3 +148,44 @@ fn prune_candidate(neurons: &[Neuron], immunity: u16, height: u64) -> Option<u16
         .min_by_key(|(uid, n)| (n.last_emission, n.registered_at, *uid))
         .map(|(uid, _)| uid as u16)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{addr, small};
+    use agora_primitives::SubnetParams;
+
+    #[test]
+    fn the_price_rises_with_registrations_decays_per_block_and_a_full_subnet_prunes() {
+        let mut s = small();
+        let params = SubnetParams {
+            max_uids: 2,
+            max_validators: 2,
+            immunity_period: 10,
+            ..SubnetParams::defaults()
+        };
+        let id = s.create_subnet(&addr(1), params, &mut Vec::new()).unwrap();
+        let p0 = s.subnets[&id].burn;
+        let mut ev = Vec::new();
+        s.register(&addr(1), id, &addr(20), Amount::agora(1), 1, &mut ev)
+            .unwrap();
+        let p1 = s.subnets[&id].burn;
+        assert_eq!(p1, Amount(p0.0 * 3 / 2));
+        s.decay_burns();
+        assert!(s.subnets[&id].burn < p1);
+        s.register(&addr(1), id, &addr(21), Amount::agora(1), 2, &mut ev)
+            .unwrap();
+        // Full, and both neurons are immune until block 11/12.
+        assert!(matches!(
+            s.register(&addr(1), id, &addr(22), Amount::agora(1), 5, &mut ev),
+            Err(TxError::SubnetFull(_))
+        ));
+        // Past immunity, the neuron with the lowest last emission (uid 1) is replaced.
+        s.subnets.get_mut(&id).unwrap().neurons[0].last_emission = Amount(5);
+        let uid = s
+            .register(&addr(1), id, &addr(22), Amount::agora(1), 20, &mut ev)
+            .unwrap();
+        assert_eq!(uid, 1);
+        assert_eq!(s.subnets[&id].neurons[1].hotkey, addr(22));
+    }
+}

@@ -106,3 +106,43 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::tests::{addr, small};
+    use agora_primitives::Amount;
+
+    #[test]
+    fn unbonding_returns_in_release_order_and_only_when_due() {
+        let mut s = small();
+        let mut ev = Vec::new();
+        s.unstake(&addr(9), &addr(10), Amount::agora(5), 1, &mut ev)
+            .unwrap();
+        s.unstake(&addr(9), &addr(11), Amount::agora(20), 2, &mut ev)
+            .unwrap();
+        assert!(
+            !s.stakes.contains_key(&(addr(11), addr(9))),
+            "a stake unstaked to zero is removed"
+        );
+        let release = 1 + s.params.unbonding_blocks;
+        s.release_unbonding(release - 1, &mut ev);
+        assert_eq!(s.account(&addr(9)).balance, Amount::ZERO);
+        s.release_unbonding(release, &mut ev);
+        assert_eq!(s.account(&addr(9)).balance, Amount::agora(5));
+        s.release_unbonding(release + 1, &mut ev);
+        assert_eq!(s.account(&addr(9)).balance, Amount::agora(25));
+        assert!(s.unbonding.is_empty());
+    }
+
+    #[test]
+    fn stake_creates_the_hotkey_for_its_first_staker_and_take_is_capped() {
+        let mut s = small();
+        let mut ev = Vec::new();
+        s.stake(&addr(1), &addr(42), Amount::agora(1), &mut ev)
+            .unwrap();
+        assert_eq!(s.hotkeys[&addr(42)].owner, addr(1));
+        assert!(s.set_take(&addr(42), s.params.max_take + 1).is_err());
+        s.set_take(&addr(42), 100).unwrap();
+        assert_eq!(s.hotkeys[&addr(42)].take, 100);
+    }
+}

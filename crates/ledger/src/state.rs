@@ -223,3 +223,50 @@ impl State {
         agora_crypto::merkle::root(&leaves)
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::genesis::{Genesis, GenesisStake};
+
+    pub(crate) fn addr(i: u8) -> Address {
+        Address([i; 32])
+    }
+
+    /// Accounts 1..=3 with 1000 AGORA; account 9 stakes 50 on hotkey 10 and 20 on hotkey 11.
+    pub(crate) fn small() -> State {
+        Genesis {
+            chain_id: "unit".into(),
+            params: ChainParams::devnet(),
+            balances: (1..=3).map(|i| (addr(i), Amount::agora(1000))).collect(),
+            stakes: vec![
+                GenesisStake {
+                    coldkey: addr(9),
+                    hotkey: addr(10),
+                    amount: Amount::agora(50),
+                },
+                GenesisStake {
+                    coldkey: addr(9),
+                    hotkey: addr(11),
+                    amount: Amount::agora(20),
+                },
+            ],
+            subnets: vec![],
+        }
+        .into_state()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_validator_set_orders_by_stake_and_truncates_to_k() {
+        let mut s = small();
+        assert_eq!(
+            s.chain_validators(),
+            vec![(addr(10), Amount::agora(50)), (addr(11), Amount::agora(20))]
+        );
+        s.params.max_chain_validators = 1;
+        assert_eq!(s.chain_validators(), vec![(addr(10), Amount::agora(50))]);
+        assert_eq!(s.hotkey_stake(&addr(11)), Amount::agora(20));
+        assert_eq!(s.held_total(), Amount::agora(3070).0);
+    }
+}

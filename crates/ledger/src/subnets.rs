@@ -121,3 +121,67 @@ impl State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::{addr, small};
+
+    #[test]
+    fn hyperparameters_are_checked_against_their_bounds() {
+        assert!(check_params(&SubnetParams::defaults()).is_ok());
+        let bad = [
+            SubnetParams {
+                tempo: 0,
+                ..SubnetParams::defaults()
+            },
+            SubnetParams {
+                bonds_moving_average: 1_000_001,
+                ..SubnetParams::defaults()
+            },
+            SubnetParams {
+                max_validators: 300,
+                max_uids: 256,
+                ..SubnetParams::defaults()
+            },
+            SubnetParams {
+                alpha_low: 60000,
+                alpha_high: 50000,
+                ..SubnetParams::defaults()
+            },
+        ];
+        for p in bad {
+            assert!(
+                matches!(check_params(&p), Err(TxError::ParamOutOfBounds { .. })),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn creating_a_subnet_burns_its_cost_and_only_the_owner_changes_it() {
+        let mut s = small();
+        s.params.subnet_create_cost = Amount::agora(10);
+        let id = s
+            .create_subnet(&addr(1), SubnetParams::defaults(), &mut Vec::new())
+            .unwrap();
+        assert_eq!(id, 1);
+        assert_eq!(s.burned, Amount::agora(10));
+        assert!(matches!(
+            s.set_subnet(&addr(2), id, SubnetParams::defaults()),
+            Err(TxError::NotSubnetOwner { .. })
+        ));
+        s.set_subnet(
+            &addr(1),
+            id,
+            SubnetParams {
+                tempo: 5,
+                ..SubnetParams::defaults()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.subnets[&id].params.tempo, 5);
+    }
+
+    use agora_primitives::Amount;
+}

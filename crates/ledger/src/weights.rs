@@ -126,3 +126,41 @@ impl State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::state::tests::{addr, small};
+    use agora_primitives::{Amount, SubnetParams};
+
+    #[test]
+    fn direct_weights_are_stored_max_upscaled_and_rate_limited() {
+        let mut s = small();
+        let params = SubnetParams {
+            commit_reveal_period: 0,
+            weights_rate_limit: 5,
+            ..SubnetParams::defaults()
+        };
+        let id = s.create_subnet(&addr(1), params, &mut Vec::new()).unwrap();
+        let mut ev = Vec::new();
+        for h in [20, 21, 22] {
+            s.register(&addr(1), id, &addr(h), Amount::agora(1), 1, &mut ev)
+                .unwrap();
+        }
+        s.reveal_weights(&addr(20), id, &[1, 2], &[1, 2], &[0; 32], 10, &mut ev)
+            .unwrap();
+        assert_eq!(
+            s.subnets[&id].neurons[0].weights,
+            vec![(1, 32768), (2, 65535)]
+        );
+        assert!(
+            s.reveal_weights(&addr(20), id, &[1], &[1], &[0; 32], 12, &mut ev)
+                .is_err()
+        );
+        assert!(
+            s.reveal_weights(&addr(20), id, &[2, 1], &[1, 1], &[0; 32], 20, &mut ev)
+                .is_err()
+        );
+        s.reveal_weights(&addr(20), id, &[1], &[1], &[0; 32], 20, &mut ev)
+            .unwrap();
+    }
+}

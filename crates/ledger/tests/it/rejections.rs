@@ -126,11 +126,20 @@ fn every_kind_of_bad_transaction_is_refused_with_its_own_error() {
     );
     expect(
         &s,
-        vec![tx(&s, &a, transfer(Amount(u128::MAX)))],
+        vec![tx(&s, &a, transfer(Amount(u128::MAX - 1_000)))],
         |e| matches!(e, TxError::InsufficientBalance { .. }),
         "amount beyond any balance",
     );
-    let overflow_fee = tx_with(&s, &a, transfer(Amount(1)), |t| t.fee = Amount(u128::MAX));
+    let overflowing = tx_with(&s, &a, transfer(Amount(u128::MAX)), |t| t.fee = Amount(2));
+    expect(
+        &s,
+        vec![overflowing],
+        |e| matches!(e, TxError::AmountOverflow(_)),
+        "amount overflow",
+    );
+    let overflow_fee = tx_with(&s, &a, transfer(Amount(1)), |t| {
+        t.fee = Amount(u128::MAX - 1)
+    });
     expect(
         &s,
         vec![overflow_fee],
