@@ -5,12 +5,15 @@
 //! costs O(nnz(W) + nnz(B) + n log n) time and O(nnz + n) memory; the arithmetic on each entry is
 //! the reference's, in the same order, so the results are identical.
 
+use std::borrow::Cow;
+
 use substrate_fixed::types::{I64F64, I96F32};
 
-use crate::exp::ExpMemo;
+use crate::exp::{Memo, exp_safe};
 use crate::fixed::{
-    Fx, ONE, Row, ZERO, clamp, col_max_upscale, col_normalize, div, div64, mul, mul_or_zero,
-    normalize, proportion_to_u16, recip_of_at_least_one, row_normalize, sum, u16_proportion,
+    Fx, ONE, Row, ZERO, add, clamp, col_divisors, col_max_upscale, col_normalize, div, div64, mul,
+    mul_or_zero, normalize, proportion_to_u16, recip_of_at_least_one, row_normalize, sum,
+    u16_proportion,
 };
 use crate::{EpochInput, EpochOutput, Hyperparameters, InputError};
 
@@ -33,31 +36,7 @@ fn run(input: &EpochInput) -> EpochOutput {
         .collect();
 
     // 2. Stake: threshold filter (owner exempt), normalised in I64F64, cast to I32F32.
-    let mut stake64: Vec<I64F64> = input
-        .stake
-        .iter()
-        .enumerate()
-        .map(|(uid, &s)| {
-            let s = I64F64::saturating_from_num(s);
-            if owner != Some(uid) && s.saturating_to_num::<u64>() < input.stake_threshold {
-                I64F64::from_bits(0)
-            } else {
-                s
-            }
-        })
-        .collect();
-    let total64 = stake64
-        .iter()
-        .fold(I64F64::from_bits(0), |acc, &s| acc.saturating_add(s));
-    if total64 != I64F64::from_bits(0) {
-        for s in stake64.iter_mut() {
-            *s = div64(*s, total64);
-        }
-    }
-    let stake: Vec<Fx> = stake64
-        .iter()
-        .map(|&s| Fx::saturating_from_num(s))
-        .collect();
+    let stake = normalized_stake(input, owner);
 
     // 3. Permits: the owner's previous permit counts; new permits go to the top stakes.
     let mut permits = input.validator_permits.clone();
@@ -91,15 +70,15 @@ fn run(input: &EpochInput) -> EpochOutput {
             if !permits[i] {
                 return Vec::new();
             }
-            let mut out: Row = row
-                .iter()
-                .filter(|&&(j, _)| {
-                    let j = usize::from(j);
-                    (j != i || owner == Some(i))
-                        && input.last_update[i] > input.block_at_registration[j]
-                })
-                .map(|&(j, w)| (j, Fx::from_num(w)))
-                .collect();
+            let mut out = Row::with_capacity(row.len());
+            for &(j, w) in row {
+                let ju = usize::from(j);
+                if (ju != i || owner == Some(i))
+                    && input.last_update[i] > input.block_at_registration[ju]
+                {
+                    out.push((j, Fx::from_bits(i64::from(w) << 32)));
+                }
+            }
             sort_row(&mut out);
             out
         })
@@ -111,34 +90,33 @@ fn run(input: &EpochInput) -> EpochOutput {
     let consensus = weighted_median_cols(&active_stake, &weights, n, kappa);
 
     // 7. Clip at consensus; validator trust.
+    let mut validator_trust = vec![ZERO; n];
+    let mut incentive = vec![ZERO; n];
     let clipped: Vec<Row> = weights
         .iter()
-        .map(|row| {
-            row.iter()
-                .filter_map(|&(j, w)| {
-                    let c = consensus[usize::from(j)];
-                    if c < w {
-                        (c > ZERO).then_some((j, c))
-                    } else {
-                        Some((j, w))
-                    }
-                })
-                .collect()
+        .zip(&active_stake)
+        .zip(validator_trust.iter_mut())
+        .map(|((row, &s), trust)| {
+            let mut out = Row::with_capacity(row.len());
+            let mut total = ZERO;
+            for &(j, w) in row {
+                let c = consensus[usize::from(j)];
+                let v = if c < w { c } else { w };
+                if c < w && c <= ZERO {
+                    continue;
+                }
+                out.push((j, v));
+                total = add(total, v);
+                // 8. (fused) Incentive: stake-weighted clipped ranks.
+                let r = &mut incentive[usize::from(j)];
+                *r = add(*r, mul(s, v));
+            }
+            *trust = total;
+            out
         })
         .collect();
-    let validator_trust: Vec<Fx> = clipped
-        .iter()
-        .map(|row| sum(row.iter().map(|&(_, v)| v)))
-        .collect();
 
-    // 8. Incentive: stake-weighted clipped ranks, normalised.
-    let mut incentive = vec![ZERO; n];
-    for (row, &s) in clipped.iter().zip(&active_stake) {
-        for &(j, v) in row {
-            let r = &mut incentive[usize::from(j)];
-            *r = r.saturating_add(mul(s, v));
-        }
-    }
+    // 8. Incentive, normalised (accumulated above, row by row in uid order as the reference does).
     normalize(&mut incentive);
 
     // 9. Weights for bonds, and the recently-registered mask on stored bonds.
@@ -154,11 +132,12 @@ fn run(input: &EpochInput) -> EpochOutput {
             .bonds
             .iter()
             .map(|row| {
-                let mut out: Row = row
-                    .iter()
-                    .filter(|&&(j, _)| last_tempo > input.block_at_registration[usize::from(j)])
-                    .map(|&(j, b)| (j, to_fixed(b)))
-                    .collect();
+                let mut out = Row::with_capacity(row.len());
+                for &(j, b) in row {
+                    if last_tempo > input.block_at_registration[usize::from(j)] {
+                        out.push((j, to_fixed(b)));
+                    }
+                }
                 sort_row(&mut out);
                 out
             })
@@ -173,13 +152,17 @@ fn run(input: &EpochInput) -> EpochOutput {
         } else {
             ema_fixed_alpha(&weights_for_bonds, &bonds, fixed_alpha(hp), n)
         };
-        let mut normalized = ema.clone();
-        col_normalize(&mut normalized, n);
-        let dividends: Vec<Fx> = normalized
+        // Dividends from the column-normalised bonds, normalising on the fly.
+        let divisors = col_divisors(&ema, n);
+        let dividends: Vec<Fx> = ema
             .iter()
             .zip(&active_stake)
             .map(|(row, &s)| {
-                let total = sum(row.iter().map(|&(j, b)| mul(b, incentive[usize::from(j)])));
+                let total = sum(row.iter().map(|&(j, b)| {
+                    let j = usize::from(j);
+                    let b = divisors[j].as_ref().map_or(b, |d| d.divide(b));
+                    mul(b, incentive[j])
+                }));
                 mul_or_zero(total, s)
             })
             .collect();
@@ -190,7 +173,11 @@ fn run(input: &EpochInput) -> EpochOutput {
         let mut delta: Vec<Row> = weights_for_bonds
             .iter()
             .zip(&active_stake)
-            .map(|(row, &s)| row.iter().map(|&(j, w)| (j, mul(w, s))).collect())
+            .map(|(row, &s)| {
+                let mut out = Row::with_capacity(row.len());
+                out.extend(row.iter().map(|&(j, w)| (j, mul(w, s))));
+                out
+            })
             .collect();
         col_normalize(&mut delta, n);
         let mut ema = ema_fixed_alpha(&delta, &bonds, fixed_alpha(hp), n);
@@ -199,7 +186,7 @@ fn run(input: &EpochInput) -> EpochOutput {
             .iter()
             .map(|row| {
                 row.iter().fold(ZERO, |acc, &(j, b)| {
-                    acc.saturating_add(mul(incentive[usize::from(j)], b))
+                    add(acc, mul(incentive[usize::from(j)], b))
                 })
             })
             .collect();
@@ -227,7 +214,7 @@ fn run(input: &EpochInput) -> EpochOutput {
     let combined: Vec<Fx> = incentive
         .iter()
         .zip(&dividends)
-        .map(|(&i, &d)| i.saturating_add(d))
+        .map(|(&i, &d)| add(i, d))
         .collect();
     let emission_sum = sum(combined.iter().copied());
     let (server, validator, combined) = if emission_sum == ZERO {
@@ -241,16 +228,7 @@ fn run(input: &EpochInput) -> EpochOutput {
         let share = |v: &[Fx]| v.iter().map(|&x| div(x, emission_sum)).collect::<Vec<Fx>>();
         (share(&incentive), share(&dividends), share(&combined))
     };
-    let emission = I96F32::saturating_from_num(input.emission);
-    let amounts = |v: &[Fx]| -> Vec<u64> {
-        v.iter()
-            .map(|&x| {
-                I96F32::saturating_from_num(x)
-                    .saturating_mul(emission)
-                    .saturating_to_num::<u64>()
-            })
-            .collect()
-    };
+    let amounts = |v: &[Fx]| -> Vec<u64> { v.iter().map(|&x| amount(x, input.emission)).collect() };
     let to_u16 = |v: &[Fx]| -> Vec<u16> { v.iter().map(|&x| proportion_to_u16(x)).collect() };
 
     EpochOutput {
@@ -283,12 +261,84 @@ fn top_k_nonzero(values: &[Fx], k: usize) -> Vec<bool> {
     if n < k {
         return result;
     }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| values[i]);
-    for &i in order.iter().take(n - k) {
-        result[i] = false;
+    if n > k {
+        // The n - k smallest under a stable ascending sort are the n - k smallest by
+        // (value, index): select them in linear time.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.select_nth_unstable_by_key(n - k - 1, |&i| (values[i], i));
+        for &i in &order[..n - k] {
+            result[i] = false;
+        }
     }
     result
+}
+
+/// `floor(I96F32(x) * I96F32(emission))` as a saturating `u64`, as the reference computes it:
+/// the fixed-point product of `x` (32 fractional bits) and an integer is `x_bits * emission`
+/// in bits, so the amount is that product shifted down by 32.
+fn amount(x: Fx, emission: u64) -> u64 {
+    let bits = x.to_bits();
+    if bits < 0 {
+        return I96F32::saturating_from_num(x)
+            .saturating_mul(I96F32::saturating_from_num(emission))
+            .saturating_to_num::<u64>();
+    }
+    let product = (bits as u128) * u128::from(emission);
+    u64::try_from(product >> 32).unwrap_or(u64::MAX)
+}
+
+/// Stake after the threshold filter (the owner exempt), normalised in `I64F64` and cast to
+/// `I32F32`. In bits that is `floor(s * 2^32 / total)`, computed directly when the total fits
+/// (always, for real stakes); otherwise through the library types.
+fn normalized_stake(input: &EpochInput, owner: Option<usize>) -> Vec<Fx> {
+    let filtered: Vec<u64> = input
+        .stake
+        .iter()
+        .enumerate()
+        .map(|(uid, &s)| {
+            if owner != Some(uid) && s < input.stake_threshold {
+                0
+            } else {
+                s
+            }
+        })
+        .collect();
+    let total: u128 = filtered.iter().map(|&s| u128::from(s)).sum();
+    if total < 1 << 62 {
+        if total == 0 {
+            return vec![ZERO; filtered.len()];
+        }
+        return filtered
+            .iter()
+            .map(|&s| Fx::from_bits(((u128::from(s) << 32) / total) as i64))
+            .collect();
+    }
+    // Stakes near the top of I64F64's range saturate there; follow the library exactly.
+    let mut stake64: Vec<I64F64> = input
+        .stake
+        .iter()
+        .enumerate()
+        .map(|(uid, &s)| {
+            let s = I64F64::saturating_from_num(s);
+            if owner != Some(uid) && s.saturating_to_num::<u64>() < input.stake_threshold {
+                I64F64::from_bits(0)
+            } else {
+                s
+            }
+        })
+        .collect();
+    let total64 = stake64
+        .iter()
+        .fold(I64F64::from_bits(0), |acc, &s| acc.saturating_add(s));
+    if total64 != I64F64::from_bits(0) {
+        for s in stake64.iter_mut() {
+            *s = div64(*s, total64);
+        }
+    }
+    stake64
+        .iter()
+        .map(|&s| Fx::saturating_from_num(s))
+        .collect()
 }
 
 /// Column-wise stake-weighted kappa-median over the validators with positive active stake.
@@ -379,7 +429,7 @@ fn first_score_above(column: &mut [(Fx, Fx)], mut below: Fx, minority: Fx) -> Fx
         while i < gt {
             let (score, stake) = part[i];
             if score < pivot {
-                lower = lower.saturating_add(stake);
+                lower = add(lower, stake);
                 part.swap(lt, i);
                 lt += 1;
                 i += 1;
@@ -387,15 +437,15 @@ fn first_score_above(column: &mut [(Fx, Fx)], mut below: Fx, minority: Fx) -> Fx
                 gt -= 1;
                 part.swap(i, gt);
             } else {
-                equal = equal.saturating_add(stake);
+                equal = add(equal, stake);
                 i += 1;
             }
         }
-        if lt > 0 && below.saturating_add(lower) > minority {
+        if lt > 0 && add(below, lower) > minority {
             part = &mut part[..lt];
             continue;
         }
-        let upto = below.saturating_add(lower).saturating_add(equal);
+        let upto = add(add(below, lower), equal);
         if upto > minority || gt == part.len() {
             return pivot;
         }
@@ -406,37 +456,40 @@ fn first_score_above(column: &mut [(Fx, Fx)], mut below: Fx, minority: Fx) -> Fx
 
 /// `W + ratio * (Wc - W)` per entry, keeping positive results; `Wc` has an entry only where `W`
 /// has one (a clipped-away entry counts as 0). Ratios 0 and 1 return `W` and `Wc` exactly.
-fn interpolate(weights: &[Row], clipped: &[Row], ratio: Fx) -> Vec<Row> {
+fn interpolate<'a>(weights: &'a [Row], clipped: &'a [Row], ratio: Fx) -> Cow<'a, [Row]> {
     if ratio == ZERO {
-        return weights.to_vec();
+        return Cow::Borrowed(weights);
     }
     if ratio == ONE {
-        return clipped.to_vec();
+        return Cow::Borrowed(clipped);
     }
-    weights
+    let rows = weights
         .iter()
         .zip(clipped)
         .map(|(row, crow)| {
             let mut c = crow.iter().peekable();
-            row.iter()
-                .filter_map(|&(j, w)| {
-                    let mut v2 = ZERO;
-                    while let Some(&&(cj, cv)) = c.peek() {
-                        if cj < j {
-                            c.next();
-                        } else {
-                            if cj == j {
-                                v2 = cv;
-                            }
-                            break;
+            let mut out = Row::with_capacity(row.len());
+            for &(j, w) in row {
+                let mut v2 = ZERO;
+                while let Some(&&(cj, cv)) = c.peek() {
+                    if cj < j {
+                        c.next();
+                    } else {
+                        if cj == j {
+                            v2 = cv;
                         }
+                        break;
                     }
-                    let v = w.saturating_add(mul(ratio, v2.saturating_sub(w)));
-                    (v > ZERO).then_some((j, v))
-                })
-                .collect()
+                }
+                let v = add(w, mul(ratio, v2.saturating_sub(w)));
+                if v > ZERO {
+                    out.push((j, v));
+                }
+            }
+            out
         })
-        .collect()
+        .collect();
+    Cow::Owned(rows)
 }
 
 /// The fixed EMA rate `1 - bonds_moving_average / 1e6`.
@@ -463,11 +516,11 @@ fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, columns: usize) -> Vec<R
                 let j = ja.min(jb);
                 let mut cell = ZERO;
                 if ja == j {
-                    cell = cell.saturating_add(mul(alpha, nrow[a].1));
+                    cell = add(cell, mul(alpha, nrow[a].1));
                     a += 1;
                 }
                 if jb == j {
-                    cell = cell.saturating_add(mul(keep, orow[b].1));
+                    cell = add(cell, mul(keep, orow[b].1));
                     b += 1;
                 }
                 if cell > ZERO {
@@ -488,47 +541,48 @@ fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparame
     let steepness = Fx::saturating_from_num(hp.alpha_sigmoid_steepness);
     let slope = steepness.saturating_div(Fx::from_num(-100));
     let half = Fx::from_bits(1 << 31);
-    let mut memo = ExpMemo::new();
+    let mut memo = Memo::new();
+    // The liquid alpha as a function of the `exp` argument (slope * (distance - 0.5)).
+    let alpha_of = |x: Fx| {
+        let sigmoid = recip_of_at_least_one(add(ONE, exp_safe(x)));
+        clamp(add(low, mul(sigmoid, high.saturating_sub(low))), low, high)
+    };
     new.iter()
         .zip(old)
         .map(|(nrow, orow)| {
             let mut o = orow.iter().peekable();
-            nrow.iter()
-                .filter_map(|&(j, w)| {
-                    let mut bond = None;
-                    while let Some(&&(oj, ov)) = o.peek() {
-                        if oj < j {
-                            o.next();
-                        } else {
-                            if oj == j {
-                                bond = Some(ov);
-                            }
-                            break;
-                        }
-                    }
-                    let b = bond.unwrap_or(ZERO);
-                    let c = consensus[usize::from(j)];
-                    let diff = if w >= b {
-                        clamp(w.saturating_sub(c), ZERO, ONE)
+            let mut out = Row::with_capacity(nrow.len());
+            for &(j, w) in nrow {
+                let mut bond = None;
+                while let Some(&&(oj, ov)) = o.peek() {
+                    if oj < j {
+                        o.next();
                     } else {
-                        clamp(b.saturating_sub(w), ZERO, ONE)
-                    };
-                    let e = memo.exp_safe(mul(slope, diff.saturating_sub(half)));
-                    let sigmoid = recip_of_at_least_one(ONE.saturating_add(e));
-                    let alpha = clamp(
-                        low.saturating_add(mul(sigmoid, high.saturating_sub(low))),
-                        low,
-                        high,
-                    );
-                    let decayed = match bond {
-                        Some(b) => mul(ONE.saturating_sub(alpha), b),
-                        None => ZERO,
-                    };
-                    let inc = mul(alpha, w).max(ZERO);
-                    let v = decayed.saturating_add(inc).min(ONE);
-                    (v > ZERO).then_some((j, v))
-                })
-                .collect()
+                        if oj == j {
+                            bond = Some(ov);
+                        }
+                        break;
+                    }
+                }
+                let b = bond.unwrap_or(ZERO);
+                let c = consensus[usize::from(j)];
+                let diff = if w >= b {
+                    clamp(w.saturating_sub(c), ZERO, ONE)
+                } else {
+                    clamp(b.saturating_sub(w), ZERO, ONE)
+                };
+                let alpha = memo.get(mul(slope, diff.saturating_sub(half)), alpha_of);
+                let decayed = match bond {
+                    Some(b) => mul(ONE.saturating_sub(alpha), b),
+                    None => ZERO,
+                };
+                let inc = mul(alpha, w).max(ZERO);
+                let v = add(decayed, inc).min(ONE);
+                if v > ZERO {
+                    out.push((j, v));
+                }
+            }
+            out
         })
         .collect()
 }
@@ -571,6 +625,44 @@ mod tests {
             prop_assume!(below <= minority || minority < ZERO);
             let mut scratch = column.clone();
             prop_assert_eq!(first_score_above(&mut scratch, below, minority), by_sorting(&column, below, minority));
+        }
+    }
+}
+
+#[cfg(test)]
+mod arithmetic_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+        #[test]
+        fn amounts_match_the_library(bits in 0i64..(1i64 << 34), emission in any::<u64>()) {
+            let x = Fx::from_bits(bits);
+            let want = I96F32::saturating_from_num(x)
+                .saturating_mul(I96F32::saturating_from_num(emission))
+                .saturating_to_num::<u64>();
+            prop_assert_eq!(amount(x, emission), want);
+        }
+
+        #[test]
+        fn normalised_stake_matches_the_library(stakes in proptest::collection::vec(any::<u64>(), 1..20), shift in 0u32..64, threshold in any::<u64>()) {
+            let stakes: Vec<u64> = stakes.iter().map(|s| s >> shift).collect();
+            let n = stakes.len();
+            let mut input = crate::synthetic::subnet(crate::synthetic::Shape { n: n as u16, validators: 1, weights_per_row: 1, pool: 1, yuma3: true, liquid_alpha: false }, 1);
+            input.stake = stakes;
+            input.stake_threshold = threshold >> (shift + 8).min(63);
+            let fast = normalized_stake(&input, None);
+            let mut slow: Vec<I64F64> = input.stake.iter().map(|&s| {
+                let s = I64F64::saturating_from_num(s);
+                if s.saturating_to_num::<u64>() < input.stake_threshold { I64F64::from_bits(0) } else { s }
+            }).collect();
+            let total = slow.iter().fold(I64F64::from_bits(0), |a, &s| a.saturating_add(s));
+            if total != I64F64::from_bits(0) {
+                for s in slow.iter_mut() { *s = s.checked_div(total).unwrap_or(I64F64::from_bits(0)); }
+            }
+            let slow: Vec<Fx> = slow.iter().map(|&s| Fx::saturating_from_num(s)).collect();
+            prop_assert_eq!(fast, slow);
         }
     }
 }

@@ -29,11 +29,12 @@ pub(crate) fn exp_safe(input: Fx) -> Fx {
     }
 }
 
-/// A direct-mapped memo of [`exp_safe`] for one epoch. Arguments repeat a lot (every bond at or
-/// below its weight on a consensus-clipped entry has distance 0), and `exp_safe` is a pure
-/// function, so remembering recent results changes nothing but the time.
+/// A direct-mapped memo of a pure function of one fixed-point argument (the liquid alpha, which
+/// is a function of the `exp` argument alone within one epoch). Arguments repeat a lot (every
+/// bond at or below its weight on a consensus-clipped entry has distance 0); remembering recent
+/// results changes nothing but the time.
 #[derive(Debug)]
-pub(crate) struct ExpMemo {
+pub(crate) struct Memo {
     slots: Vec<(i64, Fx)>,
 }
 
@@ -41,19 +42,22 @@ const MEMO_BITS: u32 = 10;
 /// No clamped argument has these bits (they are far outside `[-20, 20]`).
 const EMPTY: i64 = i64::MIN;
 
-impl ExpMemo {
+impl Memo {
     pub(crate) fn new() -> Self {
         Self {
             slots: vec![(EMPTY, ZERO); 1 << MEMO_BITS],
         }
     }
 
-    pub(crate) fn exp_safe(&mut self, x: Fx) -> Fx {
+    /// `f(x)`, from the memo when `x` was seen recently. `f` must be the same pure function on
+    /// every call of one memo, and `x` must not have the bits `i64::MIN`.
+    #[inline]
+    pub(crate) fn get(&mut self, x: Fx, f: impl FnOnce(Fx) -> Fx) -> Fx {
         let bits = x.to_bits();
         let slot = (bits as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
         let entry = &mut self.slots[slot as usize];
         if entry.0 != bits {
-            *entry = (bits, exp_safe(x));
+            *entry = (bits, f(x));
         }
         entry.1
     }
@@ -146,11 +150,11 @@ mod tests {
 
     #[test]
     fn the_memo_returns_what_exp_safe_returns() {
-        let mut memo = ExpMemo::new();
+        let mut memo = Memo::new();
         for k in -50_000i64..50_000 {
             // Revisit arguments so that hits, misses and evictions all happen.
             let x = Fx::from_bits((k % 7_919) * 1_234_567);
-            assert_eq!(memo.exp_safe(x), exp_safe(x));
+            assert_eq!(memo.get(x, exp_safe), exp_safe(x));
         }
     }
 

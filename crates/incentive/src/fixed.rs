@@ -86,18 +86,116 @@ pub(crate) fn div64(x: I64F64, y: I64F64) -> I64F64 {
     x.checked_div(y).unwrap_or_else(|| I64F64::from_bits(0))
 }
 
-/// Sum of a sequence of values.
+/// `x + y`, saturating: the same bits as `I32F32::saturating_add`.
+#[inline]
+pub(crate) fn add(x: Fx, y: Fx) -> Fx {
+    Fx::from_bits(x.to_bits().saturating_add(y.to_bits()))
+}
+
+/// Sum of a sequence of values (saturating).
 #[inline]
 pub(crate) fn sum<I: IntoIterator<Item = Fx>>(values: I) -> Fx {
-    values
-        .into_iter()
-        .fold(ZERO, |acc, v| acc.saturating_add(v))
+    values.into_iter().fold(ZERO, add)
+}
+
+/// Division of many dividends by one divisor, `x / d` exactly as [`div`], with the quotient
+/// computed by a multiplication and shifts (the invariant-divisor method of Granlund and
+/// Montgomery) instead of a hardware division per dividend.
+///
+/// With `k` common trailing zero bits removed from dividend and divisor (the quotient does not
+/// change), a non-negative dividend below `2^32` gives a 64-bit numerator `a << 32`; other
+/// dividends fall back to [`div`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Divisor {
+    d: Fx,
+    k: u32,
+    magic: u64,
+    shift: u32,
+    add_step: bool,
+    power_of_two: bool,
+}
+
+impl Divisor {
+    pub(crate) fn new(d: Fx) -> Self {
+        let bits = d.to_bits();
+        let k = if bits > 0 {
+            bits.trailing_zeros().min(32)
+        } else {
+            0
+        };
+        let dd = if bits > 0 { (bits >> k) as u64 } else { 1 };
+        let floor_log2 = 63 - dd.leading_zeros();
+        let base = Divisor {
+            d,
+            k,
+            magic: 0,
+            shift: floor_log2,
+            add_step: false,
+            power_of_two: false,
+        };
+        if dd.is_power_of_two() {
+            return Divisor {
+                power_of_two: true,
+                ..base
+            };
+        }
+        // m = floor(2^(64 + l) / dd) fits in 64 bits because dd > 2^l.
+        let wide = 1u128 << (64 + floor_log2);
+        let (m, rem) = (
+            (wide / u128::from(dd)) as u64,
+            (wide % u128::from(dd)) as u64,
+        );
+        if dd - rem < (1u64 << floor_log2) {
+            Divisor {
+                magic: m.wrapping_add(1),
+                ..base
+            }
+        } else {
+            // The 65-bit multiplier case: 2m (+1), applied with an add-and-halve step.
+            let mut m2 = m.wrapping_add(m);
+            let twice_rem = rem.wrapping_add(rem);
+            if twice_rem >= dd || twice_rem < rem {
+                m2 = m2.wrapping_add(1);
+            }
+            Divisor {
+                magic: m2.wrapping_add(1),
+                add_step: true,
+                ..base
+            }
+        }
+    }
+
+    #[inline]
+    fn divide_u64(&self, n: u64) -> u64 {
+        if self.power_of_two {
+            return n >> self.shift;
+        }
+        let q = ((u128::from(n) * u128::from(self.magic)) >> 64) as u64;
+        if self.add_step {
+            (((n - q) >> 1) + q) >> self.shift
+        } else {
+            q >> self.shift
+        }
+    }
+
+    /// `x / d`, equal to `div(x, d)`.
+    #[inline]
+    pub(crate) fn divide(&self, x: Fx) -> Fx {
+        let a = x.to_bits();
+        let low_mask = (1i64 << self.k) - 1;
+        if self.d.to_bits() > 0 && a >= 0 && a & low_mask == 0 && (a >> self.k) < 1 << 32 {
+            let q = self.divide_u64(((a >> self.k) as u64) << 32);
+            return i64::try_from(q).map_or(ZERO, Fx::from_bits);
+        }
+        div(x, self.d)
+    }
 }
 
 /// A `u16` proportion (`0..=65535` meaning `0..=1`) as a fixed-point number.
 #[inline]
 pub(crate) fn u16_proportion(x: u16) -> Fx {
-    div(Fx::from_num(x), U16_MAX)
+    // (x << 64) / (65535 << 32) = (x << 32) / 65535: a division by a constant.
+    Fx::from_bits(((u64::from(x) << 32) / 65535) as i64)
 }
 
 /// A proportion exported as `floor(x * 65535)`, saturating to `0..=65535`.
@@ -112,8 +210,9 @@ pub(crate) fn normalize(x: &mut [Fx]) {
     if total == ZERO {
         return;
     }
+    let d = Divisor::new(total);
     for v in x.iter_mut() {
-        *v = div(*v, total);
+        *v = d.divide(*v);
     }
 }
 
@@ -122,8 +221,9 @@ pub(crate) fn row_normalize(matrix: &mut [Row]) {
     for row in matrix.iter_mut() {
         let total = sum(row.iter().map(|&(_, v)| v));
         if total > ZERO {
+            let d = Divisor::new(total);
             for (_, v) in row.iter_mut() {
-                *v = div(*v, total);
+                *v = d.divide(*v);
             }
         }
     }
@@ -135,20 +235,28 @@ fn col_sums(matrix: &[Row], columns: usize) -> Vec<Fx> {
     for row in matrix {
         for &(j, v) in row {
             let s = &mut sums[usize::from(j)];
-            *s = s.saturating_add(v);
+            *s = add(*s, v);
         }
     }
     sums
 }
 
 /// Normalise each column to sum 1 where its sum is not 0.
+/// Per column, the divisor that normalises it (none where the column sums to 0).
+pub(crate) fn col_divisors(matrix: &[Row], columns: usize) -> Vec<Option<Divisor>> {
+    col_sums(matrix, columns)
+        .into_iter()
+        .map(|s| (s != ZERO).then(|| Divisor::new(s)))
+        .collect()
+}
+
+/// Normalise each column to sum 1 where its sum is not 0.
 pub(crate) fn col_normalize(matrix: &mut [Row], columns: usize) {
-    let sums = col_sums(matrix, columns);
+    let divisors = col_divisors(matrix, columns);
     for row in matrix.iter_mut() {
         for (j, v) in row.iter_mut() {
-            let s = sums[usize::from(*j)];
-            if s != ZERO {
-                *v = div(*v, s);
+            if let Some(d) = &divisors[usize::from(*j)] {
+                *v = d.divide(*v);
             }
         }
     }
@@ -219,6 +327,27 @@ mod tests {
     }
 
     #[test]
+    fn u16_proportions_match_the_library() {
+        for x in 0..=u16::MAX {
+            assert_eq!(
+                u16_proportion(x),
+                Fx::from_num(x).checked_div(U16_MAX).unwrap()
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+        #[test]
+        fn invariant_divisors_divide_exactly(d in 1u64..u64::MAX, n in any::<u64>()) {
+            // Exercise the 64-bit core directly, divisors of every size.
+            let div = Divisor::new(Fx::from_bits((d >> 1) as i64 | 1));
+            let dd = ((d >> 1) | 1) >> div.k;
+            prop_assert_eq!(div.divide_u64(n), n / dd);
+        }
+    }
+
+    #[test]
     fn max_upscale_matches_the_reference_examples() {
         assert_eq!(max_upscale_u16(&[0, 0]), vec![0, 0]);
         assert_eq!(max_upscale_u16(&[1, 2]), vec![32768, 65535]);
@@ -237,6 +366,8 @@ mod tests {
             prop_assert_eq!(mul(x, y), x.saturating_mul(y));
             prop_assert_eq!(mul_or_zero(x, y), x.checked_mul(y).unwrap_or(ZERO));
             prop_assert_eq!(div(x, y), x.checked_div(y).unwrap_or(ZERO));
+            prop_assert_eq!(Divisor::new(y).divide(x), x.checked_div(y).unwrap_or(ZERO));
+            prop_assert_eq!(add(x, y), x.saturating_add(y));
             if y >= ONE {
                 prop_assert_eq!(recip_of_at_least_one(y), ONE.saturating_div(y));
             }
