@@ -11,7 +11,7 @@ use substrate_fixed::types::{I64F64, I96F32};
 
 use crate::exp::{Memo, exp_safe};
 use crate::fixed::{
-    Fx, ONE, Row, ZERO, add, clamp, col_divisors, col_max_upscale, col_normalize, div, div64, mul,
+    Divisor, Fx, ONE, Row, ZERO, add, clamp, col_max_upscale, col_normalize, div, div64, mul,
     mul_or_zero, normalize, proportion_to_u16, recip_of_at_least_one, row_normalize, sum,
     u16_proportion,
 };
@@ -145,28 +145,37 @@ fn run(input: &EpochInput) -> EpochOutput {
     };
 
     // 10./11. Bonds and dividends.
-    let (mut dividends, ema_bonds) = if hp.yuma3 {
+    let (mut dividends, bonds_out) = if hp.yuma3 {
         let bonds = stored_bonds(u16_proportion);
+        let mut col_sums = vec![ZERO; n];
         let ema = if hp.liquid_alpha && consensus.iter().any(|&c| c != ZERO) {
-            ema_liquid_alpha(&weights_for_bonds, &bonds, &consensus, hp)
+            ema_liquid_alpha(&weights_for_bonds, &bonds, &consensus, hp, &mut col_sums)
         } else {
-            ema_fixed_alpha(&weights_for_bonds, &bonds, fixed_alpha(hp), n)
+            ema_fixed_alpha(&weights_for_bonds, &bonds, fixed_alpha(hp), &mut col_sums)
         };
-        // Dividends from the column-normalised bonds, normalising on the fly.
-        let divisors = col_divisors(&ema, n);
+        // One pass: dividends from the column-normalised bonds (normalised on the fly), and the
+        // bonds to persist (the EMA itself, for uids with a new permit).
+        let divisors: Vec<Option<Divisor>> = col_sums
+            .iter()
+            .map(|&s| (s != ZERO).then(|| Divisor::new(s)))
+            .collect();
+        let mut persisted = Vec::with_capacity(n);
         let dividends: Vec<Fx> = ema
             .iter()
             .zip(&active_stake)
-            .map(|(row, &s)| {
-                let total = sum(row.iter().map(|&(j, b)| {
+            .zip(&new_permits)
+            .map(|((row, &s), &permit)| {
+                let mut total = ZERO;
+                for &(j, b) in row {
                     let j = usize::from(j);
-                    let b = divisors[j].as_ref().map_or(b, |d| d.divide(b));
-                    mul(b, incentive[j])
-                }));
+                    let normalized = divisors[j].as_ref().map_or(b, |d| d.divide(b));
+                    total = add(total, mul(normalized, incentive[j]));
+                }
+                persisted.push(if permit { to_stored(row) } else { Vec::new() });
                 mul_or_zero(total, s)
             })
             .collect();
-        (dividends, ema)
+        (dividends, persisted)
     } else {
         let mut bonds = stored_bonds(Fx::from_num);
         col_normalize(&mut bonds, n);
@@ -180,7 +189,7 @@ fn run(input: &EpochInput) -> EpochOutput {
             })
             .collect();
         col_normalize(&mut delta, n);
-        let mut ema = ema_fixed_alpha(&delta, &bonds, fixed_alpha(hp), n);
+        let mut ema = ema_fixed_alpha(&delta, &bonds, fixed_alpha(hp), &mut vec![ZERO; n]);
         col_normalize(&mut ema, n);
         let dividends: Vec<Fx> = ema
             .iter()
@@ -191,24 +200,16 @@ fn run(input: &EpochInput) -> EpochOutput {
             })
             .collect();
         col_max_upscale(&mut ema, n);
-        (dividends, ema)
+        let persisted = ema
+            .iter()
+            .zip(&new_permits)
+            .map(|(row, &permit)| if permit { to_stored(row) } else { Vec::new() })
+            .collect();
+        (dividends, persisted)
     };
     normalize(&mut dividends);
 
-    // 12. Persisted bonds: only uids with a new permit keep a row.
-    let bonds_out: Vec<Vec<(u16, u16)>> = ema_bonds
-        .iter()
-        .zip(&new_permits)
-        .map(|(row, &permit)| {
-            if permit {
-                row.iter()
-                    .map(|&(j, b)| (j, proportion_to_u16(b)))
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
+    // 12. Persisted bonds (computed above): only uids with a new permit keep a row.
 
     // 13. Emission.
     let combined: Vec<Fx> = incentive
@@ -244,6 +245,13 @@ fn run(input: &EpochInput) -> EpochOutput {
         validator_emission: amounts(&validator),
         combined_emission: amounts(&combined),
     }
+}
+
+/// A bond row as stored: each proportion as `floor(x * 65535)`.
+fn to_stored(row: &Row) -> Vec<(u16, u16)> {
+    row.iter()
+        .map(|&(j, b)| (j, proportion_to_u16(b)))
+        .collect()
 }
 
 /// Rows are stored sorted; the input only promises distinct uids, so sort where needed.
@@ -365,17 +373,18 @@ fn weighted_median_cols(
     let stake_sum = sum(use_stake.iter().copied());
     let minority = stake_sum.saturating_sub(kappa);
 
-    // Gather each column's positive scores with the voter's normalised stake (CSC by counting).
-    let mut counts = vec![0usize; columns + 1];
-    let rows = || {
+    // Gather each column's positive scores (CSC by counting) as sortable keys
+    // `score_bits << 16 | voter`: a normalised weight is at most 1 (2^32 in bits), so the key
+    // fits in 64 bits, and a voter index is below 65536 because uids are u16.
+    let mut counts = vec![0u32; columns + 1];
+    let voter_rows = || {
         active_stake
             .iter()
             .zip(weights)
             .filter(|(s, _)| **s > ZERO)
-            .zip(use_stake.iter())
-            .map(|((_, row), &s)| (row, s))
+            .map(|(_, row)| row)
     };
-    for (row, _) in rows() {
+    for row in voter_rows() {
         for &(j, w) in row {
             if w > ZERO {
                 counts[usize::from(j) + 1] += 1;
@@ -386,71 +395,54 @@ fn weighted_median_cols(
         counts[j + 1] += counts[j];
     }
     let mut fill = counts.clone();
-    let mut entries = vec![(ZERO, ZERO); counts[columns]];
-    for (row, s) in rows() {
+    let mut keys = vec![0u64; counts[columns] as usize];
+    for (voter, row) in voter_rows().enumerate() {
         for &(j, w) in row {
             if w > ZERO {
                 let slot = &mut fill[usize::from(j)];
-                entries[*slot] = (w, s);
+                debug_assert!(w <= ONE);
+                keys[*slot as usize] = ((w.to_bits() as u64) << 16) | voter as u64;
                 *slot += 1;
             }
         }
     }
 
     for (j, c) in consensus.iter_mut().enumerate() {
-        let column = &mut entries[counts[j]..counts[j + 1]];
+        let column = &mut keys[counts[j] as usize..counts[j + 1] as usize];
         if column.is_empty() {
             continue; // Every voter scores 0.
         }
         let mut below = ZERO;
-        let zeros = voters - column.len();
-        if zeros > 0 {
-            let positive = sum(column.iter().map(|&(_, s)| s));
+        if voters > column.len() {
+            let positive = sum(column.iter().map(|&k| use_stake[(k & 0xffff) as usize]));
             below = stake_sum.saturating_sub(positive);
             if below > minority {
                 continue; // The median is 0.
             }
         }
-        *c = first_score_above(column, below, minority);
+        *c = first_score_above(column, &use_stake, below, minority);
     }
     consensus
 }
 
 /// The first distinct score `v` (ascending) whose cumulative stake `below + stake(score <= v)`
-/// exceeds `minority`, or the largest score if none does. Weighted quickselect: expected linear
-/// time. `below <= minority` on entry (the stake of scores below every entry of `column`).
-fn first_score_above(column: &mut [(Fx, Fx)], mut below: Fx, minority: Fx) -> Fx {
-    let mut part = column;
+/// exceeds `minority`, or the largest score if none does. `column` holds keys
+/// `score_bits << 16 | voter` (see [`weighted_median_cols`]); sorting them sorts by score.
+fn first_score_above(column: &mut [u64], stake: &[Fx], mut below: Fx, minority: Fx) -> Fx {
+    column.sort_unstable();
+    let score = |k: u64| Fx::from_bits((k >> 16) as i64);
+    let mut k = 0;
     loop {
-        let pivot = part[part.len() / 2].0;
-        // Three-way partition: [lower | equal | upper].
-        let (mut lt, mut i, mut gt) = (0, 0, part.len());
-        let (mut lower, mut equal) = (ZERO, ZERO);
-        while i < gt {
-            let (score, stake) = part[i];
-            if score < pivot {
-                lower = add(lower, stake);
-                part.swap(lt, i);
-                lt += 1;
-                i += 1;
-            } else if score > pivot {
-                gt -= 1;
-                part.swap(i, gt);
-            } else {
-                equal = add(equal, stake);
-                i += 1;
-            }
+        let value = column[k] >> 16;
+        let mut upto = below;
+        while k < column.len() && column[k] >> 16 == value {
+            upto = add(upto, stake[(column[k] & 0xffff) as usize]);
+            k += 1;
         }
-        if lt > 0 && add(below, lower) > minority {
-            part = &mut part[..lt];
-            continue;
-        }
-        let upto = add(add(below, lower), equal);
-        if upto > minority || gt == part.len() {
-            return pivot;
+        if upto > minority || k == column.len() {
+            return score(column[k - 1]);
         }
         below = upto;
-        part = &mut part[gt..];
     }
 }
 
@@ -502,9 +494,8 @@ fn fixed_alpha(hp: &Hyperparameters) -> Fx {
 }
 
 /// `alpha * new + (1 - alpha) * old` over the union of entries, keeping positive results.
-fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, columns: usize) -> Vec<Row> {
+fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, col_sums: &mut [Fx]) -> Vec<Row> {
     let keep = ONE.saturating_sub(alpha);
-    debug_assert!(new.iter().flatten().all(|&(j, _)| usize::from(j) < columns));
     new.iter()
         .zip(old)
         .map(|(nrow, orow)| {
@@ -525,7 +516,10 @@ fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, columns: usize) -> Vec<R
                 }
                 if cell > ZERO {
                     // `j` came from a u16 uid, so it fits.
-                    out.push((u16::try_from(j).unwrap_or(u16::MAX), cell));
+                    let j = u16::try_from(j).unwrap_or(u16::MAX);
+                    let s = &mut col_sums[usize::from(j)];
+                    *s = add(*s, cell);
+                    out.push((j, cell));
                 }
             }
             out
@@ -535,7 +529,13 @@ fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, columns: usize) -> Vec<R
 
 /// Liquid alpha: per entry of the new row, `min(1, (1 - a) * old + max(0, a * new))` with
 /// `a = sigmoid_alpha(C[j], new, old)`. Bonds to uids absent from the new row are dropped.
-fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparameters) -> Vec<Row> {
+fn ema_liquid_alpha(
+    new: &[Row],
+    old: &[Row],
+    consensus: &[Fx],
+    hp: &Hyperparameters,
+    col_sums: &mut [Fx],
+) -> Vec<Row> {
     let low = u16_proportion(hp.alpha_low);
     let high = u16_proportion(hp.alpha_high);
     let steepness = Fx::saturating_from_num(hp.alpha_sigmoid_steepness);
@@ -579,6 +579,8 @@ fn ema_liquid_alpha(new: &[Row], old: &[Row], consensus: &[Fx], hp: &Hyperparame
                 let inc = mul(alpha, w).max(ZERO);
                 let v = add(decayed, inc).min(ONE);
                 if v > ZERO {
+                    let s = &mut col_sums[usize::from(j)];
+                    *s = add(*s, v);
                     out.push((j, v));
                 }
             }
@@ -614,7 +616,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(5_000))]
         #[test]
-        fn weighted_selection_equals_sort_and_scan(
+        fn packed_key_scan_equals_sort_and_scan(
             entries in proptest::collection::vec((1i64..40, 0i64..1000), 1..60),
             below in 0i64..500,
             minority in -100i64..20_000,
@@ -623,8 +625,9 @@ mod tests {
             let column: Vec<(Fx, Fx)> = entries.iter().map(|&(w, s)| (Fx::from_bits(w << 20), Fx::from_bits(s))).collect();
             let (below, minority) = (Fx::from_bits(below), Fx::from_bits(minority));
             prop_assume!(below <= minority || minority < ZERO);
-            let mut scratch = column.clone();
-            prop_assert_eq!(first_score_above(&mut scratch, below, minority), by_sorting(&column, below, minority));
+            let stakes: Vec<Fx> = column.iter().map(|&(_, s)| s).collect();
+            let mut keys: Vec<u64> = column.iter().enumerate().map(|(v, &(w, _))| ((w.to_bits() as u64) << 16) | v as u64).collect();
+            prop_assert_eq!(first_score_above(&mut keys, &stakes, below, minority), by_sorting(&column, below, minority));
         }
     }
 }
