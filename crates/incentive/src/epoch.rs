@@ -11,10 +11,10 @@ use substrate_fixed::types::{I64F64, I96F32};
 
 use crate::exp::{Memo, exp_safe};
 use crate::fixed::{
-    Divisor, Fx, ONE, Row, ZERO, add, clamp, col_max_upscale, col_normalize, div, div64, mul,
-    mul_or_zero, normalize, proportion_to_u16, recip_of_at_least_one, row_normalize, sum,
-    u16_proportion,
+    Divisor, Fx, ONE, ZERO, add, clamp, div, div64, mul, mul_or_zero, normalize, proportion_to_u16,
+    recip_of_at_least_one, sum, u16_proportion,
 };
+use crate::sparse::Sparse;
 use crate::{EpochInput, EpochOutput, Hyperparameters, InputError};
 
 /// Run one epoch. Fails only on a malformed input (see [`EpochInput::validate`]); never panics.
@@ -62,61 +62,56 @@ fn run(input: &EpochInput) -> EpochOutput {
 
     // 5. Weights: permitted rows, no self weight (except the owner's), no weight on a uid that
     //    registered after the setter's last update; rows normalised.
-    let mut weights: Vec<Row> = input
-        .weights
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            if !permits[i] {
-                return Vec::new();
-            }
-            let mut out = Row::with_capacity(row.len());
+    let nnz_w: usize = input.weights.iter().map(Vec::len).sum();
+    let mut weights = Sparse::with_capacity(n, nnz_w);
+    for (i, row) in input.weights.iter().enumerate() {
+        if permits[i] {
+            let last_update = input.last_update[i];
             for &(j, w) in row {
                 let ju = usize::from(j);
-                if (ju != i || owner == Some(i))
-                    && input.last_update[i] > input.block_at_registration[ju]
-                {
-                    out.push((j, Fx::from_bits(i64::from(w) << 32)));
+                if (ju != i || owner == Some(i)) && last_update > input.block_at_registration[ju] {
+                    weights.push(j, Fx::from_bits(i64::from(w) << 32));
                 }
             }
-            sort_row(&mut out);
-            out
-        })
-        .collect();
-    row_normalize(&mut weights);
+        }
+        weights.end_row();
+        let r = weights.range(i);
+        let total = sum(weights.vals[r.clone()].iter().copied());
+        if total > ZERO {
+            let d = Divisor::new(total);
+            for v in &mut weights.vals[r] {
+                *v = d.divide(*v);
+            }
+        }
+    }
 
     // 6. Consensus.
     let kappa = u16_proportion(hp.kappa);
     let consensus = weighted_median_cols(&active_stake, &weights, n, kappa);
 
-    // 7. Clip at consensus; validator trust.
+    // 7. Clip at consensus; validator trust; 8. incentive (accumulated row by row in uid order,
+    //    as the reference's matrix product does).
     let mut validator_trust = vec![ZERO; n];
     let mut incentive = vec![ZERO; n];
-    let clipped: Vec<Row> = weights
-        .iter()
-        .zip(&active_stake)
-        .zip(validator_trust.iter_mut())
-        .map(|((row, &s), trust)| {
-            let mut out = Row::with_capacity(row.len());
-            let mut total = ZERO;
-            for &(j, w) in row {
-                let c = consensus[usize::from(j)];
-                let v = if c < w { c } else { w };
-                if c < w && c <= ZERO {
-                    continue;
-                }
-                out.push((j, v));
-                total = add(total, v);
-                // 8. (fused) Incentive: stake-weighted clipped ranks.
-                let r = &mut incentive[usize::from(j)];
-                *r = add(*r, mul(s, v));
+    let mut clipped = Sparse::with_capacity(n, weights.cols.len());
+    for i in 0..n {
+        let s = active_stake[i];
+        let (cols, vals) = weights.row(i);
+        let mut total = ZERO;
+        for (&j, &w) in cols.iter().zip(vals) {
+            let c = consensus[usize::from(j)];
+            let v = if c < w { c } else { w };
+            if c < w && c <= ZERO {
+                continue;
             }
-            *trust = total;
-            out
-        })
-        .collect();
-
-    // 8. Incentive, normalised (accumulated above, row by row in uid order as the reference does).
+            clipped.push(j, v);
+            total = add(total, v);
+            let r = &mut incentive[usize::from(j)];
+            *r = add(*r, mul(s, v));
+        }
+        clipped.end_row();
+        validator_trust[i] = total;
+    }
     normalize(&mut incentive);
 
     // 9. Weights for bonds, and the recently-registered mask on stored bonds.
@@ -127,21 +122,18 @@ fn run(input: &EpochInput) -> EpochOutput {
     } else {
         input.last_mechanism_step_block.saturating_add(1)
     };
-    let stored_bonds = |to_fixed: fn(u16) -> Fx| -> Vec<Row> {
-        input
-            .bonds
-            .iter()
-            .map(|row| {
-                let mut out = Row::with_capacity(row.len());
-                for &(j, b) in row {
-                    if last_tempo > input.block_at_registration[usize::from(j)] {
-                        out.push((j, to_fixed(b)));
-                    }
+    let stored_bonds = |to_fixed: fn(u16) -> Fx| -> Sparse {
+        let nnz: usize = input.bonds.iter().map(Vec::len).sum();
+        let mut out = Sparse::with_capacity(n, nnz);
+        for row in &input.bonds {
+            for &(j, b) in row {
+                if last_tempo > input.block_at_registration[usize::from(j)] {
+                    out.push(j, to_fixed(b));
                 }
-                sort_row(&mut out);
-                out
-            })
-            .collect()
+            }
+            out.end_row();
+        }
+        out
     };
 
     // 10./11. Bonds and dividends.
@@ -160,50 +152,57 @@ fn run(input: &EpochInput) -> EpochOutput {
             .map(|&s| (s != ZERO).then(|| Divisor::new(s)))
             .collect();
         let mut persisted = Vec::with_capacity(n);
-        let dividends: Vec<Fx> = ema
-            .iter()
-            .zip(&active_stake)
-            .zip(&new_permits)
-            .map(|((row, &s), &permit)| {
+        let dividends: Vec<Fx> = (0..n)
+            .map(|i| {
+                let (cols, vals) = ema.row(i);
                 let mut total = ZERO;
-                for &(j, b) in row {
+                for (&j, &b) in cols.iter().zip(vals) {
                     let j = usize::from(j);
                     let normalized = divisors[j].as_ref().map_or(b, |d| d.divide(b));
                     total = add(total, mul(normalized, incentive[j]));
                 }
-                persisted.push(if permit { to_stored(row) } else { Vec::new() });
-                mul_or_zero(total, s)
+                persisted.push(if new_permits[i] {
+                    to_stored(cols, vals)
+                } else {
+                    Vec::new()
+                });
+                mul_or_zero(total, active_stake[i])
             })
             .collect();
         (dividends, persisted)
     } else {
-        let mut bonds = stored_bonds(Fx::from_num);
-        col_normalize(&mut bonds, n);
-        let mut delta: Vec<Row> = weights_for_bonds
-            .iter()
-            .zip(&active_stake)
-            .map(|(row, &s)| {
-                let mut out = Row::with_capacity(row.len());
-                out.extend(row.iter().map(|&(j, w)| (j, mul(w, s))));
-                out
-            })
-            .collect();
-        col_normalize(&mut delta, n);
+        let mut bonds = stored_bonds(|b| Fx::from_bits(i64::from(b) << 32));
+        bonds.col_normalize(n);
+        let mut delta = Sparse::with_capacity(n, weights_for_bonds.cols.len());
+        for i in 0..n {
+            let s = active_stake[i];
+            let (cols, vals) = weights_for_bonds.row(i);
+            for (&j, &w) in cols.iter().zip(vals) {
+                delta.push(j, mul(w, s));
+            }
+            delta.end_row();
+        }
+        delta.col_normalize(n);
         let mut ema = ema_fixed_alpha(&delta, &bonds, fixed_alpha(hp), &mut vec![ZERO; n]);
-        col_normalize(&mut ema, n);
-        let dividends: Vec<Fx> = ema
-            .iter()
-            .map(|row| {
-                row.iter().fold(ZERO, |acc, &(j, b)| {
+        ema.col_normalize(n);
+        let dividends: Vec<Fx> = (0..n)
+            .map(|i| {
+                let (cols, vals) = ema.row(i);
+                cols.iter().zip(vals).fold(ZERO, |acc, (&j, &b)| {
                     add(acc, mul(incentive[usize::from(j)], b))
                 })
             })
             .collect();
-        col_max_upscale(&mut ema, n);
-        let persisted = ema
-            .iter()
-            .zip(&new_permits)
-            .map(|(row, &permit)| if permit { to_stored(row) } else { Vec::new() })
+        ema.col_max_upscale(n);
+        let persisted = (0..n)
+            .map(|i| {
+                let (cols, vals) = ema.row(i);
+                if new_permits[i] {
+                    to_stored(cols, vals)
+                } else {
+                    Vec::new()
+                }
+            })
             .collect();
         (dividends, persisted)
     };
@@ -248,17 +247,11 @@ fn run(input: &EpochInput) -> EpochOutput {
 }
 
 /// A bond row as stored: each proportion as `floor(x * 65535)`.
-fn to_stored(row: &Row) -> Vec<(u16, u16)> {
-    row.iter()
-        .map(|&(j, b)| (j, proportion_to_u16(b)))
+fn to_stored(cols: &[u16], vals: &[Fx]) -> Vec<(u16, u16)> {
+    cols.iter()
+        .zip(vals)
+        .map(|(&j, &b)| (j, proportion_to_u16(b)))
         .collect()
-}
-
-/// Rows are stored sorted; the input only promises distinct uids, so sort where needed.
-fn sort_row(row: &mut Row) {
-    if !row.windows(2).all(|w| w[0].0 < w[1].0) {
-        row.sort_unstable_by_key(|&(j, _)| j);
-    }
 }
 
 /// `true` for non-zero entries among the top `k` after a stable ascending sort (ties: the lower
@@ -359,7 +352,7 @@ fn normalized_stake(input: &EpochInput, owner: Option<usize>) -> Vec<Fx> {
 /// the column's non-zero entries and scanning gives the same value in O(nnz log nnz).
 fn weighted_median_cols(
     active_stake: &[Fx],
-    weights: &[Row],
+    weights: &Sparse,
     columns: usize,
     kappa: Fx,
 ) -> Vec<Fx> {
@@ -378,14 +371,15 @@ fn weighted_median_cols(
     // fits in 64 bits, and a voter index is below 65536 because uids are u16.
     let mut counts = vec![0u32; columns + 1];
     let voter_rows = || {
-        active_stake
-            .iter()
-            .zip(weights)
-            .filter(|(s, _)| **s > ZERO)
-            .map(|(_, row)| row)
+        (0..weights.rows())
+            .filter(|&i| active_stake[i] > ZERO)
+            .map(|i| {
+                let (cols, vals) = weights.row(i);
+                cols.iter().copied().zip(vals.iter().copied())
+            })
     };
     for row in voter_rows() {
-        for &(j, w) in row {
+        for (j, w) in row {
             if w > ZERO {
                 counts[usize::from(j) + 1] += 1;
             }
@@ -397,7 +391,7 @@ fn weighted_median_cols(
     let mut fill = counts.clone();
     let mut keys = vec![0u64; counts[columns] as usize];
     for (voter, row) in voter_rows().enumerate() {
-        for &(j, w) in row {
+        for (j, w) in row {
             if w > ZERO {
                 let slot = &mut fill[usize::from(j)];
                 debug_assert!(w <= ONE);
@@ -448,40 +442,35 @@ fn first_score_above(column: &mut [u64], stake: &[Fx], mut below: Fx, minority: 
 
 /// `W + ratio * (Wc - W)` per entry, keeping positive results; `Wc` has an entry only where `W`
 /// has one (a clipped-away entry counts as 0). Ratios 0 and 1 return `W` and `Wc` exactly.
-fn interpolate<'a>(weights: &'a [Row], clipped: &'a [Row], ratio: Fx) -> Cow<'a, [Row]> {
+fn interpolate<'a>(weights: &'a Sparse, clipped: &'a Sparse, ratio: Fx) -> Cow<'a, Sparse> {
     if ratio == ZERO {
         return Cow::Borrowed(weights);
     }
     if ratio == ONE {
         return Cow::Borrowed(clipped);
     }
-    let rows = weights
-        .iter()
-        .zip(clipped)
-        .map(|(row, crow)| {
-            let mut c = crow.iter().peekable();
-            let mut out = Row::with_capacity(row.len());
-            for &(j, w) in row {
-                let mut v2 = ZERO;
-                while let Some(&&(cj, cv)) = c.peek() {
-                    if cj < j {
-                        c.next();
-                    } else {
-                        if cj == j {
-                            v2 = cv;
-                        }
-                        break;
-                    }
-                }
-                let v = add(w, mul(ratio, v2.saturating_sub(w)));
-                if v > ZERO {
-                    out.push((j, v));
-                }
+    let mut out = Sparse::with_capacity(weights.rows(), weights.cols.len());
+    for i in 0..weights.rows() {
+        let (wc, wv) = weights.row(i);
+        let (cc, cv) = clipped.row(i);
+        let mut k = 0;
+        for (&j, &w) in wc.iter().zip(wv) {
+            while k < cc.len() && cc[k] < j {
+                k += 1;
             }
-            out
-        })
-        .collect();
-    Cow::Owned(rows)
+            let v2 = if k < cc.len() && cc[k] == j {
+                cv[k]
+            } else {
+                ZERO
+            };
+            let v = add(w, mul(ratio, v2.saturating_sub(w)));
+            if v > ZERO {
+                out.push(j, v);
+            }
+        }
+        out.end_row();
+    }
+    Cow::Owned(out)
 }
 
 /// The fixed EMA rate `1 - bonds_moving_average / 1e6`.
@@ -494,48 +483,48 @@ fn fixed_alpha(hp: &Hyperparameters) -> Fx {
 }
 
 /// `alpha * new + (1 - alpha) * old` over the union of entries, keeping positive results.
-fn ema_fixed_alpha(new: &[Row], old: &[Row], alpha: Fx, col_sums: &mut [Fx]) -> Vec<Row> {
+fn ema_fixed_alpha(new: &Sparse, old: &Sparse, alpha: Fx, col_sums: &mut [Fx]) -> Sparse {
     let keep = ONE.saturating_sub(alpha);
-    new.iter()
-        .zip(old)
-        .map(|(nrow, orow)| {
-            let mut out = Row::with_capacity(nrow.len().max(orow.len()));
-            let (mut a, mut b) = (0, 0);
-            while a < nrow.len() || b < orow.len() {
-                let ja = nrow.get(a).map_or(u32::MAX, |e| u32::from(e.0));
-                let jb = orow.get(b).map_or(u32::MAX, |e| u32::from(e.0));
-                let j = ja.min(jb);
-                let mut cell = ZERO;
-                if ja == j {
-                    cell = add(cell, mul(alpha, nrow[a].1));
-                    a += 1;
-                }
-                if jb == j {
-                    cell = add(cell, mul(keep, orow[b].1));
-                    b += 1;
-                }
-                if cell > ZERO {
-                    // `j` came from a u16 uid, so it fits.
-                    let j = u16::try_from(j).unwrap_or(u16::MAX);
-                    let s = &mut col_sums[usize::from(j)];
-                    *s = add(*s, cell);
-                    out.push((j, cell));
-                }
+    let mut out = Sparse::with_capacity(new.rows(), new.cols.len().max(old.cols.len()));
+    for i in 0..new.rows() {
+        let (nc, nv) = new.row(i);
+        let (oc, ov) = old.row(i);
+        let (mut a, mut b) = (0, 0);
+        while a < nc.len() || b < oc.len() {
+            let ja = nc.get(a).map_or(u32::MAX, |&j| u32::from(j));
+            let jb = oc.get(b).map_or(u32::MAX, |&j| u32::from(j));
+            let j = ja.min(jb);
+            let mut cell = ZERO;
+            if ja == j {
+                cell = add(cell, mul(alpha, nv[a]));
+                a += 1;
             }
-            out
-        })
-        .collect()
+            if jb == j {
+                cell = add(cell, mul(keep, ov[b]));
+                b += 1;
+            }
+            if cell > ZERO {
+                // `j` came from a u16 uid, so it fits.
+                let j = u16::try_from(j).unwrap_or(u16::MAX);
+                let s = &mut col_sums[usize::from(j)];
+                *s = add(*s, cell);
+                out.push(j, cell);
+            }
+        }
+        out.end_row();
+    }
+    out
 }
 
 /// Liquid alpha: per entry of the new row, `min(1, (1 - a) * old + max(0, a * new))` with
 /// `a = sigmoid_alpha(C[j], new, old)`. Bonds to uids absent from the new row are dropped.
 fn ema_liquid_alpha(
-    new: &[Row],
-    old: &[Row],
+    new: &Sparse,
+    old: &Sparse,
     consensus: &[Fx],
     hp: &Hyperparameters,
     col_sums: &mut [Fx],
-) -> Vec<Row> {
+) -> Sparse {
     let low = u16_proportion(hp.alpha_low);
     let high = u16_proportion(hp.alpha_high);
     let steepness = Fx::saturating_from_num(hp.alpha_sigmoid_steepness);
@@ -547,46 +536,39 @@ fn ema_liquid_alpha(
         let sigmoid = recip_of_at_least_one(add(ONE, exp_safe(x)));
         clamp(add(low, mul(sigmoid, high.saturating_sub(low))), low, high)
     };
-    new.iter()
-        .zip(old)
-        .map(|(nrow, orow)| {
-            let mut o = orow.iter().peekable();
-            let mut out = Row::with_capacity(nrow.len());
-            for &(j, w) in nrow {
-                let mut bond = None;
-                while let Some(&&(oj, ov)) = o.peek() {
-                    if oj < j {
-                        o.next();
-                    } else {
-                        if oj == j {
-                            bond = Some(ov);
-                        }
-                        break;
-                    }
-                }
-                let b = bond.unwrap_or(ZERO);
-                let c = consensus[usize::from(j)];
-                let diff = if w >= b {
-                    clamp(w.saturating_sub(c), ZERO, ONE)
-                } else {
-                    clamp(b.saturating_sub(w), ZERO, ONE)
-                };
-                let alpha = memo.get(mul(slope, diff.saturating_sub(half)), alpha_of);
-                let decayed = match bond {
-                    Some(b) => mul(ONE.saturating_sub(alpha), b),
-                    None => ZERO,
-                };
-                let inc = mul(alpha, w).max(ZERO);
-                let v = add(decayed, inc).min(ONE);
-                if v > ZERO {
-                    let s = &mut col_sums[usize::from(j)];
-                    *s = add(*s, v);
-                    out.push((j, v));
-                }
+    let mut out = Sparse::with_capacity(new.rows(), new.cols.len());
+    for i in 0..new.rows() {
+        let (nc, nv) = new.row(i);
+        let (oc, ov) = old.row(i);
+        let mut k = 0;
+        for (&j, &w) in nc.iter().zip(nv) {
+            while k < oc.len() && oc[k] < j {
+                k += 1;
             }
-            out
-        })
-        .collect()
+            let bond = (k < oc.len() && oc[k] == j).then(|| ov[k]);
+            let b = bond.unwrap_or(ZERO);
+            let c = consensus[usize::from(j)];
+            let diff = if w >= b {
+                clamp(w.saturating_sub(c), ZERO, ONE)
+            } else {
+                clamp(b.saturating_sub(w), ZERO, ONE)
+            };
+            let alpha = memo.get(mul(slope, diff.saturating_sub(half)), alpha_of);
+            let decayed = match bond {
+                Some(b) => mul(ONE.saturating_sub(alpha), b),
+                None => ZERO,
+            };
+            let inc = mul(alpha, w).max(ZERO);
+            let v = add(decayed, inc).min(ONE);
+            if v > ZERO {
+                let s = &mut col_sums[usize::from(j)];
+                *s = add(*s, v);
+                out.push(j, v);
+            }
+        }
+        out.end_row();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -10,9 +10,6 @@ use substrate_fixed::types::{I32F32, I64F64};
 /// The reference's `I32F32` number type: 32 integer bits, 32 fractional bits.
 pub(crate) type Fx = I32F32;
 
-/// A sparse row: `(column uid, value)` pairs, strictly increasing in the uid.
-pub(crate) type Row = Vec<(u16, Fx)>;
-
 pub(crate) const ZERO: Fx = Fx::from_bits(0);
 pub(crate) const ONE: Fx = Fx::from_bits(1 << 32);
 const U16_MAX: Fx = Fx::from_bits((u16::MAX as i64) << 32);
@@ -213,73 +210,6 @@ pub(crate) fn normalize(x: &mut [Fx]) {
     let d = Divisor::new(total);
     for v in x.iter_mut() {
         *v = d.divide(*v);
-    }
-}
-
-/// Normalise each row to sum 1 where its sum is positive.
-pub(crate) fn row_normalize(matrix: &mut [Row]) {
-    for row in matrix.iter_mut() {
-        let total = sum(row.iter().map(|&(_, v)| v));
-        if total > ZERO {
-            let d = Divisor::new(total);
-            for (_, v) in row.iter_mut() {
-                *v = d.divide(*v);
-            }
-        }
-    }
-}
-
-/// Per-column sums of a sparse matrix with `columns` columns.
-fn col_sums(matrix: &[Row], columns: usize) -> Vec<Fx> {
-    let mut sums = vec![ZERO; columns];
-    for row in matrix {
-        for &(j, v) in row {
-            let s = &mut sums[usize::from(j)];
-            *s = add(*s, v);
-        }
-    }
-    sums
-}
-
-/// Normalise each column to sum 1 where its sum is not 0.
-/// Per column, the divisor that normalises it (none where the column sums to 0).
-pub(crate) fn col_divisors(matrix: &[Row], columns: usize) -> Vec<Option<Divisor>> {
-    col_sums(matrix, columns)
-        .into_iter()
-        .map(|s| (s != ZERO).then(|| Divisor::new(s)))
-        .collect()
-}
-
-/// Normalise each column to sum 1 where its sum is not 0.
-pub(crate) fn col_normalize(matrix: &mut [Row], columns: usize) {
-    let divisors = col_divisors(matrix, columns);
-    for row in matrix.iter_mut() {
-        for (j, v) in row.iter_mut() {
-            if let Some(d) = &divisors[usize::from(*j)] {
-                *v = d.divide(*v);
-            }
-        }
-    }
-}
-
-/// Scale each column so that its largest entry is 1 (columns whose max is 0 are left alone).
-pub(crate) fn col_max_upscale(matrix: &mut [Row], columns: usize) {
-    let mut maxes = vec![ZERO; columns];
-    for row in matrix.iter() {
-        for &(j, v) in row {
-            let m = &mut maxes[usize::from(j)];
-            if *m < v {
-                *m = v;
-            }
-        }
-    }
-    for row in matrix.iter_mut() {
-        for (j, v) in row.iter_mut() {
-            let m = maxes[usize::from(*j)];
-            if m != ZERO {
-                *v = div(*v, m);
-            }
-        }
     }
 }
 

@@ -40,6 +40,7 @@ mod epoch;
 mod exp;
 mod fixed;
 pub mod json;
+mod sparse;
 pub mod synthetic;
 mod types;
 
