@@ -174,6 +174,9 @@ impl EpochInput {
                         n,
                     });
                 }
+                // One pass: every uid in range, and whether the row is strictly increasing.
+                let mut increasing = true;
+                let mut previous: Option<u16> = None;
                 for (k, &(uid, _)) in row.iter().enumerate() {
                     if uid >= n {
                         return Err(InputError::UidOutOfRange {
@@ -182,8 +185,10 @@ impl EpochInput {
                             n,
                         });
                     }
+                    increasing &= previous.is_none_or(|p| p < uid);
+                    previous = Some(uid);
                 }
-                if !row.windows(2).all(|w| w[0].0 < w[1].0) {
+                if !increasing {
                     let mut uids: Vec<(u16, usize)> = row
                         .iter()
                         .enumerate()
