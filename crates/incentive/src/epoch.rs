@@ -147,10 +147,7 @@ fn run(input: &EpochInput) -> EpochOutput {
         };
         // One pass: dividends from the column-normalised bonds (normalised on the fly), and the
         // bonds to persist (the EMA itself, for uids with a new permit).
-        let divisors: Vec<Option<Divisor>> = col_sums
-            .iter()
-            .map(|&s| (s != ZERO).then(|| Divisor::new(s)))
-            .collect();
+        let divisors: Vec<Divisor> = col_sums.iter().map(|&s| Divisor::or_identity(s)).collect();
         let mut persisted = Vec::with_capacity(n);
         let dividends: Vec<Fx> = (0..n)
             .map(|i| {
@@ -158,7 +155,7 @@ fn run(input: &EpochInput) -> EpochOutput {
                 let mut total = ZERO;
                 for (&j, &b) in cols.iter().zip(vals) {
                     let j = usize::from(j);
-                    let normalized = divisors[j].as_ref().map_or(b, |d| d.divide(b));
+                    let normalized = divisors[j].divide(b);
                     total = add(total, mul(normalized, incentive[j]));
                 }
                 persisted.push(if new_permits[i] {

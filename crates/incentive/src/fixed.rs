@@ -99,40 +99,45 @@ pub(crate) fn sum<I: IntoIterator<Item = Fx>>(values: I) -> Fx {
 /// computed by a multiplication and shifts (the invariant-divisor method of Granlund and
 /// Montgomery) instead of a hardware division per dividend.
 ///
-/// With `k` common trailing zero bits removed from dividend and divisor (the quotient does not
-/// change), a non-negative dividend below `2^32` gives a 64-bit numerator `a << 32`; other
-/// dividends fall back to [`div`].
+/// A non-negative dividend below 1 (`a < 2^32` in bits) gives a 64-bit numerator `a << 32`
+/// directly. A larger one whose low bits share the divisor's trailing zeros (integer weights
+/// over an integer sum) gives one after removing those common factors of two, which does not
+/// change the quotient. Anything else falls back to [`div`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Divisor {
     d: Fx,
+    /// Common factors of two removed for the reduced core.
     k: u32,
-    magic: u64,
-    shift: u32,
-    add_step: bool,
-    power_of_two: bool,
+    full: Reciprocal,
+    reduced: Reciprocal,
 }
 
-impl Divisor {
-    pub(crate) fn new(d: Fx) -> Self {
-        let bits = d.to_bits();
-        let k = if bits > 0 {
-            bits.trailing_zeros().min(32)
-        } else {
-            0
-        };
-        let dd = if bits > 0 { (bits >> k) as u64 } else { 1 };
+/// `n / dd` for a fixed `dd` by multiply-high and shifts.
+#[derive(Clone, Copy, Debug)]
+struct Reciprocal {
+    magic: u64,
+    /// All ones when the 65-bit multiplier's add-and-halve step applies, else zero.
+    add_mask: u64,
+    shift: u32,
+    /// `dd` is 1.
+    one: bool,
+}
+
+impl Reciprocal {
+    fn new(dd: u64) -> Self {
+        debug_assert!(dd > 0);
         let floor_log2 = 63 - dd.leading_zeros();
-        let base = Divisor {
-            d,
-            k,
+        let base = Reciprocal {
             magic: 0,
+            add_mask: 0,
             shift: floor_log2,
-            add_step: false,
-            power_of_two: false,
+            one: dd == 1,
         };
         if dd.is_power_of_two() {
-            return Divisor {
-                power_of_two: true,
+            // q = 0, t = n >> 1, result t >> (l - 1) = n >> l (l >= 1 here; dd == 1 is `one`).
+            return Reciprocal {
+                add_mask: u64::MAX,
+                shift: floor_log2.saturating_sub(1),
                 ..base
             };
         }
@@ -143,7 +148,7 @@ impl Divisor {
             (wide % u128::from(dd)) as u64,
         );
         if dd - rem < (1u64 << floor_log2) {
-            Divisor {
+            Reciprocal {
                 magic: m.wrapping_add(1),
                 ..base
             }
@@ -154,24 +159,67 @@ impl Divisor {
             if twice_rem >= dd || twice_rem < rem {
                 m2 = m2.wrapping_add(1);
             }
-            Divisor {
+            Reciprocal {
                 magic: m2.wrapping_add(1),
-                add_step: true,
+                add_mask: u64::MAX,
                 ..base
             }
         }
     }
 
+    /// `n / dd`, without a branch on the divisor's kind (columns alternate between kinds, and a
+    /// mispredicted branch costs more than computing both forms).
     #[inline]
-    fn divide_u64(&self, n: u64) -> u64 {
-        if self.power_of_two {
-            return n >> self.shift;
+    fn divide(&self, n: u64) -> u64 {
+        if self.one {
+            return n;
         }
         let q = ((u128::from(n) * u128::from(self.magic)) >> 64) as u64;
-        if self.add_step {
-            (((n - q) >> 1) + q) >> self.shift
+        let t = ((n - q) >> 1) + q;
+        ((q & !self.add_mask) | (t & self.add_mask)) >> self.shift
+    }
+}
+
+impl Divisor {
+    /// Dividing by this leaves values unchanged (for columns that sum to 0, which the reference
+    /// leaves as they are).
+    pub(crate) fn identity() -> Self {
+        let one = Reciprocal::new(1);
+        Divisor {
+            d: ZERO,
+            k: 0,
+            full: one,
+            reduced: one,
+        }
+    }
+
+    /// The divisor for normalising by `total`: the identity when `total` is 0.
+    pub(crate) fn or_identity(total: Fx) -> Self {
+        if total == ZERO {
+            Self::identity()
         } else {
-            q >> self.shift
+            Self::new(total)
+        }
+    }
+
+    pub(crate) fn new(d: Fx) -> Self {
+        let bits = d.to_bits();
+        if bits <= 0 {
+            // Every division by a non-positive divisor takes the general path.
+            let one = Reciprocal::new(1);
+            return Divisor {
+                d,
+                k: 0,
+                full: one,
+                reduced: one,
+            };
+        }
+        let k = bits.trailing_zeros().min(32);
+        Divisor {
+            d,
+            k,
+            full: Reciprocal::new(bits as u64),
+            reduced: Reciprocal::new((bits >> k) as u64),
         }
     }
 
@@ -179,9 +227,17 @@ impl Divisor {
     #[inline]
     pub(crate) fn divide(&self, x: Fx) -> Fx {
         let a = x.to_bits();
+        let d = self.d.to_bits();
+        if d == 0 {
+            return x;
+        }
+        if d > 0 && (0..1i64 << 32).contains(&a) {
+            let q = self.full.divide((a as u64) << 32);
+            return i64::try_from(q).map_or(ZERO, Fx::from_bits);
+        }
         let low_mask = (1i64 << self.k) - 1;
-        if self.d.to_bits() > 0 && a >= 0 && a & low_mask == 0 && (a >> self.k) < 1 << 32 {
-            let q = self.divide_u64(((a >> self.k) as u64) << 32);
+        if d > 0 && a >= 0 && a & low_mask == 0 && (a >> self.k) < 1 << 32 {
+            let q = self.reduced.divide(((a >> self.k) as u64) << 32);
             return i64::try_from(q).map_or(ZERO, Fx::from_bits);
         }
         div(x, self.d)
@@ -198,7 +254,13 @@ pub(crate) fn u16_proportion(x: u16) -> Fx {
 /// A proportion exported as `floor(x * 65535)`, saturating to `0..=65535`.
 #[inline]
 pub(crate) fn proportion_to_u16(x: Fx) -> u16 {
-    mul(x, U16_MAX).saturating_to_num::<u16>()
+    // `saturating_to_num` floors toward minus infinity and clamps to `0..=65535`.
+    let bits = mul(x, U16_MAX).to_bits();
+    if bits <= 0 {
+        0
+    } else {
+        u16::try_from(bits >> 32).unwrap_or(u16::MAX)
+    }
 }
 
 /// Normalise in place to sum 1; a vector that sums to 0 is left as it is.
@@ -256,6 +318,14 @@ mod tests {
         ]
     }
 
+    proptest! {
+        #[test]
+        fn proportion_to_u16_matches_the_library(bits in any::<i64>()) {
+            let x = Fx::from_bits(bits);
+            prop_assert_eq!(proportion_to_u16(x), x.saturating_mul(U16_MAX).saturating_to_num::<u16>());
+        }
+    }
+
     #[test]
     fn u16_proportions_match_the_library() {
         for x in 0..=u16::MAX {
@@ -271,9 +341,12 @@ mod tests {
         #[test]
         fn invariant_divisors_divide_exactly(d in 1u64..u64::MAX, n in any::<u64>()) {
             // Exercise the 64-bit core directly, divisors of every size.
-            let div = Divisor::new(Fx::from_bits((d >> 1) as i64 | 1));
-            let dd = ((d >> 1) | 1) >> div.k;
-            prop_assert_eq!(div.divide_u64(n), n / dd);
+            // Any divisor, powers of two, and three times a power of two.
+            prop_assert_eq!(Reciprocal::new(d).divide(n), n / d);
+            let p = 1u64 << (d % 64);
+            prop_assert_eq!(Reciprocal::new(p).divide(n), n / p);
+            let p3 = (1u64 << (d % 62)) * 3;
+            prop_assert_eq!(Reciprocal::new(p3).divide(n), n / p3);
         }
     }
 

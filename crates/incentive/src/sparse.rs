@@ -81,15 +81,13 @@ impl Sparse {
 
     /// Normalise each column to sum 1 where its sum is not 0.
     pub(crate) fn col_normalize(&mut self, columns: usize) {
-        let divisors: Vec<Option<Divisor>> = self
+        let divisors: Vec<Divisor> = self
             .col_sums(columns)
             .into_iter()
-            .map(|s| (s != ZERO).then(|| Divisor::new(s)))
+            .map(Divisor::or_identity)
             .collect();
         for (&j, v) in self.cols.iter().zip(self.vals.iter_mut()) {
-            if let Some(d) = &divisors[usize::from(j)] {
-                *v = d.divide(*v);
-            }
+            *v = divisors[usize::from(j)].divide(*v);
         }
     }
 
