@@ -19,11 +19,12 @@ use crate::{EpochInput, EpochOutput, Hyperparameters, InputError};
 
 /// Run one epoch. Fails only on a malformed input (see [`EpochInput::validate`]); never panics.
 pub fn epoch(input: &EpochInput) -> Result<EpochOutput, InputError> {
-    input.validate()?;
-    Ok(run(input))
+    let sorted = input.check()?;
+    Ok(run(input, !sorted))
 }
 
-fn run(input: &EpochInput) -> EpochOutput {
+/// The epoch on a checked input; `sort_rows` when some input row is out of uid order.
+fn run(input: &EpochInput, sort_rows: bool) -> EpochOutput {
     let n = usize::from(input.n);
     let hp = &input.hyperparameters;
     let owner = input.owner_uid.map(usize::from);
@@ -74,7 +75,7 @@ fn run(input: &EpochInput) -> EpochOutput {
                 }
             }
         }
-        weights.end_row();
+        weights.end_row_checked(sort_rows);
         let r = weights.range(i);
         let total = sum(weights.vals[r.clone()].iter().copied());
         if total > ZERO {
@@ -131,18 +132,39 @@ fn run(input: &EpochInput) -> EpochOutput {
                     out.push(j, to_fixed(b));
                 }
             }
-            out.end_row();
+            out.end_row_checked(sort_rows);
         }
         out
     };
 
     // 10./11. Bonds and dividends.
     let (mut dividends, bonds_out) = if hp.yuma3 {
-        let bonds = stored_bonds(u16_proportion);
         let mut col_sums = vec![ZERO; n];
         let ema = if hp.liquid_alpha && consensus.iter().any(|&c| c != ZERO) {
-            ema_liquid_alpha(&weights_for_bonds, &bonds, &consensus, hp, &mut col_sums)
+            // Read the stored bonds in place (masked and converted on the fly).
+            let keep: Vec<bool> = input
+                .block_at_registration
+                .iter()
+                .map(|&r| last_tempo > r)
+                .collect();
+            let rows: Cow<'_, [Vec<(u16, u16)>]> = if sort_rows {
+                let mut rows = input.bonds.clone();
+                rows.iter_mut()
+                    .for_each(|r| r.sort_unstable_by_key(|&(j, _)| j));
+                Cow::Owned(rows)
+            } else {
+                Cow::Borrowed(&input.bonds)
+            };
+            ema_liquid_alpha(
+                &weights_for_bonds,
+                &rows,
+                &keep,
+                &consensus,
+                hp,
+                &mut col_sums,
+            )
         } else {
+            let bonds = stored_bonds(u16_proportion);
             ema_fixed_alpha(&weights_for_bonds, &bonds, fixed_alpha(hp), &mut col_sums)
         };
         // One pass: dividends from the column-normalised bonds (normalised on the fly), and the
@@ -530,11 +552,13 @@ fn ema_fixed_alpha(new: &Sparse, old: &Sparse, alpha: Fx, col_sums: &mut [Fx]) -
     out
 }
 
-/// Liquid alpha: per entry of the new row, `min(1, (1 - a) * old + max(0, a * new))` with
+/// Liquid alpha: `old` are the stored `u16` bond rows (sorted), `keep[j]` false where bonds to
+/// `j` are masked (recently registered). Per entry of the new row, `min(1, (1 - a) * old + max(0, a * new))` with
 /// `a = sigmoid_alpha(C[j], new, old)`. Bonds to uids absent from the new row are dropped.
 fn ema_liquid_alpha(
     new: &Sparse,
-    old: &Sparse,
+    old: &[Vec<(u16, u16)>],
+    keep: &[bool],
     consensus: &[Fx],
     hp: &Hyperparameters,
     col_sums: &mut [Fx],
@@ -553,15 +577,16 @@ fn ema_liquid_alpha(
     let mut out = Sparse::with_capacity(new.rows(), new.cols.len());
     let first = mul(slope, ZERO.saturating_sub(half));
     let mut last = (first, alpha_of(first));
-    for i in 0..new.rows() {
+    for (i, orow) in old.iter().enumerate().take(new.rows()) {
         let (nc, nv) = new.row(i);
-        let (oc, ov) = old.row(i);
         let mut k = 0;
         for (&j, &w) in nc.iter().zip(nv) {
-            while k < oc.len() && oc[k] < j {
+            while k < orow.len() && orow[k].0 < j {
                 k += 1;
             }
-            let bond = (k < oc.len() && oc[k] == j).then(|| ov[k]);
+            // A bond to a uid registered since the last epoch is masked out.
+            let bond = (k < orow.len() && orow[k].0 == j && keep[usize::from(j)])
+                .then(|| u16_proportion(orow[k].1));
             let b = bond.unwrap_or(ZERO);
             let c = consensus[usize::from(j)];
             let diff = if w >= b {

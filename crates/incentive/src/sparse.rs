@@ -31,11 +31,12 @@ impl Sparse {
         self.vals.push(v);
     }
 
-    /// Close the row being built; sorts it by column if needed (input rows may be unordered).
-    pub(crate) fn end_row(&mut self) {
+    /// Close the row being built; with `check`, sorts it by column if needed (input rows may be
+    /// unordered). Rows built from sorted input, or in column order, need no check.
+    pub(crate) fn end_row_checked(&mut self, check: bool) {
         let start = *self.off.last().unwrap_or(&0) as usize;
         let cols = &self.cols[start..];
-        if !cols.windows(2).all(|w| w[0] < w[1]) {
+        if check && !cols.windows(2).all(|w| w[0] < w[1]) {
             let mut pairs: Vec<(u16, Fx)> = cols
                 .iter()
                 .copied()
@@ -49,6 +50,15 @@ impl Sparse {
         }
         // nnz <= 65535 * 65535 < 2^32.
         self.off.push(self.cols.len() as u32);
+    }
+
+    /// Close a row whose entries were pushed in increasing column order.
+    pub(crate) fn end_row(&mut self) {
+        debug_assert!({
+            let start = self.off.last().map_or(0, |&o| o as usize);
+            self.cols[start..].windows(2).all(|w| w[0] < w[1])
+        });
+        self.end_row_checked(false);
     }
 
     /// Number of rows.

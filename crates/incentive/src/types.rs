@@ -137,6 +137,13 @@ impl EpochInput {
     /// Check the shape of the input: vector lengths, row lengths and uid ranges. Rows whose uids
     /// are not in increasing order are accepted and sorted by [`crate::epoch`].
     pub fn validate(&self) -> Result<(), InputError> {
+        self.check().map(|_| ())
+    }
+
+    /// [`EpochInput::validate`], also telling whether every weight and bond row is already in
+    /// increasing uid order (then the epoch need not check or sort rows again).
+    pub(crate) fn check(&self) -> Result<bool, InputError> {
+        let mut all_sorted = true;
         let n = self.n;
         let want = usize::from(n);
         let lens = [
@@ -188,6 +195,7 @@ impl EpochInput {
                     increasing &= previous.is_none_or(|p| p < uid);
                     previous = Some(uid);
                 }
+                all_sorted &= increasing;
                 if !increasing {
                     let mut uids: Vec<(u16, usize)> = row
                         .iter()
@@ -204,6 +212,6 @@ impl EpochInput {
                 }
             }
         }
-        Ok(())
+        Ok(all_sorted)
     }
 }

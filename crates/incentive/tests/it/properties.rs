@@ -306,3 +306,17 @@ fn a_validator_that_sets_no_weights_earns_no_dividends_once_its_bonds_decay() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn rows_out_of_uid_order_give_the_same_epoch(seed in any::<u64>()) {
+        let input = random_subnet(seed);
+        let mut shuffled = input.clone();
+        for row in shuffled.weights.iter_mut().chain(shuffled.bonds.iter_mut()) {
+            row.reverse();
+        }
+        prop_assert_eq!(epoch(&shuffled).expect("valid"), epoch(&input).expect("valid"));
+    }
+}
