@@ -5,6 +5,7 @@ mod epoch;
 mod genesis_file;
 mod home;
 mod keys;
+mod model;
 mod query;
 mod tx;
 
@@ -36,6 +37,8 @@ enum Command {
     Tx(tx::Args),
     /// Read accounts, subnets, neurons and the metagraph from a data directory.
     Query(query::Args),
+    /// Fetch and verify the served model.
+    Model(model::Args),
 }
 
 /// Write the genesis state into a new data directory.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => report(keys::run(args)),
         Command::Tx(args) => report(tx::run(args)),
         Command::Query(args) => report(query::run(args)),
+        Command::Model(args) => report(model::run(args)),
     }
 }
 

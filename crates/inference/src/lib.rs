@@ -1,0 +1,252 @@
+//! The inference engine interface: generate, score, tokenize; model files and their fetching.
+//!
+//! Stability: the trait is used by miners and validators; the candle engine implements it in
+//! `agora-inference-candle`.
+//!
+//! # Design
+//! An [`Engine`] turns chat messages into a prompt (the model's own chat template), tokenizes,
+//! generates a token stream (greedy or seeded sampling, stop sequences, a token budget, the end
+//! of sequence), and scores a given continuation in one forward pass (what validators use to
+//! verify a miner's answer). [`TinyEngine`] is a deterministic stand-in for unit tests of other
+//! crates; tests of the real path use the real model. [`model`] fetches and verifies the model
+//! file.
+//!
+//! Inference is not consensus-visible: floats are allowed here (the crate allows
+//! `clippy::float_arithmetic`), but greedy output must not depend on thread count.
+//!
+//! # Example
+//! ```
+//! use agora_inference::{Engine, GenerateRequest, TinyEngine};
+//! let engine = TinyEngine::new();
+//! let prompt = engine.tokenize("hello").unwrap();
+//! let out = engine.generate(&GenerateRequest::greedy(prompt, 5), &mut |_| true).unwrap();
+//! assert_eq!(out.tokens.len(), 5);
+//! ```
+#![forbid(unsafe_code)]
+#![allow(clippy::float_arithmetic)] // Not consensus-visible: logits and probabilities are floats.
+
+pub mod model;
+mod tiny;
+
+pub use tiny::TinyEngine;
+
+/// Why inference failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The model file is missing.
+    #[error("model file not found at {0}; run \"agora model fetch\"")]
+    ModelMissing(std::path::PathBuf),
+    /// The model file does not load.
+    #[error("model file {path} is unusable: {reason}")]
+    ModelInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The prompt plus the requested tokens exceed the context window.
+    #[error(
+        "context limit: {needed} tokens needed but the model's context is {limit}; shorten the prompt or lower max_tokens"
+    )]
+    ContextLimit {
+        /// Tokens needed.
+        needed: usize,
+        /// The model's context length.
+        limit: usize,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {0} is not in the vocabulary")]
+    UnknownToken(u32),
+    /// Invalid sampling parameters.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The engine is at capacity.
+    #[error("busy: {queued} requests are waiting (limit {limit}); retry later")]
+    Busy {
+        /// Requests waiting.
+        queued: usize,
+        /// The queue limit.
+        limit: usize,
+    },
+    /// A backend failure.
+    #[error("inference backend: {0}")]
+    Backend(String),
+}
+
+/// A chat message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// How to pick each next token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Nucleus sampling threshold in (0, 1]; 1 disables it.
+    pub top_p: f32,
+    /// Keep only the k most likely tokens; 0 disables it.
+    pub top_k: usize,
+    /// Seed of the sampler (sampling is deterministic for a given seed).
+    pub seed: u64,
+}
+
+impl Sampling {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+        }
+    }
+
+    /// True when decoding is greedy.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    /// Check the parameters.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0 && self.temperature <= 10.0) {
+            return Err(Error::InvalidRequest(format!(
+                "temperature {} must be in [0, 10]",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidRequest(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A generation request on already tokenized input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateRequest {
+    /// Prompt tokens.
+    pub prompt: Vec<u32>,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Sampling.
+    pub sampling: Sampling,
+    /// Stop when the generated text ends with one of these (the stop text is not returned).
+    pub stop: Vec<String>,
+    /// How many alternatives to report per token (0: none).
+    pub top_logprobs: usize,
+}
+
+impl GenerateRequest {
+    /// Greedy generation of at most `max_tokens`.
+    pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Self {
+        Self {
+            prompt,
+            max_tokens,
+            sampling: Sampling::greedy(),
+            stop: Vec::new(),
+            top_logprobs: 0,
+        }
+    }
+}
+
+/// One generated token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenEvent {
+    /// Its id.
+    pub id: u32,
+    /// The text it adds (may be empty while a multi-byte character is incomplete).
+    pub text: String,
+    /// Its log-probability under the model (natural log, before temperature).
+    pub logprob: f32,
+    /// The most likely alternatives `(id, logprob)`, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of sequence, or a stop sequence.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The consumer stopped it (the client went away).
+    Cancelled,
+}
+
+/// The result of a generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOutput {
+    /// The generated tokens (without a stop sequence's tokens' text; the ids are all returned).
+    pub tokens: Vec<TokenEvent>,
+    /// The generated text.
+    pub text: String,
+    /// Why it stopped.
+    pub finish: FinishReason,
+}
+
+/// The score of one continuation token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenScore {
+    /// The token.
+    pub id: u32,
+    /// Its log-probability given everything before it.
+    pub logprob: f32,
+    /// Whether it was the most likely token.
+    pub is_argmax: bool,
+    /// The log-probability of the most likely token there.
+    pub best_logprob: f32,
+}
+
+/// What a model is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// A name for humans and the OpenAI `model` field.
+    pub name: String,
+    /// BLAKE3 of the model file (hex).
+    pub hash: String,
+    /// Context window, in tokens.
+    pub context_length: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// End-of-sequence token.
+    pub eos_token: u32,
+}
+
+/// An inference engine.
+pub trait Engine: Send + Sync {
+    /// What the model is.
+    fn info(&self) -> ModelInfo;
+    /// Text to token ids (special tokens such as `<|im_start|>` are recognised).
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error>;
+    /// Token ids to text.
+    fn detokenize(&self, ids: &[u32]) -> Result<String, Error>;
+    /// The prompt for a conversation, in the model's chat template, ready for the assistant.
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, Error>;
+    /// Generate; `on_token` sees each token as it is produced and returns false to cancel.
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<GenerateOutput, Error>;
+    /// Score `continuation` after `prompt` in one forward pass.
+    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error>;
+}

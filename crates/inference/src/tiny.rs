@@ -1,0 +1,157 @@
+//! A tiny deterministic engine for unit tests of other crates (not a language model).
+//!
+//! Tokens are bytes (ids 0 to 255) plus an end-of-sequence id 256. The "model" prefers the
+//! token `(sum of the context) mod 251 + 1` with log-probability about -0.1 and gives every
+//! other token an equal share of the rest, so generation and scoring agree exactly.
+
+use crate::{
+    ChatMessage, Engine, Error, FinishReason, GenerateOutput, GenerateRequest, ModelInfo,
+    TokenEvent, TokenScore,
+};
+
+const EOS: u32 = 256;
+const VOCAB: usize = 257;
+
+/// The tiny engine.
+#[derive(Clone, Debug, Default)]
+pub struct TinyEngine {
+    _private: (),
+}
+
+impl TinyEngine {
+    /// A new tiny engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn favourite(context: &[u32]) -> u32 {
+        let sum: u64 = context.iter().map(|&t| u64::from(t)).sum();
+        (sum % 251) as u32 + 1
+    }
+
+    fn logprob(context: &[u32], token: u32) -> f32 {
+        let best = 0.9f32;
+        if token == Self::favourite(context) {
+            best.ln()
+        } else {
+            ((1.0 - best) / (VOCAB as f32 - 1.0)).ln()
+        }
+    }
+}
+
+impl Engine for TinyEngine {
+    fn info(&self) -> ModelInfo {
+        ModelInfo {
+            name: "tiny".into(),
+            hash: "0".repeat(64),
+            context_length: 4096,
+            vocab_size: VOCAB,
+            eos_token: EOS,
+        }
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error> {
+        Ok(text.bytes().map(u32::from).collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, Error> {
+        let bytes: Result<Vec<u8>, Error> = ids
+            .iter()
+            .filter(|&&t| t != EOS)
+            .map(|&t| u8::try_from(t).map_err(|_| Error::UnknownToken(t)))
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes?).into_owned())
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, Error> {
+        Ok(messages
+            .iter()
+            .map(|m| format!("{}: {}\n", m.role, m.content))
+            .collect::<String>()
+            + "assistant: ")
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<GenerateOutput, Error> {
+        request.sampling.validate()?;
+        let mut context = request.prompt.clone();
+        let mut tokens = Vec::new();
+        let mut finish = FinishReason::Length;
+        for _ in 0..request.max_tokens {
+            let id = Self::favourite(&context);
+            let event = TokenEvent {
+                id,
+                text: self.detokenize(&[id])?,
+                logprob: Self::logprob(&context, id),
+                top: vec![(id, Self::logprob(&context, id))],
+            };
+            context.push(id);
+            let keep_going = on_token(&event);
+            tokens.push(event);
+            if !keep_going {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+        }
+        let text = tokens.iter().map(|t| t.text.as_str()).collect();
+        Ok(GenerateOutput {
+            tokens,
+            text,
+            finish,
+        })
+    }
+
+    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error> {
+        let mut context = prompt.to_vec();
+        continuation
+            .iter()
+            .map(|&id| {
+                if id as usize >= VOCAB {
+                    return Err(Error::UnknownToken(id));
+                }
+                let best = Self::favourite(&context);
+                let s = TokenScore {
+                    id,
+                    logprob: Self::logprob(&context, id),
+                    is_argmax: id == best,
+                    best_logprob: Self::logprob(&context, best),
+                };
+                context.push(id);
+                Ok(s)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_deterministic_and_scores_as_argmax() {
+        let e = TinyEngine::new();
+        let prompt = e.tokenize("abc").unwrap();
+        let a = e
+            .generate(&GenerateRequest::greedy(prompt.clone(), 8), &mut |_| true)
+            .unwrap();
+        let b = e
+            .generate(&GenerateRequest::greedy(prompt.clone(), 8), &mut |_| true)
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.finish, FinishReason::Length);
+        let ids: Vec<u32> = a.tokens.iter().map(|t| t.id).collect();
+        assert!(e.score(&prompt, &ids).unwrap().iter().all(|s| s.is_argmax));
+        let mut seen = 0;
+        let c = e
+            .generate(&GenerateRequest::greedy(prompt, 8), &mut |_| {
+                seen += 1;
+                seen < 3
+            })
+            .unwrap();
+        assert_eq!(c.finish, FinishReason::Cancelled);
+        assert_eq!(c.tokens.len(), 3);
+    }
+}
