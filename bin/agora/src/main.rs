@@ -1,6 +1,7 @@
 //! The agora binary: every role of the network behind one command line.
 
 mod bench;
+mod chat;
 mod epoch;
 mod genesis_file;
 mod home;
@@ -39,6 +40,8 @@ enum Command {
     Query(query::Args),
     /// Fetch and verify the served model.
     Model(model::Args),
+    /// Ask the local model; the answer streams to the terminal.
+    Chat(chat::Args),
 }
 
 /// Write the genesis state into a new data directory.
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::Tx(args) => report(tx::run(args)),
         Command::Query(args) => report(query::run(args)),
         Command::Model(args) => report(model::run(args)),
+        Command::Chat(args) => report(chat::run(args)),
     }
 }
 

@@ -1,0 +1,347 @@
+//! The candle engine: loading, chat template, generation, scoring.
+
+use std::path::Path;
+
+use agora_inference::{
+    ChatMessage, Engine, Error, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, Sampling,
+    TokenEvent, TokenScore,
+};
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+
+use crate::model::Weights;
+use crate::tokenizer::Tokenizer;
+
+/// SmolLM2 on candle's CPU backend.
+#[derive(Debug)]
+pub struct CandleEngine {
+    weights: Weights,
+    tokenizer: Tokenizer,
+    template: String,
+    info: ModelInfo,
+    /// Tokens that end generation: the GGUF's end of sequence and `<|endoftext|>`.
+    stop_ids: Vec<u32>,
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+fn md_strings(ct: &gguf_file::Content, key: &str) -> Result<Vec<String>, String> {
+    let v = ct
+        .metadata
+        .get(key)
+        .ok_or_else(|| format!("{key} is missing"))?;
+    v.to_vec()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|x| x.to_string().cloned().map_err(|e| e.to_string()))
+        .collect()
+}
+
+impl CandleEngine {
+    /// Load the model file (its BLAKE3 becomes the model hash).
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        if !path.exists() {
+            return Err(Error::ModelMissing(path.to_owned()));
+        }
+        let invalid = |reason: String| Error::ModelInvalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let hash = agora_inference::model::file_blake3(path).map_err(|e| invalid(e.to_string()))?;
+        let mut file = std::fs::File::open(path).map_err(|e| invalid(e.to_string()))?;
+        let ct = gguf_file::Content::read(&mut file).map_err(|e| invalid(e.to_string()))?;
+        let tokens = md_strings(&ct, "tokenizer.ggml.tokens").map_err(invalid)?;
+        let merges = md_strings(&ct, "tokenizer.ggml.merges").map_err(invalid)?;
+        let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| invalid(e.to_string()))?
+                .iter()
+                .map(|x| x.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let template = ct
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| invalid("tokenizer.chat_template is missing".into()))?;
+        let eos = ct
+            .metadata
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.to_u32().ok())
+            .ok_or_else(|| invalid("tokenizer.ggml.eos_token_id is missing".into()))?;
+        let tokenizer = Tokenizer::new(tokens, &types, &merges)?;
+        let weights =
+            Weights::load(&ct, &mut file, &Device::Cpu).map_err(|e| invalid(e.to_string()))?;
+        let name = ct
+            .metadata
+            .get("general.basename")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_else(|| "model".into());
+        let mut stop_ids = vec![eos];
+        let eot = tokenizer.encode("<|endoftext|>");
+        if eot.len() == 1 && eot[0] != eos {
+            stop_ids.push(eot[0]);
+        }
+        let info = ModelInfo {
+            name: format!("{name}-135m-instruct-q4_1"),
+            hash,
+            context_length: weights.config.context_length,
+            vocab_size: tokenizer.vocab_size(),
+            eos_token: eos,
+        };
+        Ok(CandleEngine {
+            weights,
+            tokenizer,
+            template,
+            info,
+            stop_ids,
+        })
+    }
+
+    fn logits_row(logits: &Tensor, row: usize) -> Result<Vec<f32>, Error> {
+        logits
+            .get(row)
+            .and_then(|r| r.to_vec1::<f32>())
+            .map_err(backend)
+    }
+}
+
+/// Natural-log softmax of a row.
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    let log_sum = sum.ln() + max;
+    logits.iter().map(|&l| l - log_sum).collect()
+}
+
+/// The index of the largest value (the lowest index on ties, as llama.cpp's argmax).
+fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A small seeded generator for sampling (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Pick the next token: argmax when greedy, else temperature, top-k and top-p sampling.
+fn pick(logprobs: &[f32], logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
+    if s.is_greedy() {
+        return argmax(logits);
+    }
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    if s.top_k > 0 {
+        order.truncate(s.top_k);
+    }
+    let weights: Vec<f32> = order
+        .iter()
+        .map(|&i| (logprobs[i as usize] / s.temperature).exp())
+        .collect();
+    let total: f32 = weights.iter().sum();
+    // Nucleus: the smallest prefix whose probability reaches top_p.
+    let mut kept = 0;
+    let mut mass = 0.0;
+    for w in &weights {
+        kept += 1;
+        mass += w / total;
+        if mass >= s.top_p {
+            break;
+        }
+    }
+    let kept_total: f32 = weights[..kept].iter().sum();
+    let mut target = rng.next_f32() * kept_total;
+    for (i, w) in weights[..kept].iter().enumerate() {
+        if target < *w {
+            return order[i];
+        }
+        target -= w;
+    }
+    order[kept - 1]
+}
+
+impl Engine for CandleEngine {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error> {
+        Ok(self.tokenizer.encode(text))
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, Error> {
+        self.tokenizer.decode(ids)
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, Error> {
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", &self.template).map_err(backend)?;
+        let msgs: Vec<minijinja::Value> = messages
+            .iter()
+            .map(|m| minijinja::context! { role => m.role.clone(), content => m.content.clone() })
+            .collect();
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! { messages => msgs, add_generation_prompt => true })
+            })
+            .map_err(backend)
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<GenerateOutput, Error> {
+        request.sampling.validate()?;
+        if request.prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        if let Some(&bad) = request
+            .prompt
+            .iter()
+            .find(|&&t| t as usize >= self.tokenizer.vocab_size())
+        {
+            return Err(Error::UnknownToken(bad));
+        }
+        let limit = self.info.context_length;
+        let needed = request.prompt.len() + request.max_tokens;
+        if needed > limit {
+            return Err(Error::ContextLimit { needed, limit });
+        }
+        let mut cache = self.weights.cache();
+        let logits = self
+            .weights
+            .forward(&request.prompt, &mut cache)
+            .map_err(backend)?;
+        let mut row = Self::logits_row(&logits, request.prompt.len() - 1)?;
+        let mut rng = Rng(request.sampling.seed);
+        let mut tokens = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut emitted = 0usize; // bytes of `bytes` already returned as text
+        let mut text = String::new();
+        let mut finish = FinishReason::Length;
+        for _ in 0..request.max_tokens {
+            let logprobs = log_softmax(&row);
+            let id = pick(&logprobs, &row, &request.sampling, &mut rng);
+            if self.stop_ids.contains(&id) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            let mut top: Vec<(u32, f32)> = Vec::new();
+            if request.top_logprobs > 0 {
+                let mut order: Vec<u32> = (0..row.len() as u32).collect();
+                order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+                top = order
+                    .iter()
+                    .take(request.top_logprobs)
+                    .map(|&i| (i, logprobs[i as usize]))
+                    .collect();
+            }
+            bytes.extend(self.tokenizer.token_bytes(id)?);
+            // Emit only complete UTF-8 characters; a character may span tokens.
+            let valid = match std::str::from_utf8(&bytes[emitted..]) {
+                Ok(s) => s.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            let piece = String::from_utf8_lossy(&bytes[emitted..emitted + valid]).into_owned();
+            emitted += valid;
+            let event = TokenEvent {
+                id,
+                text: piece,
+                logprob: logprobs[id as usize],
+                top,
+            };
+            text.push_str(&event.text);
+            let keep_going = on_token(&event);
+            tokens.push(event);
+            if !keep_going {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            if let Some(stop) = request
+                .stop
+                .iter()
+                .find(|s| !s.is_empty() && text.ends_with(s.as_str()))
+            {
+                text.truncate(text.len() - stop.len());
+                finish = FinishReason::Stop;
+                break;
+            }
+            if tokens.len() == request.max_tokens {
+                break;
+            }
+            let logits = self.weights.forward(&[id], &mut cache).map_err(backend)?;
+            row = Self::logits_row(&logits, 0)?;
+        }
+        Ok(GenerateOutput {
+            tokens,
+            text,
+            finish,
+        })
+    }
+
+    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        if continuation.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all: Vec<u32> = prompt.iter().chain(continuation).copied().collect();
+        if let Some(&bad) = all
+            .iter()
+            .find(|&&t| t as usize >= self.tokenizer.vocab_size())
+        {
+            return Err(Error::UnknownToken(bad));
+        }
+        if all.len() > self.info.context_length {
+            return Err(Error::ContextLimit {
+                needed: all.len(),
+                limit: self.info.context_length,
+            });
+        }
+        let mut cache = self.weights.cache();
+        // One forward pass over prompt and continuation; row p predicts token p + 1.
+        let logits = self.weights.forward(&all, &mut cache).map_err(backend)?;
+        continuation
+            .iter()
+            .enumerate()
+            .map(|(k, &id)| {
+                let row = Self::logits_row(&logits, prompt.len() - 1 + k)?;
+                let logprobs = log_softmax(&row);
+                let best = argmax(&row);
+                Ok(TokenScore {
+                    id,
+                    logprob: logprobs[id as usize],
+                    is_argmax: id == best,
+                    best_logprob: logprobs[best as usize],
+                })
+            })
+            .collect()
+    }
+}

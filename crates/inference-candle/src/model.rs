@@ -1,0 +1,243 @@
+//! The llama architecture (as SmolLM2 uses it) over quantized GGUF weights, written for this
+//! engine: logits for every position of a chunk (so scoring a continuation is one forward pass)
+//! and a key-value cache for generation.
+//!
+//! ```text
+//! x = embed(tokens)
+//! for each block: x += Wo * attention(rope(Wq * norm(x)), rope(Wk * norm(x)), Wv * norm(x))
+//!                 x += Wdown * (silu(Wgate * norm(x)) * (Wup * norm(x)))
+//! logits = Woutput * norm(x)
+//! ```
+
+use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
+
+/// Hyperparameters read from the GGUF.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub embedding: usize,
+    pub rms_eps: f64,
+    pub context_length: usize,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// The weights (shared, read-only).
+pub struct Weights {
+    pub config: Config,
+    embeddings: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("config", &self.config)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
+/// One sequence's key-value cache.
+#[derive(Debug, Default)]
+pub struct Cache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Tokens already in the cache.
+    pub len: usize,
+}
+
+type Result<T> = candle_core::Result<T>;
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {
+    match ct.metadata.get(key) {
+        Some(v) => Ok(v.to_u32()? as usize),
+        None => candle_core::bail!("GGUF metadata {key} is missing"),
+    }
+}
+
+impl Weights {
+    /// Load from a GGUF file.
+    pub fn load<R: std::io::Read + std::io::Seek>(
+        ct: &gguf_file::Content,
+        r: &mut R,
+        device: &Device,
+    ) -> Result<Self> {
+        let heads = md_u32(ct, "llama.attention.head_count")?;
+        let kv_heads = md_u32(ct, "llama.attention.head_count_kv")?;
+        let embedding = md_u32(ct, "llama.embedding_length")?;
+        let layers = md_u32(ct, "llama.block_count")?;
+        let context_length = md_u32(ct, "llama.context_length")?;
+        let rms_eps = match ct.metadata.get("llama.attention.layer_norm_rms_epsilon") {
+            Some(v) => f64::from(v.to_f32()?),
+            None => 1e-5,
+        };
+        let rope_base = match ct.metadata.get("llama.rope.freq_base") {
+            Some(v) => v.to_f32()?,
+            None => 10_000.0,
+        };
+        let head_dim = embedding / heads;
+        let tensor = |r: &mut R, name: &str| ct.tensor(r, name, device);
+        let embeddings = tensor(r, "token_embd.weight")?.dequantize(device)?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            QMatMul::from_qtensor(tensor(r, "output.weight")?)?
+        } else {
+            // Tied embeddings: the output projection is the embedding matrix.
+            QMatMul::from_qtensor(tensor(r, "token_embd.weight")?)?
+        };
+        let norm = tensor(r, "output_norm.weight")?.dequantize(device)?;
+        let mut blocks = Vec::with_capacity(layers);
+        for i in 0..layers {
+            let p = format!("blk.{i}");
+            let q = |r: &mut R, n: &str| -> Result<QMatMul> {
+                QMatMul::from_qtensor(tensor(r, &format!("{p}.{n}.weight"))?)
+            };
+            blocks.push(Block {
+                attn_norm: tensor(r, &format!("{p}.attn_norm.weight"))?.dequantize(device)?,
+                wq: q(r, "attn_q")?,
+                wk: q(r, "attn_k")?,
+                wv: q(r, "attn_v")?,
+                wo: q(r, "attn_output")?,
+                ffn_norm: tensor(r, &format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
+                gate: q(r, "ffn_gate")?,
+                up: q(r, "ffn_up")?,
+                down: q(r, "ffn_down")?,
+            });
+        }
+        // Rotary tables for every position of the context.
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / rope_base.powf(2.0 * i as f32 / head_dim as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let positions = Tensor::arange(0u32, context_length as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((context_length, 1))?;
+        let angles = positions.matmul(&inv_freq)?;
+        let config = Config {
+            heads,
+            kv_heads,
+            head_dim,
+            embedding,
+            rms_eps,
+            context_length,
+        };
+        Ok(Weights {
+            config,
+            embeddings,
+            blocks,
+            norm,
+            output,
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+        })
+    }
+
+    /// A fresh cache.
+    pub fn cache(&self) -> Cache {
+        Cache {
+            layers: vec![None; self.blocks.len()],
+            len: 0,
+        }
+    }
+
+    /// Feed `tokens` after what the cache holds; logits for every fed position `(len, vocab)`.
+    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        let c = &self.config;
+        let device = self.embeddings.device();
+        let seq = tokens.len();
+        let start = cache.len;
+        let ids = Tensor::new(tokens, device)?;
+        let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?; // (1, seq, emb)
+        let cos = self.cos.narrow(0, start, seq)?;
+        let sin = self.sin.narrow(0, start, seq)?;
+        let mask = if seq > 1 {
+            let kv = start + seq;
+            let m: Vec<f32> = (0..seq)
+                .flat_map(|i| {
+                    (0..kv).map(move |j| {
+                        if j > start + i {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (1, 1, seq, kv), device)?)
+        } else {
+            None
+        };
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps as f32)?;
+            let q = block
+                .wq
+                .forward(&h)?
+                .reshape((1, seq, c.heads, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = block
+                .wk
+                .forward(&h)?
+                .reshape((1, seq, c.kv_heads, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = block
+                .wv
+                .forward(&h)?
+                .reshape((1, seq, c.kv_heads, c.head_dim))?
+                .transpose(1, 2)?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            // llama.cpp keeps the key-value cache in f16; round the same way so that greedy
+            // decoding follows the reference at near-ties.
+            let k = k.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+            let v = v.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+            let (k, v) = match &cache.layers[layer] {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v.contiguous()?),
+            };
+            cache.layers[layer] = Some((k.clone(), v.clone()));
+            let rep = c.heads / c.kv_heads;
+            let (k, v) = if rep > 1 {
+                let kv_len = k.dim(2)?;
+                (
+                    Tensor::cat(&vec![&k; rep], 2)?.reshape((1, c.heads, kv_len, c.head_dim))?,
+                    Tensor::cat(&vec![&v; rep], 2)?.reshape((1, c.heads, kv_len, c.head_dim))?,
+                )
+            } else {
+                (k, v)
+            };
+            let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
+            let scores = match &mask {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
+            };
+            let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)?;
+            let attn = attn.transpose(1, 2)?.reshape((1, seq, c.embedding))?;
+            x = (x + block.wo.forward(&attn)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;
+            let gated = (block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?;
+            x = (x + block.down.forward(&gated)?)?;
+        }
+        cache.len += seq;
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_eps as f32)?;
+        self.output.forward(&x)?.i(0)?.to_dtype(DType::F32)
+    }
+}
