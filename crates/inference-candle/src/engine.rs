@@ -276,6 +276,7 @@ impl Engine for CandleEngine {
                 logprob: logprobs[id as usize],
                 top,
             };
+            let event_len = event.text.len();
             text.push_str(&event.text);
             let keep_going = on_token(&event);
             tokens.push(event);
@@ -283,12 +284,23 @@ impl Engine for CandleEngine {
                 finish = FinishReason::Cancelled;
                 break;
             }
-            if let Some(stop) = request
+            // A stop sequence may end inside a token: look for it in the text this token added
+            // (and the stop's length before), and cut the text where it starts.
+            let earliest = request
                 .stop
                 .iter()
-                .find(|s| !s.is_empty() && text.ends_with(s.as_str()))
-            {
-                text.truncate(text.len() - stop.len());
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| {
+                    let from = text.len().saturating_sub(event_len + s.len());
+                    let from = (0..=from)
+                        .rev()
+                        .find(|&i| text.is_char_boundary(i))
+                        .unwrap_or(0);
+                    text[from..].find(s.as_str()).map(|at| from + at)
+                })
+                .min();
+            if let Some(at) = earliest {
+                text.truncate(at);
                 finish = FinishReason::Stop;
                 break;
             }

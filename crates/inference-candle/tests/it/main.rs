@@ -162,3 +162,128 @@ fn the_capital_of_france_is_paris() {
         .unwrap();
     assert!(out.text.contains("Paris"), "{:?}", out.text);
 }
+
+#[test]
+fn bad_model_files_and_bad_requests_are_clear_errors() {
+    use agora_inference::{Error, Sampling};
+    let dir = std::env::temp_dir().join(format!("agora-bad-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Missing, empty, garbage and truncated files.
+    assert!(matches!(
+        CandleEngine::load(&dir.join("absent.gguf")),
+        Err(Error::ModelMissing(_))
+    ));
+    let real =
+        agora_inference::model::fetch(&agora_inference::model::default_dir(), &mut |_| {}).unwrap();
+    let bytes = std::fs::read(&real).unwrap();
+    for (name, content) in [
+        ("empty.gguf", Vec::new()),
+        ("garbage.gguf", b"this is not a gguf file at all".to_vec()),
+        ("header-only.gguf", bytes[..64].to_vec()),
+        ("truncated.gguf", bytes[..bytes.len() / 2].to_vec()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        let result = std::panic::catch_unwind(|| CandleEngine::load(&path));
+        match result {
+            Ok(Err(Error::ModelInvalid { .. })) => {}
+            Ok(Err(other)) => panic!("{name}: unexpected error {other}"),
+            Ok(Ok(_)) => panic!("{name}: loaded a broken file"),
+            Err(_) => panic!("{name}: loading panicked"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let e = engine();
+    let limit = e.info().context_length;
+    let long = GenerateRequest::greedy(vec![42; limit], 8);
+    assert!(matches!(
+        e.generate(&long, &mut |_| true),
+        Err(Error::ContextLimit { .. })
+    ));
+    assert!(matches!(
+        e.score(&vec![42; limit], &[1, 2]),
+        Err(Error::ContextLimit { .. })
+    ));
+    let mut bad = GenerateRequest::greedy(vec![1, 2, 3], 4);
+    for sampling in [
+        Sampling {
+            temperature: -1.0,
+            ..Sampling::greedy()
+        },
+        Sampling {
+            temperature: f32::NAN,
+            ..Sampling::greedy()
+        },
+        Sampling {
+            temperature: 0.7,
+            top_p: 0.0,
+            ..Sampling::greedy()
+        },
+        Sampling {
+            temperature: 0.7,
+            top_p: 1.5,
+            ..Sampling::greedy()
+        },
+    ] {
+        bad.sampling = sampling;
+        assert!(matches!(
+            e.generate(&bad, &mut |_| true),
+            Err(Error::InvalidRequest(_))
+        ));
+    }
+    assert!(matches!(
+        e.generate(&GenerateRequest::greedy(vec![u32::MAX], 1), &mut |_| true),
+        Err(Error::UnknownToken(_))
+    ));
+    assert!(matches!(
+        e.generate(&GenerateRequest::greedy(Vec::new(), 1), &mut |_| true),
+        Err(Error::InvalidRequest(_))
+    ));
+}
+
+#[test]
+fn seeded_sampling_is_repeatable_and_stops_at_stop_sequences() {
+    use agora_inference::Sampling;
+    let e = engine();
+    let ids = e
+        .tokenize(
+            &e.render_chat(&[ChatMessage::user("Tell me about the sea.")])
+                .unwrap(),
+        )
+        .unwrap();
+    let mut req = GenerateRequest::greedy(ids, 24);
+    req.sampling = Sampling {
+        temperature: 0.8,
+        top_p: 0.9,
+        top_k: 40,
+        seed: 7,
+    };
+    let a = e.generate(&req, &mut |_| true).unwrap();
+    let b = e.generate(&req, &mut |_| true).unwrap();
+    assert_eq!(a, b, "same seed, same tokens");
+    req.sampling.seed = 8;
+    let c = e.generate(&req, &mut |_| true).unwrap();
+    assert_ne!(
+        a.tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
+        c.tokens.iter().map(|t| t.id).collect::<Vec<_>>()
+    );
+    // A stop sequence taken from the greedy text ends generation there, without the stop text.
+    let greedy = e
+        .generate(
+            &GenerateRequest::greedy(req.prompt.clone(), 24),
+            &mut |_| true,
+        )
+        .unwrap();
+    let stop: String = greedy.text.chars().skip(5).take(3).collect();
+    let mut stopping = GenerateRequest::greedy(req.prompt.clone(), 24);
+    stopping.stop = vec![stop.clone()];
+    let s = e.generate(&stopping, &mut |_| true).unwrap();
+    assert_eq!(s.finish, agora_inference::FinishReason::Stop);
+    assert!(
+        !s.text.contains(&stop) && greedy.text.starts_with(&s.text),
+        "{:?} / {:?}",
+        s.text,
+        greedy.text
+    );
+}
