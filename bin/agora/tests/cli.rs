@@ -278,3 +278,43 @@ fn epoch_check_reports_ok_mismatch_and_malformed_with_distinct_exit_codes() {
         serde_json::from_str(&std::fs::read_to_string(&good).unwrap()).unwrap();
     assert_eq!(out, want["expected"]);
 }
+
+#[test]
+fn chat_answers_paris_and_greedy_output_does_not_depend_on_the_thread_count() {
+    let dir = agora_inference::model::default_dir();
+    agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
+    let run = |threads: &str| {
+        Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args([
+                "chat",
+                "--max-tokens",
+                "32",
+                "What is the capital of France?",
+            ])
+            .env("RAYON_NUM_THREADS", threads)
+            .env("AGORA_MODEL_DIR", &dir)
+            .output()
+            .expect("run agora chat")
+    };
+    let one = run("1");
+    let two = run("2");
+    assert!(one.status.success(), "{}", stderr(&one));
+    assert!(two.status.success(), "{}", stderr(&two));
+    assert_eq!(
+        stdout(&one),
+        stdout(&two),
+        "greedy output changed with the thread count"
+    );
+    assert!(stdout(&one).contains("Paris"), "{}", stdout(&one));
+}
+
+#[test]
+fn chat_without_the_model_says_how_to_get_it() {
+    let home = Home::new("nomodel");
+    let o = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["chat", "hello"])
+        .env("AGORA_MODEL_DIR", home.0.join("empty"))
+        .output()
+        .expect("run agora chat");
+    assert_clean_failure(&o, "agora model fetch");
+}

@@ -26,6 +26,7 @@
 #![allow(clippy::float_arithmetic)] // Not consensus-visible: logits and probabilities are floats.
 
 pub mod model;
+pub mod scheduler;
 mod tiny;
 
 pub use tiny::TinyEngine;
