@@ -113,8 +113,9 @@ fn main() -> ExitCode {
 
 fn devnet() -> ExitCode {
     println!("agora devnet: the chain (Malachite), miners and gateway are not built yet.");
-    println!("What runs today is the incentive engine; one epoch of a synthetic subnet follows.");
-    println!("(`agora bench ledger` exercises the ledger state machine.)");
+    println!("What runs today: the incentive engine (one epoch of a synthetic subnet follows),");
+    println!("the ledger and store (`agora bench ledger`, `agora init`, `agora query`), and the");
+    println!("model (`agora model fetch`, then `agora chat \"What is the capital of France?\"`).");
     let (name, shape) = agora_incentive::synthetic::bench_cases()[0];
     let input = agora_incentive::synthetic::subnet(shape, 1);
     match agora_incentive::epoch(&input) {
