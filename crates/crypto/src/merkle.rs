@@ -45,6 +45,20 @@ fn bind(count: u64, top: &Hash) -> Hash {
     h.finalize()
 }
 
+/// The next level up: pairs hashed, an odd last node promoted.
+fn next_level(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|p| {
+            if p.len() == 2 {
+                node(&p[0], &p[1])
+            } else {
+                p[0]
+            }
+        })
+        .collect()
+}
+
 /// The root over leaf hashes (in key order).
 pub fn root(leaves: &[Hash]) -> Hash {
     let mut level = leaves.to_vec();
@@ -52,16 +66,7 @@ pub fn root(leaves: &[Hash]) -> Hash {
         return bind(0, &Hash::default());
     }
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
     }
     bind(leaves.len() as u64, &level[0])
 }
@@ -90,16 +95,7 @@ pub fn prove(leaves: &[Hash], index: usize) -> Option<Proof> {
         if sibling < level.len() {
             siblings.push(level[sibling]);
         }
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
         i /= 2;
     }
     Some(Proof {
