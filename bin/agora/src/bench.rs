@@ -23,6 +23,20 @@ enum Target {
         #[arg(long, default_value = "")]
         only: String,
     },
+    /// Time the inference engine on the served model (prompt processing, generation at 1 and 8
+    /// streams, time to first token, peak memory), beside llama.cpp when llama-cpp-python is
+    /// importable by `--llama-python` (default `python3`).
+    Inference {
+        /// Tokens to generate per stream.
+        #[arg(long, default_value_t = 64)]
+        tokens: usize,
+        /// The Python that has llama-cpp-python (for the side-by-side figures).
+        #[arg(long, default_value = "python3")]
+        llama_python: String,
+        /// Model cache directory (default as `agora model fetch`).
+        #[arg(long, value_name = "DIR")]
+        model_dir: Option<std::path::PathBuf>,
+    },
     /// Apply and commit blocks of 1,000 signed transfers (signatures checked, state root
     /// recomputed, one atomic store write per block); prints transfers/s.
     Ledger {
@@ -36,6 +50,17 @@ pub fn run(args: Args) -> ExitCode {
     match args.target {
         Target::Epoch { runs, only } => bench_epoch(runs.max(1), &only),
         Target::Ledger { blocks } => bench_ledger(blocks.max(1)),
+        Target::Inference {
+            tokens,
+            llama_python,
+            model_dir,
+        } => match bench_inference(tokens.max(1), &llama_python, model_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -181,4 +206,154 @@ fn bench_ledger(blocks: u64) -> ExitCode {
     let per_s = transfers * 1_000_000 / elapsed.as_micros().max(1);
     println!("bench ledger/transfers_per_s {per_s} tx/s");
     ExitCode::SUCCESS
+}
+
+/// Peak resident memory of this process, in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Two decimals without floating-point formatting of the value's type.
+fn rate(count: usize, d: Duration) -> String {
+    let per_s_x100 = (count as u128) * 100_000_000 / d.as_micros().max(1);
+    format!("{}.{:02}", per_s_x100 / 100, per_s_x100 % 100)
+}
+
+fn ratio_x100(a_x100: u128, b_x100: u128) -> String {
+    let r = a_x100 * 100 / b_x100.max(1);
+    format!("{}.{:02}", r / 100, r % 100)
+}
+
+fn parse_x100(s: &str) -> Option<u128> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let frac: String = frac.chars().chain("00".chars()).take(2).collect();
+    Some(whole.parse::<u128>().ok()? * 100 + frac.parse::<u128>().ok()?)
+}
+
+fn bench_inference(
+    tokens: usize,
+    llama_python: &str,
+    model_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use agora_inference::scheduler::{Limits, Scheduler};
+    use agora_inference::{Engine, GenerateRequest};
+
+    let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
+    let path = agora_inference::model::locate(&dir)?;
+    let engine = Arc::new(agora_inference_candle::CandleEngine::load(&path)?);
+    // A 108-token prompt, as in the reference measurement.
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(12);
+    let mut prompt = engine.tokenize(&text)?;
+    prompt.truncate(108);
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into());
+
+    // Warm up, then prompt processing: the whole prompt, no generation.
+    engine.score(&prompt[..8], &prompt[8..9])?;
+    let start = Instant::now();
+    engine.score(&prompt[..prompt.len() - 1], &prompt[prompt.len() - 1..])?;
+    let prompt_time = start.elapsed();
+    // One stream: time to first token and generation rate.
+    let start = Instant::now();
+    let mut first: Option<Duration> = None;
+    let out = engine.generate(
+        &GenerateRequest::greedy(prompt.clone(), tokens),
+        &mut |_| {
+            first.get_or_insert(start.elapsed());
+            true
+        },
+    )?;
+    let total = start.elapsed();
+    let ttft = first.unwrap_or(total);
+    let gen_time = total.saturating_sub(ttft);
+    let generated = out.tokens.len().saturating_sub(1).max(1);
+    // Eight concurrent streams through the scheduler.
+    let sched = Arc::new(Scheduler::new(
+        Arc::clone(&engine),
+        Limits {
+            workers: 8,
+            queue: 0,
+        },
+    ));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let sched = Arc::clone(&sched);
+            let req = GenerateRequest::greedy(prompt.clone(), tokens);
+            std::thread::spawn(move || sched.generate(&req, &mut |_| true).map(|o| o.tokens.len()))
+        })
+        .collect();
+    let mut streamed = 0;
+    for h in handles {
+        streamed += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a stream panicked"))??;
+    }
+    let eight = start.elapsed();
+
+    let ours_prompt = rate(prompt.len(), prompt_time);
+    let ours_gen = rate(generated, gen_time);
+    let ours_streams = rate(streamed, eight);
+    println!(
+        "agora (candle), {threads} threads, {} prompt tokens, {tokens} generated:",
+        prompt.len()
+    );
+    println!("bench inference/prompt_tokens_per_s {ours_prompt} tok/s");
+    println!("bench inference/gen_tokens_per_s {ours_gen} tok/s");
+    println!("bench inference/ttft {} ms", millis(ttft));
+    println!("bench inference/streams8_tokens_per_s {ours_streams} tok/s");
+    if let (Some(a), Some(b)) = (parse_x100(&ours_streams), parse_x100(&ours_gen)) {
+        println!("bench inference/streams8_vs_1 {} x", ratio_x100(a, b));
+    }
+    if let Some(rss) = peak_rss_mib() {
+        println!("bench inference/peak_rss {rss} MiB");
+    }
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench/llama_cpp_bench.py"
+    );
+    let ids: Vec<String> = prompt.iter().map(u32::to_string).collect();
+    let llama = std::process::Command::new(llama_python)
+        .args([
+            script,
+            &path.to_string_lossy(),
+            &threads,
+            &tokens.to_string(),
+            &ids.join(","),
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match llama {
+        Ok(o) if o.status.success() => {
+            let line = String::from_utf8_lossy(&o.stdout);
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [p, g, t] = f.as_slice() {
+                println!("llama.cpp (llama-cpp-python), {threads} threads, same prompt:");
+                println!("bench inference/llamacpp_prompt_tokens_per_s {p} tok/s");
+                println!("bench inference/llamacpp_gen_tokens_per_s {g} tok/s");
+                println!("bench inference/llamacpp_ttft {t} ms");
+                if let (Some(op), Some(lp), Some(og), Some(lg)) = (
+                    parse_x100(&ours_prompt),
+                    parse_x100(p),
+                    parse_x100(&ours_gen),
+                    parse_x100(g),
+                ) {
+                    println!(
+                        "bench inference/prompt_vs_llamacpp {} x",
+                        ratio_x100(op, lp)
+                    );
+                    println!("bench inference/gen_vs_llamacpp {} x", ratio_x100(og, lg));
+                }
+            }
+        }
+        _ => println!(
+            "llama.cpp figures skipped: `{llama_python}` cannot import llama_cpp (pass --llama-python, see scripts/bench/llama_cpp_bench.py)"
+        ),
+    }
+    Ok(())
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""llama.cpp side of `agora bench inference`: same GGUF, same prompt tokens, same thread count.
+
+Usage: python llama_cpp_bench.py MODEL.gguf THREADS GEN_TOKENS PROMPT_IDS_COMMA_SEPARATED
+Prints one line: `prompt_tps gen_tps ttft_ms`. Needs llama-cpp-python (see
+scripts/fixtures/llama_cpp_fixtures.py for an install line).
+"""
+import sys
+import time
+
+from llama_cpp import Llama
+
+
+def main():
+    model, threads, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    ids = [int(x) for x in sys.argv[4].split(",")]
+    llm = Llama(model_path=model, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                n_batch=512, verbose=False)
+    # Warm up once.
+    llm.reset()
+    llm.eval(ids[:8])
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(ids)
+    prompt_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    tok = llm.sample(temp=0)
+    ttft = prompt_s + (time.perf_counter() - t1)
+    t2 = time.perf_counter()
+    for _ in range(n):
+        llm.eval([tok])
+        tok = llm.sample(temp=0)
+    gen_s = time.perf_counter() - t2
+    print(f"{len(ids) / prompt_s:.2f} {n / gen_s:.2f} {ttft * 1000:.2f}")
+
+
+if __name__ == "__main__":
+    main()
