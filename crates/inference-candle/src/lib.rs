@@ -25,6 +25,7 @@
 
 mod engine;
 mod model;
+mod q4_1;
 pub mod tokenizer;
 
 pub use agora_inference::Error;

@@ -9,8 +9,10 @@
 //! logits = Woutput * norm(x)
 //! ```
 
-use candle_core::quantized::{QMatMul, gguf_file};
+use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
+
+use crate::q4_1::Q41Matrix;
 
 /// Hyperparameters read from the GGUF.
 #[derive(Clone, Debug)]
@@ -23,16 +25,44 @@ pub struct Config {
     pub context_length: usize,
 }
 
+/// A weight matrix: Q4_1 through our vectorisable kernel, anything else through candle.
+enum Linear {
+    Q41(Q41Matrix),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(t: QTensor) -> Result<Self> {
+        match Q41Matrix::from_qtensor(&t)? {
+            Some(m) => Ok(Linear::Q41(m)),
+            None => Ok(Linear::Candle(QMatMul::from_qtensor(t)?)),
+        }
+    }
+
+    /// `x` is `(1, seq, k)`; the result `(1, seq, n)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Candle(q) => q.forward(x),
+            Linear::Q41(m) => {
+                let (b, seq, _) = x.dims3()?;
+                let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
+                let out = m.matmul(&flat);
+                Tensor::from_vec(out, (b, seq, m.rows()), x.device())
+            }
+        }
+    }
+}
+
 struct Block {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 /// The weights (shared, read-only).
@@ -41,7 +71,7 @@ pub struct Weights {
     embeddings: Tensor,
     blocks: Vec<Block>,
     norm: Tensor,
-    output: QMatMul,
+    output: Linear,
     cos: Tensor,
     sin: Tensor,
 }
@@ -96,17 +126,17 @@ impl Weights {
         let tensor = |r: &mut R, name: &str| ct.tensor(r, name, device);
         let embeddings = tensor(r, "token_embd.weight")?.dequantize(device)?;
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            QMatMul::from_qtensor(tensor(r, "output.weight")?)?
+            Linear::new(tensor(r, "output.weight")?)?
         } else {
             // Tied embeddings: the output projection is the embedding matrix.
-            QMatMul::from_qtensor(tensor(r, "token_embd.weight")?)?
+            Linear::new(tensor(r, "token_embd.weight")?)?
         };
         let norm = tensor(r, "output_norm.weight")?.dequantize(device)?;
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
             let p = format!("blk.{i}");
-            let q = |r: &mut R, n: &str| -> Result<QMatMul> {
-                QMatMul::from_qtensor(tensor(r, &format!("{p}.{n}.weight"))?)
+            let q = |r: &mut R, n: &str| -> Result<Linear> {
+                Linear::new(tensor(r, &format!("{p}.{n}.weight"))?)
             };
             blocks.push(Block {
                 attn_norm: tensor(r, &format!("{p}.attn_norm.weight"))?.dequantize(device)?,
