@@ -78,7 +78,7 @@ struct CipherFile {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = args.keystore.unwrap_or_else(crate::home::keystore);
+    let dir = dir(args.keystore);
     match args.command {
         Command::New { name } => {
             let key = Keypair::try_generate().context("generating a key")?;
