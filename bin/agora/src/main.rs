@@ -3,10 +3,10 @@
 mod bench;
 mod chat;
 mod epoch;
-mod genesis_file;
 mod home;
 mod keys;
 mod model;
+mod node;
 mod query;
 mod tx;
 
@@ -24,8 +24,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole network on this machine (what exists of it today: see --help).
-    Devnet(DevnetArgs),
+    /// Run the whole network on this machine: today a one-validator chain from the embedded
+    /// genesis (miners and the gateway join it with the serving-network work).
+    Devnet(node::DevnetArgs),
+    /// Run a chain node from a config file.
+    Node(node::NodeArgs),
+    /// Write genesis and configs for a local multi-node network.
+    Testnet(node::TestnetArgs),
     /// Run one Yuma Consensus epoch from a JSON input, or check conformance vectors.
     Epoch(epoch::Args),
     /// Time the engines and print `bench <name> <value> <unit>` lines.
@@ -63,8 +68,8 @@ fn init(args: InitArgs) -> anyhow::Result<()> {
             args.genesis.display()
         )
     })?;
-    let genesis =
-        genesis_file::parse(&text).with_context(|| format!("in {}", args.genesis.display()))?;
+    let genesis = agora_chain::genesis_file::parse(&text)
+        .with_context(|| format!("in {}", args.genesis.display()))?;
     let state = genesis
         .into_state()
         .with_context(|| format!("in {}", args.genesis.display()))?;
@@ -91,15 +96,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// `agora devnet` will start a one-validator chain, miners and a gateway on loopback. Until the
-/// chain and serving-network issues land it says so and runs the one engine that exists.
-#[derive(Debug, clap::Args)]
-struct DevnetArgs {}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Devnet(_) => devnet(),
+        Command::Devnet(args) => report(node::run_devnet(args)),
+        Command::Node(args) => report(node::run_node(args)),
+        Command::Testnet(args) => report(node::run_testnet(args)),
         Command::Epoch(args) => epoch::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Init(args) => report(init(args)),
@@ -108,34 +110,5 @@ fn main() -> ExitCode {
         Command::Query(args) => report(query::run(args)),
         Command::Model(args) => report(model::run(args)),
         Command::Chat(args) => report(chat::run(args)),
-    }
-}
-
-fn devnet() -> ExitCode {
-    println!("agora devnet: the chain (Malachite), miners and gateway are not built yet.");
-    println!("What runs today: the incentive engine (one epoch of a synthetic subnet follows),");
-    println!("the ledger and store (`agora bench ledger`, `agora init`, `agora query`), and the");
-    println!("model (`agora model fetch`, then `agora chat \"What is the capital of France?\"`).");
-    let (name, shape) = agora_incentive::synthetic::bench_cases()[0];
-    let input = agora_incentive::synthetic::subnet(shape, 1);
-    match agora_incentive::epoch(&input) {
-        Ok(out) => {
-            let paid: u64 = out
-                .server_emission
-                .iter()
-                .chain(&out.validator_emission)
-                .sum();
-            println!(
-                "{name}: {} uids, {} validator permits, {paid} of {} base units emitted",
-                input.n,
-                out.validator_permits.iter().filter(|p| **p).count(),
-                input.emission
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }

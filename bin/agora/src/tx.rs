@@ -1,5 +1,5 @@
-//! `agora tx`: build and sign a transaction; print it as hex (submission to a node comes with
-//! the chain API).
+//! `agora tx`: build and sign a transaction; print it as hex, or with `--node URL` submit it
+//! through a node's chain API and wait until it is included (or rejected).
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use agora_primitives::{
 };
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::genesis_file::SubnetParamsFile;
+use agora_chain::genesis_file::SubnetParamsFile;
 
 /// Build and sign a transaction.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,13 @@ pub struct Args {
     /// Last height at which the transaction may be included (default: height + 100, or 100).
     #[arg(long, global = true)]
     expiry_height: Option<u64>,
+    /// Submit through this node's chain API (chain id, nonce and height come from it) and wait
+    /// for inclusion.
+    #[arg(long, global = true, value_name = "URL")]
+    node: Option<String>,
+    /// With --node: return once the node accepts the transaction, without waiting.
+    #[arg(long, global = true)]
+    no_wait: bool,
     #[command(subcommand)]
     call: CallArgs,
 }
@@ -256,21 +263,41 @@ pub fn run(args: Args) -> Result<()> {
     };
     let key = crate::keys::load(&crate::keys::dir(args.keystore.clone()), from)?;
     let sender = key.address();
-    let chain_id = match (&args.chain_id, &state) {
-        (Some(c), _) => c.clone(),
-        (None, Some(s)) => s.chain_id.clone(),
-        (None, None) => "agora-devnet".into(),
+    let runtime = match &args.node {
+        Some(_) => Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?,
+        ),
+        None => None,
     };
-    let nonce = match (args.nonce, &state) {
-        (Some(n), _) => n,
-        (None, Some(s)) => s.account(&sender).nonce,
-        (None, None) => {
-            bail!("the nonce is unknown: pass --nonce N, or --data-dir of a node to read it")
+    let remote = match (&args.node, &runtime) {
+        (Some(url), Some(rt)) => Some(rt.block_on(crate::node::remote_account(url, &sender))?),
+        _ => None,
+    };
+    let chain_id = match (&args.chain_id, &state, &remote) {
+        (Some(c), _, _) => c.clone(),
+        (None, _, Some(r)) => r.chain_id.clone(),
+        (None, Some(s), None) => s.chain_id.clone(),
+        (None, None, None) => "agora-devnet".into(),
+    };
+    let nonce = match (args.nonce, &state, &remote) {
+        (Some(n), _, _) => n,
+        (None, _, Some(r)) => r.next_nonce,
+        (None, Some(s), None) => s.account(&sender).nonce,
+        (None, None, None) => {
+            bail!(
+                "the nonce is unknown: pass --nonce N, --node URL or --data-dir of a node to read it"
+            )
         }
     };
-    let expiry_height = args
-        .expiry_height
-        .unwrap_or_else(|| state.as_ref().map_or(0, |s| s.height) + 100);
+    let height = match (&remote, &state) {
+        (Some(r), _) => r.height,
+        (None, Some(s)) => s.height,
+        (None, None) => 0,
+    };
+    let expiry_height = args.expiry_height.unwrap_or(height + 100);
     let tx = Transaction {
         chain_id,
         sender,
@@ -287,6 +314,13 @@ pub fn run(args: Args) -> Result<()> {
             bytes.len(),
             agora_primitives::MAX_TX_BYTES
         );
+    }
+    if let (Some(url), Some(rt)) = (&args.node, &runtime) {
+        return rt.block_on(crate::node::submit_and_wait(
+            url,
+            &to_hex(&bytes),
+            !args.no_wait,
+        ));
     }
     println!("{}", to_hex(&bytes));
     eprintln!(

@@ -280,6 +280,14 @@ pub fn apply_tx(
     Ok(events)
 }
 
+/// The checks a transaction must pass before it may wait in a mempool for block `height`:
+/// size, chain, expiry and signature. Nonce and balance depend on what is applied before it,
+/// so the mempool checks those against its own view.
+pub fn precheck(state: &State, tx: &SignedTransaction, height: u64) -> Result<(), TxError> {
+    check_stateless(state, tx, height)?;
+    agora_crypto::verify_tx(tx).map_err(|_| TxError::BadSignature(tx.tx.sender))
+}
+
 fn check_stateless(state: &State, signed: &SignedTransaction, height: u64) -> Result<(), TxError> {
     let mut bytes = Vec::with_capacity(256);
     signed.encode(&mut bytes);

@@ -42,6 +42,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The commit certificate of each block, written in the same transaction as the block.
+const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certificates");
+/// Proposals seen but not yet decided, keyed by height (big-endian) then block hash; removed
+/// when their height commits. They let a restarted validator finish a round it voted in.
+const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
 const FORMAT: u32 = 1;
 
 /// The state as sorted key-value pairs.
@@ -146,6 +151,8 @@ impl Store {
             // Make sure the tables exist, so readers never see "table does not exist".
             txn.open_table(BLOCKS).map_err(|e| store.err(e))?;
             txn.open_table(STATE).map_err(|e| store.err(e))?;
+            txn.open_table(CERTS).map_err(|e| store.err(e))?;
+            txn.open_table(PENDING).map_err(|e| store.err(e))?;
             let mut meta = txn.open_table(META).map_err(|e| store.err(e))?;
             let format = meta
                 .get("format")
@@ -213,11 +220,22 @@ impl Store {
             }
             return Ok(());
         }
-        self.write(None, genesis)
+        self.write(None, genesis, None)
     }
 
     /// Commit a finalized block and the state after it, atomically.
     pub fn commit(&self, block: &Block, state: &State) -> Result<(), Error> {
+        self.commit_with_certificate(block, state, None)
+    }
+
+    /// Commit a decided block, the state after it and the consensus certificate that decided
+    /// it, in one atomic write; pending proposals at or below its height are dropped.
+    pub fn commit_with_certificate(
+        &self,
+        block: &Block,
+        state: &State,
+        certificate: Option<&[u8]>,
+    ) -> Result<(), Error> {
         let tip = self.tip()?.ok_or_else(|| Error::Empty(self.path.clone()))?;
         let got = block.header.height;
         let not_next = |reason| Error::NotNext {
@@ -235,10 +253,61 @@ impl Store {
         if block.header.parent != parent {
             return Err(not_next("its parent is not the stored tip"));
         }
-        self.write(Some(block), state)
+        self.write(Some(block), state, certificate)
     }
 
-    fn write(&self, block: Option<&Block>, state: &State) -> Result<(), Error> {
+    /// The commit certificate stored with the block at `height`.
+    pub fn certificate(&self, height: u64) -> Result<Option<Vec<u8>>, Error> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let certs = txn.open_table(CERTS).map_err(|e| self.err(e))?;
+        Ok(certs
+            .get(height)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Remember a proposal seen at `height` (durably, before voting on it).
+    pub fn put_pending(&self, height: u64, hash: &Hash, record: &[u8]) -> Result<(), Error> {
+        let mut key = height.to_be_bytes().to_vec();
+        key.extend_from_slice(&hash.0);
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.err(e))?;
+            pending
+                .insert(key.as_slice(), record)
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The pending proposal records at `height`, in hash order.
+    pub fn pending(&self, height: u64) -> Result<Vec<(Hash, Vec<u8>)>, Error> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let pending = txn.open_table(PENDING).map_err(|e| self.err(e))?;
+        let lo = height.to_be_bytes();
+        let hi = (height.saturating_add(1)).to_be_bytes();
+        let mut out = Vec::new();
+        for item in pending
+            .range(lo.as_slice()..hi.as_slice())
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = k.value();
+            let hash: [u8; 32] = key
+                .get(8..)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(|| self.corrupt("pending key is not height + hash"))?;
+            out.push((Hash(hash), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn write(
+        &self,
+        block: Option<&Block>,
+        state: &State,
+        certificate: Option<&[u8]>,
+    ) -> Result<(), Error> {
         let entries = state.entries();
         let leaves: Vec<Hash> = entries
             .iter()
@@ -260,6 +329,17 @@ impl Store {
                 let mut blocks = txn.open_table(BLOCKS).map_err(|e| self.err(e))?;
                 blocks
                     .insert(b.header.height, encode_to_vec(b).as_slice())
+                    .map_err(|e| self.err(e))?;
+                if let Some(cert) = certificate {
+                    let mut certs = txn.open_table(CERTS).map_err(|e| self.err(e))?;
+                    certs
+                        .insert(b.header.height, cert)
+                        .map_err(|e| self.err(e))?;
+                }
+                let mut pending = txn.open_table(PENDING).map_err(|e| self.err(e))?;
+                let hi = b.header.height.saturating_add(1).to_be_bytes();
+                pending
+                    .retain_in(..hi.as_slice(), |_, _| false)
                     .map_err(|e| self.err(e))?;
             }
             let mut table = txn.open_table(STATE).map_err(|e| self.err(e))?;

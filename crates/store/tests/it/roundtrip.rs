@@ -90,3 +90,41 @@ fn a_block_that_does_not_extend_the_tip_is_refused() {
     assert_eq!(store.tip().unwrap().unwrap().height, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn certificates_commit_with_their_block_and_pending_proposals_clear() {
+    let dir = tempdir("certs");
+    let store = Store::open(&dir).unwrap();
+    let state = genesis();
+    store.init(&state).unwrap();
+    let a = Hash([1; 32]);
+    let b = Hash([2; 32]);
+    store.put_pending(1, &a, b"proposal a").unwrap();
+    store.put_pending(1, &b, b"proposal b").unwrap();
+    store.put_pending(2, &a, b"later").unwrap();
+    assert_eq!(
+        store.pending(1).unwrap(),
+        vec![(a, b"proposal a".to_vec()), (b, b"proposal b".to_vec())]
+    );
+    // Build block 1 and commit it with a certificate.
+    let txs = Vec::new();
+    let (block, applied) =
+        agora_ledger::build_block(&state, txs, key(1).address(), Hash::default()).unwrap();
+    store
+        .commit_with_certificate(&block, &applied.state, Some(b"certificate 1"))
+        .unwrap();
+    assert_eq!(
+        store.certificate(1).unwrap(),
+        Some(b"certificate 1".to_vec())
+    );
+    assert_eq!(store.certificate(2).unwrap(), None);
+    assert!(store.pending(1).unwrap().is_empty());
+    assert_eq!(store.pending(2).unwrap(), vec![(a, b"later".to_vec())]);
+    drop(store);
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(
+        store.certificate(1).unwrap(),
+        Some(b"certificate 1".to_vec())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

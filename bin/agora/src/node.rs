@@ -1,0 +1,294 @@
+//! `agora node`, `agora testnet init` and `agora devnet`: run chain nodes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use agora_chain::client::Client;
+use agora_chain::devnet::{self, TestnetPlan};
+use agora_chain::node::{self, NodeConfig};
+use agora_primitives::Address;
+use anyhow::{Context, Result, anyhow, bail};
+
+/// Run a chain node.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The node's config file (TOML; `agora testnet init` writes them).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Write the files for a local multi-node network.
+#[derive(Debug, clap::Args)]
+pub struct TestnetArgs {
+    #[command(subcommand)]
+    command: TestnetCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TestnetCommand {
+    /// Write a genesis, a faucet key and one config per node on loopback ports.
+    Init {
+        /// Validators (each gets a key and equal stake).
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Full nodes (no key) besides the validators.
+        #[arg(long, default_value_t = 0)]
+        full_nodes: usize,
+        /// Output directory (must not hold a testnet already).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// API port of node 0 (node i uses this + i).
+        #[arg(long, default_value_t = 8800)]
+        api_port: u16,
+        /// Peer-to-peer port of node 0 (node i uses this + i).
+        #[arg(long, default_value_t = 27000)]
+        p2p_port: u16,
+        /// Chain id.
+        #[arg(long, default_value = "agora-testnet")]
+        chain_id: String,
+        /// Milliseconds to wait for transactions before proposing an empty block.
+        #[arg(long, default_value_t = 1000)]
+        empty_interval_ms: u64,
+    },
+}
+
+/// `agora devnet`: the whole network on this machine.
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Chain API port.
+    #[arg(long, default_value_t = 8700)]
+    api_port: u16,
+    /// Peer-to-peer port of the validator.
+    #[arg(long, default_value_t = 27100)]
+    p2p_port: u16,
+    /// Data directory (default `$AGORA_HOME/devnet`).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Start from genesis, deleting the devnet's data first.
+    #[arg(long)]
+    fresh: bool,
+    /// Exit after this many new blocks are finalized (default: run until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    blocks: Option<u64>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AGORA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,agora_chain=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn until_ctrl_c(node: &mut node::RunningNode) -> Result<()> {
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),
+        () = node.wait() => Err(anyhow!("the node stopped on its own; see the log above")),
+    }
+}
+
+/// `agora node --config FILE`.
+pub fn run_node(args: NodeArgs) -> Result<()> {
+    init_logging();
+    let config = NodeConfig::load(&args.config)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut running = node::start(config).await?;
+        println!(
+            "node api=http://{} validator={}",
+            running.api_addr,
+            running
+                .validator
+                .map_or_else(|| "none (full node)".to_owned(), |v| v.to_string())
+        );
+        let result = until_ctrl_c(&mut running).await;
+        running.shutdown().await;
+        result
+    })
+}
+
+/// `agora testnet init ...`.
+pub fn run_testnet(args: TestnetArgs) -> Result<()> {
+    match args.command {
+        TestnetCommand::Init {
+            validators,
+            full_nodes,
+            dir,
+            api_port,
+            p2p_port,
+            chain_id,
+            empty_interval_ms,
+        } => {
+            let nodes = devnet::init_testnet(&TestnetPlan {
+                validators,
+                full_nodes,
+                dir: dir.clone(),
+                api_port,
+                p2p_port,
+                chain_id,
+                empty_interval_ms,
+            })?;
+            for n in &nodes {
+                println!(
+                    "node{} api={} config={}",
+                    n.index,
+                    n.api,
+                    n.config.display()
+                );
+            }
+            eprintln!(
+                "start each with `agora node --config <config>`; the faucet key is {}",
+                dir.join("faucet.key").display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `agora devnet`: a one-validator chain from the embedded genesis.
+pub fn run_devnet(args: DevnetArgs) -> Result<()> {
+    init_logging();
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| crate::home::home().join("devnet"));
+    if args.fresh && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = dir.join("validator.key");
+    node::write_key(&key_path, &devnet::validator_key())
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    let config_text = format!(
+        "moniker = \"devnet\"\nvalidator_key = \"validator.key\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{}\"\n\n[api]\nlisten = \"127.0.0.1:{}\"\n",
+        args.p2p_port, args.api_port
+    );
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config_text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = NodeConfig::load(&config_path)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let mut running = node::start(config).await?;
+        let api = format!("http://{}", running.api_addr);
+        let client = devnet::client_key().address();
+        let start = running.shared.snapshot().state.height;
+        println!("agora devnet: chain {} on one validator", devnet::CHAIN_ID);
+        println!("  data      {}", dir.display());
+        println!("  chain API {api}/chain/status");
+        println!("  validator {}", devnet::validator_key().address());
+        println!("  client    {client} (funded; devnet keys are public, never use them for value)");
+        println!("  try       curl -s {api}/chain/block/latest");
+        println!("  blocks    curl -sN {api}/chain/events");
+        println!(
+            "Ctrl-C stops it; run it again to resume from {}.",
+            dir.display()
+        );
+        let mut events = running.shared.finalized.subscribe();
+        let result = match args.blocks {
+            Some(n) => {
+                let goal = start + n;
+                let deadline = Instant::now() + Duration::from_secs(60 + 5 * n);
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, events.recv()).await {
+                        Ok(Ok(b)) => {
+                            println!(
+                                "block {} hash {} root {} txs {}",
+                                b.height, b.hash, b.state_root, b.txs
+                            );
+                            if b.height >= goal {
+                                break Ok(());
+                            }
+                        }
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                        Ok(Err(_)) => break Err(anyhow!("the node stopped")),
+                        Err(_) => {
+                            break Err(anyhow!("no block {goal} within the deadline; see the log"));
+                        }
+                    }
+                }
+            }
+            None => until_ctrl_c(&mut running).await,
+        };
+        running.shutdown().await;
+        result
+    })
+}
+
+/// What `agora tx --node` needs from the node.
+pub struct RemoteAccount {
+    pub chain_id: String,
+    pub height: u64,
+    pub next_nonce: u64,
+}
+
+/// Read the chain id, height and the sender's next nonce from a node.
+pub async fn remote_account(url: &str, sender: &Address) -> Result<RemoteAccount> {
+    let client = Client::new(url)?;
+    let (code, status) = client.get("/chain/status").await?;
+    if code != 200 {
+        bail!("{url}/chain/status answered {code}: {status}");
+    }
+    let (code, account) = client.get(&format!("/chain/account/{sender}")).await?;
+    if code != 200 {
+        bail!("{url}/chain/account answered {code}: {account}");
+    }
+    Ok(RemoteAccount {
+        chain_id: status["chain_id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{url}/chain/status has no chain_id"))?
+            .to_owned(),
+        height: status["height"].as_u64().unwrap_or(0),
+        next_nonce: account["next_nonce"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("{url}/chain/account has no next_nonce"))?,
+    })
+}
+
+/// Submit a hex transaction and (optionally) wait until it is included or rejected.
+pub async fn submit_and_wait(url: &str, hex: &str, wait: bool) -> Result<()> {
+    let client = Client::new(url)?;
+    let (code, body) = client
+        .post("/chain/tx", &serde_json::json!({ "tx": hex }))
+        .await?;
+    if code != 200 {
+        let msg = body["error"]["message"].as_str().unwrap_or("no message");
+        bail!("the node refused the transaction ({code}): {msg}");
+    }
+    let hash = body["hash"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the node answered without a hash: {body}"))?
+        .to_owned();
+    println!("submitted {hash}");
+    if !wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let (code, status) = client.get(&format!("/chain/tx/{hash}")).await?;
+        if code == 200 {
+            match status["status"].as_str() {
+                Some("included") => {
+                    println!("included at height {}", status["height"]);
+                    return Ok(());
+                }
+                Some("rejected") => {
+                    bail!("rejected: {}", status["reason"].as_str().unwrap_or("?"));
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("{hash} was not included within 60 s; ask {url}/chain/tx/{hash} later")
+}

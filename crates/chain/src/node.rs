@@ -1,0 +1,593 @@
+//! A chain node: configuration, start-up and shutdown.
+//!
+//! The configuration file is TOML (see [`NodeConfig`]); relative paths in it are relative to
+//! the file's directory. A node with `validator_key` set votes with that key when the key's
+//! hotkey is in the validator set; without it the node is a full node that follows and syncs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_crypto::Keypair;
+use agora_ledger::State;
+use agora_primitives::{Hash, SignedTransaction};
+use agora_store::Store;
+use malachitebft_app_channel::app::config::{
+    ConsensusConfig, DiscoveryConfig, NodeConfig as MalachiteNodeConfig, P2pConfig, ValueSyncConfig,
+};
+use malachitebft_app_channel::app::types::Keypair as NetKeypair;
+use malachitebft_app_channel::{
+    ConsensusContext, EngineBuilder, EngineHandle, NetworkContext, NetworkIdentity, RequestContext,
+    SyncContext, WalContext,
+};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::api::{ApiState, RELAY_HEADER};
+use crate::client::Client;
+use crate::context::{AgoraContext, ChainSigner, ChainVerifier, NodeAddress};
+use crate::host::{BlockConfig, Host};
+use crate::mempool::MempoolConfig;
+use crate::shared::{Shared, Snapshot};
+use crate::wire::ChainCodec;
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The config file is missing or wrong.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The genesis cannot be used.
+    #[error("genesis: {0}")]
+    Genesis(String),
+    /// The key file cannot be used.
+    #[error("validator key {path}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] agora_store::Error),
+    /// A port cannot be bound.
+    #[error("cannot listen on {addr}: {reason}; pick a free port in the config")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// Malachite did not start.
+    #[error("consensus engine: {0}")]
+    Engine(String),
+}
+
+fn default_moniker() -> String {
+    "agora-node".to_owned()
+}
+
+fn default_api() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8800))
+}
+
+fn default_p2p() -> String {
+    "/ip4/127.0.0.1/tcp/27000".to_owned()
+}
+
+/// The node's configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A name for logs.
+    #[serde(default = "default_moniker")]
+    pub moniker: String,
+    /// Data directory (store and consensus WAL). Default: the config file's directory.
+    #[serde(default)]
+    pub home: Option<PathBuf>,
+    /// Genesis JSON file; omitted: the embedded one-validator devnet genesis.
+    #[serde(default)]
+    pub genesis: Option<PathBuf>,
+    /// File with the validator's secret seed as 64 hex characters (mode 0600); omitted: a
+    /// full node.
+    #[serde(default)]
+    pub validator_key: Option<PathBuf>,
+    /// Peer-to-peer settings.
+    #[serde(default)]
+    pub p2p: P2pSection,
+    /// API settings.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Block production.
+    #[serde(default)]
+    pub block: BlockSection,
+    /// Mempool limits.
+    #[serde(default)]
+    pub mempool: MempoolSection,
+    /// Deliberate faults, for tests only.
+    #[serde(default)]
+    pub faults: FaultSection,
+}
+
+/// `[faults]`: make this node misbehave on purpose (tests of the honest majority).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    /// Corrupt every block this node proposes: `bad-signature`, `wrong-state-root` or
+    /// `oversized`.
+    pub proposer: Option<crate::host::ProposerFault>,
+}
+
+/// `[p2p]`: consensus networking (Malachite on libp2p).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pSection {
+    /// Listen multiaddress, e.g. `/ip4/127.0.0.1/tcp/27000`.
+    #[serde(default = "default_p2p")]
+    pub listen: String,
+    /// Peers to stay connected to (multiaddresses).
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        Self {
+            listen: default_p2p(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// `[api]`: the chain API and transaction relay.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Listen address, e.g. `127.0.0.1:8800`.
+    #[serde(default = "default_api")]
+    pub listen: SocketAddr,
+    /// Other nodes' API URLs that admitted transactions are relayed to.
+    #[serde(default)]
+    pub relay_to: Vec<String>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            listen: default_api(),
+            relay_to: Vec::new(),
+        }
+    }
+}
+
+/// `[block]`: block limits and pacing.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockSection {
+    /// Most transactions per block.
+    pub max_txs: Option<usize>,
+    /// Most transaction bytes per block.
+    pub max_bytes: Option<usize>,
+    /// Least milliseconds between blocks.
+    pub min_interval_ms: Option<u64>,
+    /// Milliseconds to wait for transactions before proposing an empty block.
+    pub empty_interval_ms: Option<u64>,
+}
+
+/// `[mempool]`: mempool limits.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MempoolSection {
+    /// Most transactions waiting.
+    pub max_txs: Option<usize>,
+    /// Most bytes waiting.
+    pub max_bytes: Option<usize>,
+}
+
+impl NodeConfig {
+    /// Read a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let err = |reason: String| NodeError::Config {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(format!(
+                "cannot read it ({e}); create one with `agora testnet init`"
+            ))
+        })?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                dir.join(p)
+            }
+        };
+        config.home = Some(config.home.as_deref().map_or_else(|| dir.clone(), abs));
+        config.genesis = config.genesis.as_deref().map(abs);
+        config.validator_key = config.validator_key.as_deref().map(abs);
+        Ok(config)
+    }
+
+    /// The data directory.
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    fn block_config(&self) -> BlockConfig {
+        let d = BlockConfig::default();
+        let b = &self.block;
+        BlockConfig {
+            max_txs: b.max_txs.unwrap_or(d.max_txs),
+            max_bytes: b.max_bytes.unwrap_or(d.max_bytes),
+            min_interval: b
+                .min_interval_ms
+                .map_or(d.min_interval, Duration::from_millis),
+            empty_interval: b
+                .empty_interval_ms
+                .map_or(d.empty_interval, Duration::from_millis),
+            fault: self.faults.proposer,
+        }
+    }
+
+    fn mempool_config(&self) -> MempoolConfig {
+        let d = MempoolConfig::default();
+        MempoolConfig {
+            max_txs: self.mempool.max_txs.unwrap_or(d.max_txs),
+            max_bytes: self.mempool.max_bytes.unwrap_or(d.max_bytes),
+            ..d
+        }
+    }
+}
+
+/// Read a validator key file: the 32-byte secret seed as 64 hex characters.
+pub fn read_key(path: &Path) -> Result<Keypair, NodeError> {
+    let err = |reason: String| NodeError::Key {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let bytes = agora_primitives::from_hex(text.trim())
+        .ok_or_else(|| err("must hold 64 hex characters (the secret seed)".to_owned()))?;
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| err("must hold exactly 32 bytes (64 hex characters)".to_owned()))?;
+    Ok(Keypair::from_seed(&seed))
+}
+
+/// Write a validator key file (mode 0600 on Unix).
+pub fn write_key(path: &Path, key: &Keypair) -> std::io::Result<()> {
+    let text = format!("{}\n", agora_primitives::to_hex(key.seed().as_slice()));
+    write_private(path, text.as_bytes())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+struct MalachiteConfig {
+    moniker: String,
+    consensus: ConsensusConfig,
+    value_sync: ValueSyncConfig,
+}
+
+impl MalachiteNodeConfig for MalachiteConfig {
+    fn moniker(&self) -> &str {
+        &self.moniker
+    }
+    fn consensus(&self) -> &ConsensusConfig {
+        &self.consensus
+    }
+    fn consensus_mut(&mut self) -> &mut ConsensusConfig {
+        &mut self.consensus
+    }
+    fn value_sync(&self) -> &ValueSyncConfig {
+        &self.value_sync
+    }
+    fn value_sync_mut(&mut self) -> &mut ValueSyncConfig {
+        &mut self.value_sync
+    }
+}
+
+fn multiaddr(text: &str) -> Result<malachitebft_app_channel::app::net::Multiaddr, String> {
+    text.parse().map_err(|e| {
+        format!("{text:?} is not a multiaddress ({e}); write /ip4/127.0.0.1/tcp/27000")
+    })
+}
+
+/// A running node.
+pub struct RunningNode {
+    /// Shared chain state (for in-process users such as `agora devnet`).
+    pub shared: Arc<Shared>,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// The validator address, when this node holds a validator key.
+    pub validator: Option<NodeAddress>,
+    engine: EngineHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("api_addr", &self.api_addr)
+            .field("validator", &self.validator)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningNode {
+    /// Stop consensus, the API and the relay.
+    pub async fn shutdown(self) {
+        let _ = self.engine.actor.kill_and_wait(None).await;
+        self.engine.handle.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Resolves when the host loop or the API stops on its own (an error).
+    pub async fn wait(&mut self) {
+        if self.tasks.is_empty() {
+            std::future::pending::<()>().await;
+        }
+        let (_, index, _) = futures::future::select_all(self.tasks.iter_mut()).await;
+        self.tasks.remove(index);
+    }
+}
+
+/// The genesis state named by the config (or the embedded devnet genesis).
+pub fn genesis_state(config: &NodeConfig) -> Result<State, NodeError> {
+    let genesis = match &config.genesis {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| NodeError::Genesis(format!("cannot read {}: {e}", path.display())))?;
+            crate::genesis_file::parse(&text)
+                .map_err(|e| NodeError::Genesis(format!("{}: {e:#}", path.display())))?
+        }
+        None => crate::devnet::genesis(),
+    };
+    genesis
+        .into_state()
+        .map_err(|e| NodeError::Genesis(e.to_string()))
+}
+
+/// Start a node: open (or initialise) the store, start Malachite, the host loop, the API and
+/// the relay. Must run inside a multi-threaded Tokio runtime.
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let home = config.home();
+    let genesis = genesis_state(&config)?;
+    let store = Arc::new(Store::open(&home.join("data"))?);
+    store.init(&genesis)?;
+    let state = store.state()?;
+    let tip_hash = match store.block(state.height)? {
+        Some(b) => agora_crypto::hash_of(&b.header),
+        None => Hash::default(),
+    };
+    let chain_id = state.chain_id.clone();
+    info!(moniker = %config.moniker, chain = %chain_id, height = state.height, "opening node");
+
+    let key = match &config.validator_key {
+        Some(path) => Some(Arc::new(read_key(path)?)),
+        None => None,
+    };
+    // The node's libp2p identity: the validator key, or a fresh key for a full node.
+    let net_seed: [u8; 32] = match &key {
+        Some(k) => *k.seed(),
+        None => *Keypair::try_generate()
+            .map_err(|e| NodeError::Engine(e.to_string()))?
+            .seed(),
+    };
+    let mut seed_bytes = net_seed;
+    let net_key = NetKeypair::ed25519_from_bytes(&mut seed_bytes)
+        .map_err(|e| NodeError::Engine(e.to_string()))?;
+
+    let shared = Arc::new(Shared::new(
+        store.clone(),
+        Snapshot {
+            state: Arc::new(state),
+            tip_hash,
+        },
+        config.mempool_config(),
+    ));
+
+    let listen = multiaddr(&config.p2p.listen).map_err(|reason| NodeError::Config {
+        path: home.clone(),
+        reason,
+    })?;
+    let peers = config
+        .p2p
+        .peers
+        .iter()
+        .map(|p| multiaddr(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| NodeError::Config {
+            path: home.clone(),
+            reason,
+        })?;
+    let p2p = P2pConfig {
+        listen_addr: listen,
+        persistent_peers: peers,
+        discovery: DiscoveryConfig {
+            enabled: false,
+            max_connections_per_ip: 256,
+            ..DiscoveryConfig::default()
+        },
+        ..P2pConfig::default()
+    };
+    let consensus = ConsensusConfig {
+        p2p,
+        ..ConsensusConfig::default()
+    };
+    let value_sync = ValueSyncConfig {
+        status_update_interval: Duration::from_millis(1000),
+        request_timeout: Duration::from_secs(5),
+        batch_size: 16,
+        ..ValueSyncConfig::default()
+    };
+    let mcfg = MalachiteConfig {
+        moniker: config.moniker.clone(),
+        consensus,
+        value_sync,
+    };
+
+    let ctx = AgoraContext::new(&chain_id);
+    let verifier = Box::new(ChainVerifier::new(&chain_id));
+    let signer = key.as_ref().map(|k| ChainSigner::new(&chain_id, k.clone()));
+    let address =
+        signer
+            .as_ref()
+            .map(|s| s.address())
+            .unwrap_or(NodeAddress(agora_primitives::Address(net_seed_public(
+                &net_key,
+            ))));
+    let identity = NetworkIdentity::new(
+        config.moniker.clone(),
+        net_key,
+        signer.as_ref().map(|s| s.address().to_string()),
+    );
+    let consensus_ctx = match &signer {
+        Some(s) => ConsensusContext::new_validator(address, verifier, Box::new(s.clone())),
+        None => ConsensusContext::new_full_node(address, verifier),
+    };
+    let wal_dir = home.join("wal");
+    std::fs::create_dir_all(&wal_dir).map_err(|e| NodeError::Config {
+        path: wal_dir.clone(),
+        reason: format!("cannot create the WAL directory: {e}"),
+    })?;
+
+    // Bind the API before starting consensus, so a busy port fails fast.
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|e| NodeError::Listen {
+            addr: config.api.listen.to_string(),
+            reason: e.to_string(),
+        })?;
+    let api_addr = api_listener.local_addr().map_err(|e| NodeError::Listen {
+        addr: config.api.listen.to_string(),
+        reason: e.to_string(),
+    })?;
+
+    let (channels, engine) = EngineBuilder::new(ctx, mcfg)
+        .with_default_wal(WalContext::new(wal_dir.join("consensus.wal"), ChainCodec))
+        .with_default_network(NetworkContext::new(identity, ChainCodec))
+        .with_default_sync(SyncContext::new(ChainCodec))
+        .with_default_consensus(consensus_ctx)
+        .with_default_request(RequestContext::new(64))
+        .build()
+        .await
+        .map_err(|e| NodeError::Engine(format!("{e:#}")))?;
+
+    let mut tasks = Vec::new();
+    let host = Host::new(shared.clone(), signer.clone(), config.block_config());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = host.run(channels).await {
+            warn!(error = %e, "host loop stopped");
+        }
+    }));
+
+    let relay = if config.api.relay_to.is_empty() {
+        None
+    } else {
+        let clients = config
+            .api
+            .relay_to
+            .iter()
+            .map(|u| Client::new(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NodeError::Config {
+                path: home.clone(),
+                reason: e.to_string(),
+            })?;
+        let (tx, rx) = mpsc::channel(50_000);
+        tasks.push(tokio::spawn(relay_loop(rx, clients)));
+        Some(tx)
+    };
+    let router = crate::api::router(ApiState {
+        shared: shared.clone(),
+        relay,
+    });
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, router).await {
+            warn!(error = %e, "API server stopped");
+        }
+    }));
+    info!(api = %api_addr, validator = ?signer.as_ref().map(|s| s.address().to_string()), "node started");
+    Ok(RunningNode {
+        shared,
+        api_addr,
+        validator: signer.map(|s| s.address()),
+        engine,
+        tasks,
+    })
+}
+
+fn net_seed_public(key: &NetKeypair) -> [u8; 32] {
+    key.public()
+        .try_into_ed25519()
+        .map(|k| k.to_bytes())
+        .unwrap_or([0u8; 32])
+}
+
+/// Forward admitted transactions to peers in batches (marked so they are not relayed again).
+async fn relay_loop(mut rx: mpsc::Receiver<SignedTransaction>, peers: Vec<Client>) {
+    use agora_codec::encode_to_vec;
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < 2_000 {
+            match rx.try_recv() {
+                Ok(tx) => batch.push(tx),
+                Err(_) => break,
+            }
+        }
+        let txs: Vec<String> = batch
+            .iter()
+            .map(|t| agora_primitives::to_hex(&encode_to_vec(t)))
+            .collect();
+        let body = bytes::Bytes::from(serde_json::json!({ "txs": txs }).to_string());
+        let sends = peers.iter().map(|peer| {
+            let body = body.clone();
+            async move {
+                match peer
+                    .send("POST", "/chain/txs", Some(body), &[(RELAY_HEADER, "1")])
+                    .await
+                {
+                    Ok((200, _)) => {}
+                    Ok((status, v)) => {
+                        warn!(peer = %peer.url(), status, body = %v, "relay refused")
+                    }
+                    Err(e) => warn!(peer = %peer.url(), error = %e, "relay failed"),
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
+}
