@@ -37,6 +37,19 @@ enum Target {
         #[arg(long, value_name = "DIR")]
         model_dir: Option<std::path::PathBuf>,
     },
+    /// Run 1 and 4 validators on loopback and measure finalized transfers/s (saturated) and
+    /// finality latency p50/p99 (at half that rate).
+    Chain {
+        /// Validator counts to measure, comma-separated.
+        #[arg(long, default_value = "1,4")]
+        validators: String,
+        /// Transfers offered at once for the throughput figure.
+        #[arg(long, default_value_t = 20_000)]
+        saturate: usize,
+        /// Seconds of steady load for the latency figures.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Apply and commit blocks of 1,000 signed transfers (signatures checked, state root
     /// recomputed, one atomic store write per block); prints transfers/s.
     Ledger {
@@ -50,6 +63,31 @@ pub fn run(args: Args) -> ExitCode {
     match args.target {
         Target::Epoch { runs, only } => bench_epoch(runs.max(1), &only),
         Target::Ledger { blocks } => bench_ledger(blocks.max(1)),
+        Target::Chain {
+            validators,
+            saturate,
+            seconds,
+        } => {
+            let counts: Result<Vec<usize>, _> = validators
+                .split(',')
+                .map(|v| v.trim().parse::<usize>())
+                .collect();
+            let result = match counts {
+                Ok(c) if c.iter().all(|v| (1..=16).contains(v)) => {
+                    crate::bench_chain::bench_chain(&c, saturate.max(1), seconds.max(1))
+                }
+                _ => Err(anyhow::anyhow!(
+                    "--validators takes counts from 1 to 16, comma-separated (e.g. 1,4)"
+                )),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Target::Inference {
             tokens,
             llama_python,

@@ -1,6 +1,7 @@
 //! The agora binary: every role of the network behind one command line.
 
 mod bench;
+mod bench_chain;
 mod chat;
 mod epoch;
 mod home;

@@ -579,6 +579,76 @@ fn n1_malformed_api_requests_get_4xx_and_change_nothing() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["present"], true);
     assert!(v["state_root"].as_str().is_some());
+
+    // `agora tx --node` reads chain id and nonce from the node, submits, waits for inclusion.
+    let home = net.dir.join("home");
+    let agora = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(args)
+            .env("AGORA_HOME", &home)
+            .env("AGORA_PASSPHRASE", "pass")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let seed = std::fs::read_to_string(net.dir.join("faucet.key")).unwrap();
+    let out = agora(&["keys", "import", "faucet"], Some(&seed));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = format!("http://127.0.0.1:{}", net.api_port);
+    let to = Address([3; 32]).to_string();
+    let out = agora(
+        &[
+            "tx", "--from", "faucet", "--node", &url, "transfer", "--to", &to, "--amount", "2.5",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("included at height"), "{text}");
+    assert_eq!(balance(&net, 0, &Address([3; 32])).0, "2.5");
+    // A node that is not there: a one-line error naming the URL.
+    let out = agora(
+        &[
+            "tx",
+            "--from",
+            "faucet",
+            "--node",
+            "http://127.0.0.1:1",
+            "transfer",
+            "--to",
+            &to,
+            "--amount",
+            "1",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("cannot reach the node at http://127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[test]
