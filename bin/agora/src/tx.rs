@@ -125,6 +125,16 @@ enum CallArgs {
         #[arg(long)]
         salt: String,
     },
+    /// Move balance into the serving escrow that pays for this account's requests.
+    EscrowDeposit {
+        #[arg(long)]
+        amount: String,
+    },
+    /// Start withdrawing escrow (back to the balance after the unbonding period).
+    EscrowWithdraw {
+        #[arg(long)]
+        amount: String,
+    },
     /// Reveal committed weights (or set them when commit-reveal is off).
     RevealWeights {
         #[arg(long)]
@@ -249,6 +259,12 @@ pub fn run(args: Args) -> Result<()> {
                 commit,
             }
         }
+        CallArgs::EscrowDeposit { amount: a } => Call::EscrowDeposit {
+            amount: amount(a, "amount")?,
+        },
+        CallArgs::EscrowWithdraw { amount: a } => Call::EscrowWithdraw {
+            amount: amount(a, "amount")?,
+        },
         CallArgs::RevealWeights {
             netuid,
             uids,

@@ -17,6 +17,7 @@ pub fn account(state: &State, address: &Address) -> Value {
         "address": address.to_string(),
         "balance": acc.balance.to_string(),
         "nonce": acc.nonce,
+        "escrow": state.escrow_of(address).to_string(),
         "stakes": stakes,
         "height": state.height,
     })

@@ -64,6 +64,29 @@ fn calls() -> Vec<Call> {
             salt: [9; 32],
         },
         Call::SetTake { take: 11796 },
+        Call::EscrowDeposit {
+            amount: Amount::agora(25),
+        },
+        Call::EscrowWithdraw { amount: Amount(7) },
+        Call::Settle {
+            receipts: vec![agora_primitives::SignedReceipt {
+                receipt: agora_primitives::Receipt {
+                    netuid: 1,
+                    miner: Address([4; 32]),
+                    gateway: Address([5; 32]),
+                    request_hash: Hash([6; 32]),
+                    response_hash: Hash([7; 32]),
+                    model_hash: Hash([8; 32]),
+                    prompt_tokens: 31,
+                    completion_tokens: 64,
+                    price_per_1k_tokens: Amount(1_000_000),
+                    nonce: 77,
+                    expiry_height: 5_000,
+                },
+                miner_signature: [10; 64],
+                gateway_signature: [11; 64],
+            }],
+        },
     ]
 }
 

@@ -5,10 +5,12 @@
 //! ```text
 //! "g"                               globals: chain id, height, chain params, supply counters
 //! "a" || address                    account: balance, nonce
+//! "e" || address                    serving escrow amount
 //! "h" || hotkey                     hotkey: owner, take
 //! "s" || hotkey || coldkey          stake amount
 //! "u" || release_height || seq(u32) unbonding: coldkey, amount
 //! "n" || netuid                     subnet: owner, params, share, pending, last epoch, burn, size
+//! "r" || receipt id                 settled receipt: expiry height
 //! "m" || netuid || uid              neuron
 //! ```
 
@@ -29,6 +31,11 @@ const MAX_ROW: usize = 4096;
 /// Key of an account entry.
 pub fn account_key(address: &Address) -> Vec<u8> {
     [b"a".as_slice(), &address.0].concat()
+}
+
+/// Key of an escrow entry.
+pub fn escrow_key(address: &Address) -> Vec<u8> {
+    [b"e".as_slice(), &address.0].concat()
 }
 
 /// Key of a subnet entry.
@@ -55,6 +62,7 @@ pub fn parse_key(text: &str) -> Option<Vec<u8>> {
     let (kind, rest) = text.split_once(':')?;
     match kind {
         "account" => Some(account_key(&rest.parse().ok()?)),
+        "escrow" => Some(escrow_key(&rest.parse().ok()?)),
         "hotkey" => Some(hotkey_key(&rest.parse().ok()?)),
         "subnet" => Some(subnet_key(rest.parse().ok()?)),
         "neuron" => {
@@ -150,13 +158,16 @@ impl State {
         let mut e = Vec::with_capacity(
             1 + self.accounts.len() + self.hotkeys.len() + self.stakes.len() + self.unbonding.len(),
         );
-        // Keys are built so that pushing kinds in prefix order ("a" < "g" < "h" < "m" < "n" <
-        // "s" < "u") and each kind in its own order yields a sorted list.
+        // Keys are built so that pushing kinds in prefix order ("a" < "e" < "g" < "h" < "m" <
+        // "n" < "r" < "s" < "u") and each kind in its own order yields a sorted list.
         for (a, acc) in &self.accounts {
             e.push((
                 account_key(a),
                 value(|o| (acc.balance, acc.nonce).encode(o)),
             ));
+        }
+        for (a, amount) in &self.escrow {
+            e.push((escrow_key(a), value(|o| amount.encode(o))));
         }
         e.push((
             b"g".to_vec(),
@@ -188,6 +199,12 @@ impl State {
                     s.burn.encode(o);
                     (s.neurons.len() as u16).encode(o);
                 }),
+            ));
+        }
+        for (id, expiry) in &self.settled {
+            e.push((
+                [b"r".as_slice(), &id.0].concat(),
+                value(|o| expiry.encode(o)),
             ));
         }
         for ((h, c), amount) in &self.stakes {
@@ -223,6 +240,8 @@ impl State {
         let mut hotkeys = BTreeMap::new();
         let mut stakes = BTreeMap::new();
         let mut unbonding = Vec::new();
+        let mut escrow = BTreeMap::new();
+        let mut settled = BTreeMap::new();
         let mut subnets: BTreeMap<NetUid, Subnet> = BTreeMap::new();
         let mut neurons: BTreeMap<(NetUid, u16), Neuron> = BTreeMap::new();
         let addr = |b: &[u8]| -> Result<Address, Error> { decode_exact(b) };
@@ -246,6 +265,13 @@ impl State {
                 b'a' => {
                     let (balance, nonce): (Amount, u64) = decode_exact(val)?;
                     accounts.insert(addr(rest)?, Account { balance, nonce });
+                }
+                b'e' => {
+                    escrow.insert(addr(rest)?, decode_exact::<Amount>(val)?);
+                }
+                b'r' if rest.len() == 32 => {
+                    let id = Hash(rest.try_into().map_err(|_| bad("receipt key"))?);
+                    settled.insert(id, decode_exact::<u64>(val)?);
                 }
                 b'h' => {
                     let (owner, take): (Address, u16) = decode_exact(val)?;
@@ -325,6 +351,8 @@ impl State {
             hotkeys,
             stakes,
             unbonding,
+            escrow,
+            settled,
             subnets,
             genesis_supply,
             issued,

@@ -186,6 +186,34 @@ pub enum TxError {
         /// Maximum.
         max: u16,
     },
+    /// Not enough escrow.
+    #[error(
+        "escrow of {account} is {have}, {need} needed; deposit more with an escrow-deposit transaction"
+    )]
+    InsufficientEscrow {
+        /// The account.
+        account: Address,
+        /// Its escrow.
+        have: Amount,
+        /// Needed.
+        need: Amount,
+    },
+    /// A receipt in a settlement is not acceptable.
+    #[error("receipt {index}: {reason}")]
+    InvalidReceipt {
+        /// Its position in the settlement.
+        index: usize,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A receipt in a settlement was paid before.
+    #[error("receipt {index} ({id}) was already settled; a receipt is paid at most once")]
+    ReceiptAlreadySettled {
+        /// Its position in the settlement.
+        index: usize,
+        /// Its id.
+        id: Hash,
+    },
 }
 
 /// Why a block is refused. The state is untouched.

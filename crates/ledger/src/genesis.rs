@@ -131,6 +131,8 @@ impl Genesis {
             hotkeys,
             stakes,
             unbonding: Vec::new(),
+            escrow: BTreeMap::new(),
+            settled: BTreeMap::new(),
             subnets,
             genesis_supply: supply,
             issued: Amount::ZERO,

@@ -47,6 +47,7 @@ pub mod balances;
 pub mod emission;
 pub mod entries;
 mod error;
+pub mod escrow;
 pub mod genesis;
 pub mod neurons;
 pub mod staking;
@@ -90,6 +91,33 @@ pub enum Event {
         coldkey: Address,
         /// Hotkey.
         hotkey: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Balance moved into serving escrow.
+    EscrowDeposited {
+        /// The account.
+        account: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Escrow moved to unbonding.
+    EscrowWithdrawn {
+        /// The account.
+        account: Address,
+        /// Amount.
+        amount: Amount,
+        /// When it returns to the balance.
+        release_height: u64,
+    },
+    /// A receipt's cost moved from a gateway's escrow to a miner.
+    ReceiptPaid {
+        /// Receipt id.
+        id: Hash,
+        /// Paid to.
+        miner: Address,
+        /// Paid from the escrow of.
+        gateway: Address,
         /// Amount.
         amount: Amount,
     },
@@ -228,6 +256,7 @@ fn execute(state: &State, block: &Block) -> Result<Applied, BlockError> {
             .map_err(|e| tx_error(i, e))?;
     }
     next.release_unbonding(height, &mut events);
+    next.prune_settled(height);
     next.decay_burns();
     next.issue(&mut events);
     next.run_epochs(height, &mut events);
@@ -339,7 +368,9 @@ fn apply_checked(
     }
     // The whole cost of the transaction must be representable before anything moves.
     let moved = match &tx.call {
-        Call::Transfer { amount, .. } | Call::Stake { amount, .. } => *amount,
+        Call::Transfer { amount, .. }
+        | Call::Stake { amount, .. }
+        | Call::EscrowDeposit { amount } => *amount,
         Call::Register { max_burn, .. } => *max_burn,
         _ => Amount::ZERO,
     };
@@ -375,6 +406,11 @@ fn apply_checked(
             salt,
         } => state.reveal_weights(&sender, *netuid, uids, values, salt, height, events)?,
         Call::SetTake { take } => state.set_take(&sender, *take)?,
+        Call::EscrowDeposit { amount } => state.escrow_deposit(&sender, *amount, events)?,
+        Call::EscrowWithdraw { amount } => {
+            state.escrow_withdraw(&sender, *amount, height, events)?
+        }
+        Call::Settle { receipts } => state.settle(receipts, height, events)?,
     }
     state.accounts.entry(sender).or_default().nonce = want + 1;
     events.push(Event::TxApplied {

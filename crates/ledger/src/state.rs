@@ -160,6 +160,10 @@ pub struct State {
     pub stakes: BTreeMap<(Address, Address), Amount>,
     /// Unbonding entries, in release order.
     pub unbonding: Vec<Unbonding>,
+    /// Serving escrow by account (what its gateway's receipts are paid from).
+    pub escrow: BTreeMap<Address, Amount>,
+    /// Ids of settled receipts, with their expiry height (kept until it passes).
+    pub settled: BTreeMap<Hash, u64>,
     /// Subnets.
     pub subnets: BTreeMap<NetUid, Subnet>,
     /// Tokens in existence at genesis.
@@ -186,13 +190,14 @@ impl State {
     }
 
     /// Every token the ledger holds, by kind: balances + stakes + unbonding + subnet pending
-    /// emission. With `burned`, this equals `genesis_supply + issued` (conservation).
+    /// emission + escrow. With `burned`, this equals `genesis_supply + issued` (conservation).
     pub fn held_total(&self) -> u128 {
         let balances: u128 = self.accounts.values().map(|a| a.balance.0).sum();
         let stakes: u128 = self.stakes.values().map(|s| s.0).sum();
         let unbonding: u128 = self.unbonding.iter().map(|u| u.amount.0).sum();
         let pending: u128 = self.subnets.values().map(|s| s.pending_emission.0).sum();
-        balances + stakes + unbonding + pending
+        let escrow: u128 = self.escrow.values().map(|e| e.0).sum();
+        balances + stakes + unbonding + pending + escrow
     }
 
     /// The chain validator set: the top `max_chain_validators` hotkeys by total stake (ties: the

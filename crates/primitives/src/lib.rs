@@ -26,11 +26,13 @@
 mod amount;
 mod block;
 mod ids;
+mod receipt;
 mod tx;
 
 pub use amount::{Amount, BASE_UNITS_PER_AGORA, DECIMALS, ParseAmountError};
 pub use block::{Block, Header, MAX_BLOCK_TXS};
 pub use ids::{Address, Hash, NetUid, ParseIdError, Uid, from_hex, to_hex};
+pub use receipt::{MAX_RECEIPT_TTL, MAX_RECEIPTS, RECEIPT_SIGNING_DOMAIN, Receipt, SignedReceipt};
 pub use tx::{
     Call, MAX_ADDRESS_BYTES, MAX_ADDRESSES, MAX_CHAIN_ID_BYTES, MAX_PEER_ID_BYTES, MAX_TX_BYTES,
     MAX_WEIGHTS, ServeInfo, SignedTransaction, SubnetParams, TX_SIGNING_DOMAIN, Transaction,

@@ -3,7 +3,7 @@
 
 use agora_codec::{Decode, Encode, Error, Reader, encode_bytes, encode_slice};
 
-use crate::{Address, Amount, Hash, NetUid};
+use crate::{Address, Amount, Hash, MAX_RECEIPTS, NetUid, SignedReceipt};
 
 /// Longest chain id, in bytes.
 pub const MAX_CHAIN_ID_BYTES: usize = 32;
@@ -244,6 +244,24 @@ pub enum Call {
         /// The take.
         take: u16,
     },
+    /// Move `amount` of the sender's balance into its serving escrow (what its gateway's
+    /// receipts are paid from).
+    EscrowDeposit {
+        /// Amount.
+        amount: Amount,
+    },
+    /// Start withdrawing `amount` from the sender's escrow; it returns to the balance after the
+    /// unbonding period (so receipts already signed can still be settled).
+    EscrowWithdraw {
+        /// Amount.
+        amount: Amount,
+    },
+    /// Pay miners for served requests: each receipt's cost moves from the gateway's escrow to
+    /// the miner. Any bad receipt refuses the whole transaction.
+    Settle {
+        /// Receipts signed by their miner and countersigned by their gateway.
+        receipts: Vec<SignedReceipt>,
+    },
 }
 
 impl Call {
@@ -260,6 +278,9 @@ impl Call {
             Call::CommitWeights { .. } => "commit-weights",
             Call::RevealWeights { .. } => "reveal-weights",
             Call::SetTake { .. } => "set-take",
+            Call::EscrowDeposit { .. } => "escrow-deposit",
+            Call::EscrowWithdraw { .. } => "escrow-withdraw",
+            Call::Settle { .. } => "settle",
         }
     }
 }
@@ -327,6 +348,18 @@ impl Encode for Call {
                 out.push(9);
                 take.encode(out);
             }
+            Call::EscrowDeposit { amount } => {
+                out.push(10);
+                amount.encode(out);
+            }
+            Call::EscrowWithdraw { amount } => {
+                out.push(11);
+                amount.encode(out);
+            }
+            Call::Settle { receipts } => {
+                out.push(12);
+                encode_slice(receipts, out);
+            }
         }
     }
 }
@@ -375,6 +408,15 @@ impl Decode for Call {
             },
             9 => Call::SetTake {
                 take: Decode::decode(r)?,
+            },
+            10 => Call::EscrowDeposit {
+                amount: Decode::decode(r)?,
+            },
+            11 => Call::EscrowWithdraw {
+                amount: Decode::decode(r)?,
+            },
+            12 => Call::Settle {
+                receipts: r.vec(MAX_RECEIPTS, "settle.receipts")?,
             },
             tag => return Err(Error::InvalidTag { what: "call", tag }),
         })
