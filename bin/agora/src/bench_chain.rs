@@ -69,6 +69,9 @@ async fn start_cluster(validators: usize, senders: &[Keypair]) -> Result<Cluster
     let api: Vec<u16> = (0..validators)
         .map(|_| free_port())
         .collect::<Result<_>>()?;
+    let gossip: Vec<u16> = (0..validators)
+        .map(|_| free_port())
+        .collect::<Result<_>>()?;
     let mut nodes = Vec::with_capacity(validators);
     for i in 0..validators {
         let home = dir.join(format!("node{i}"));
@@ -78,16 +81,17 @@ async fn start_cluster(validators: usize, senders: &[Keypair]) -> Result<Cluster
             .filter(|j| *j != i)
             .map(|j| format!("\"/ip4/127.0.0.1/tcp/{}\"", p2p[j]))
             .collect();
-        let relay: Vec<String> = (0..validators)
+        let gossip_peers: Vec<String> = (0..validators)
             .filter(|j| *j != i)
-            .map(|j| format!("\"http://127.0.0.1:{}\"", api[j]))
+            .map(|j| format!("\"/ip4/127.0.0.1/tcp/{}\"", gossip[j]))
             .collect();
         let text = format!(
-            "moniker = \"bench{i}\"\ngenesis = \"../genesis.json\"\nvalidator_key = \"validator.key\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{}\"\npeers = [{}]\n\n[api]\nlisten = \"127.0.0.1:{}\"\nrelay_to = [{}]\n\n[block]\nempty_interval_ms = 200\n",
+            "moniker = \"bench{i}\"\ngenesis = \"../genesis.json\"\nvalidator_key = \"validator.key\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{}\"\npeers = [{}]\ngossip_listen = \"/ip4/127.0.0.1/tcp/{}\"\ngossip_peers = [{}]\n\n[api]\nlisten = \"127.0.0.1:{}\"\n\n[block]\nempty_interval_ms = 200\n",
             p2p[i],
             peers.join(", "),
-            api[i],
-            relay.join(", ")
+            gossip[i],
+            gossip_peers.join(", "),
+            api[i]
         );
         let path = home.join("config.toml");
         std::fs::write(&path, text)?;

@@ -40,9 +40,12 @@ enum TestnetCommand {
         /// API port of node 0 (node i uses this + i).
         #[arg(long, default_value_t = 8800)]
         api_port: u16,
-        /// Peer-to-peer port of node 0 (node i uses this + i).
+        /// Consensus peer-to-peer port of node 0 (node i uses this + i).
         #[arg(long, default_value_t = 27000)]
         p2p_port: u16,
+        /// Transaction-gossip port of node 0 (node i uses this + i).
+        #[arg(long, default_value_t = 28000)]
+        gossip_port: u16,
         /// Chain id.
         #[arg(long, default_value = "agora-testnet")]
         chain_id: String,
@@ -125,6 +128,7 @@ pub fn run_testnet(args: TestnetArgs) -> Result<()> {
             dir,
             api_port,
             p2p_port,
+            gossip_port,
             chain_id,
             empty_interval_ms,
         } => {
@@ -134,6 +138,7 @@ pub fn run_testnet(args: TestnetArgs) -> Result<()> {
                 dir: dir.clone(),
                 api_port,
                 p2p_port,
+                gossip_port,
                 chain_id,
                 empty_interval_ms,
             })?;

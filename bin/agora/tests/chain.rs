@@ -37,6 +37,8 @@ impl Net {
                 &base.to_string(),
                 "--p2p-port",
                 &(base + 50).to_string(),
+                "--gossip-port",
+                &(base + 75).to_string(),
                 "--empty-interval-ms",
                 "200",
             ])
@@ -727,4 +729,79 @@ fn n1_devnet_starts_with_no_configuration_and_produces_blocks() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("\nblock 4 "), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn n1_gossip_peer_flooding_malformed_transactions_is_banned_and_the_chain_goes_on() {
+    let mut net = Net::init("flood", 20000, 1, 0, "");
+    net.start_all();
+    let h0 = net.wait_height(0, 2, 60);
+    let faucet = net.faucet();
+    let chain = net.chain_id();
+    let node_gossip: agora_p2p::Addr = "/ip4/127.0.0.1/tcp/20075".parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rogue_id = rt.block_on(async {
+        let (rogue, _events) = agora_p2p::P2p::start(
+            [66; 32],
+            agora_p2p::P2pConfig {
+                listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+                bootstrap: vec![node_gossip],
+                topics: vec!["agora/txs/1".to_owned()],
+                max_message_bytes: 4 << 20,
+                ..agora_p2p::P2pConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        // A well-formed batch whose one transaction has a bad signature, an oversized message,
+        // and plain garbage, again and again.
+        let mut forged = transfer(&chain, &faucet, 0, Address([1; 32]), 5);
+        forged.signature[3] ^= 0xff;
+        let mut forged_batch = Vec::new();
+        agora_codec::encode_slice(&[forged], &mut forged_batch);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut i = 0u32;
+        loop {
+            let msg = match i % 3 {
+                0 => forged_batch.clone(),
+                1 => vec![0xAB; 2 << 20],
+                _ => {
+                    let mut g = b"garbage".to_vec();
+                    g.extend_from_slice(&i.to_le_bytes());
+                    g
+                }
+            };
+            let _ = rogue.publish("agora/txs/1", msg).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let status = net.client(0).get("/chain/status").await.unwrap().1;
+            let banned: Vec<String> = status["p2p"]["banned"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            if banned.contains(&rogue.peer_id().to_string()) {
+                break rogue.peer_id();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the flooding peer was never banned"
+            );
+        }
+    });
+    // Dropped: no longer connected; the chain keeps finalizing; the forged transfer never landed.
+    let status = net.get(0, "/chain/status").unwrap().1;
+    assert_eq!(status["p2p"]["peers"], 0, "{status}");
+    assert!(
+        status["p2p"]["banned"]
+            .to_string()
+            .contains(&rogue_id.to_string())
+    );
+    net.wait_height(0, h0 + 3, 60);
+    assert_eq!(balance(&net, 0, &faucet.address()).1, 0);
 }

@@ -23,7 +23,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,16 +42,16 @@ pub const MAX_TX_BODY: usize = 256 << 10;
 pub const MAX_BATCH_BODY: usize = 16 << 20;
 /// Most transactions in one `POST /chain/txs`.
 pub const MAX_BATCH_TXS: usize = 10_000;
-/// Header marking a transaction relayed from another node (not relayed again).
-pub const RELAY_HEADER: &str = "x-agora-relayed";
 
 /// What the API handlers share.
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// Chain state, mempool and events.
     pub shared: Arc<Shared>,
-    /// Where newly admitted transactions go to be relayed to peers (`None`: no peers).
+    /// Where newly admitted transactions go to be gossiped to peers (`None`: no gossip).
     pub relay: Option<mpsc::Sender<SignedTransaction>>,
+    /// The peer-to-peer layer, when the node gossips.
+    pub p2p: Option<agora_p2p::P2p>,
 }
 
 /// A JSON error answer.
@@ -152,10 +152,6 @@ struct TxsBody {
     txs: Vec<String>,
 }
 
-fn relayed(headers: &HeaderMap) -> bool {
-    headers.contains_key(RELAY_HEADER)
-}
-
 fn relay(api: &ApiState, tx: SignedTransaction) {
     if let Some(relay) = &api.relay {
         // A full relay queue drops the copy: the transaction still waits here.
@@ -163,15 +159,11 @@ fn relay(api: &ApiState, tx: SignedTransaction) {
     }
 }
 
-async fn submit_tx(
-    State(api): State<ApiState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+async fn submit_tx(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let body = body.map_err(body_error)?;
     let parsed: TxBody = parse_json(&body)?;
     let tx = decode_tx(&parsed.tx)?;
-    let copy = (!relayed(&headers)).then(|| tx.clone());
+    let copy = api.relay.is_some().then(|| tx.clone());
     let hash = api.shared.submit(tx)?;
     if let Some(tx) = copy {
         relay(&api, tx);
@@ -179,11 +171,7 @@ async fn submit_tx(
     Ok(axum::Json(json!({ "hash": hash.to_string() })))
 }
 
-async fn submit_txs(
-    State(api): State<ApiState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+async fn submit_txs(State(api): State<ApiState>, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let body = body.map_err(body_error)?;
     let parsed: TxsBody = parse_json(&body)?;
     if parsed.txs.len() > MAX_BATCH_TXS {
@@ -196,7 +184,7 @@ async fn submit_txs(
             ),
         ));
     }
-    let relay_on = !relayed(&headers);
+    let relay_on = api.relay.is_some();
     let mut results = Vec::with_capacity(parsed.txs.len());
     for hex in &parsed.txs {
         let result = decode_tx(hex).and_then(|tx| {
@@ -393,6 +381,20 @@ async fn status(State(api): State<ApiState>) -> ApiResult {
         let m = api.shared.mempool();
         (m.len(), m.bytes())
     };
+    let p2p = match &api.p2p {
+        Some(p) => {
+            let peers = p.peers().await.map(|v| v.len()).unwrap_or(0);
+            let banned: Vec<String> = p
+                .banned()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            json!({"peer_id": p.peer_id().to_string(), "peers": peers, "banned": banned})
+        }
+        None => Value::Null,
+    };
     Ok(axum::Json(json!({
         "chain_id": api.shared.chain_id,
         "height": snapshot.state.height,
@@ -402,6 +404,7 @@ async fn status(State(api): State<ApiState>) -> ApiResult {
             "address": v.address.to_string(), "power": v.power
         })).collect::<Vec<_>>(),
         "mempool": {"txs": txs, "bytes": bytes},
+        "p2p": p2p,
     })))
 }
 

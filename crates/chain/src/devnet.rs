@@ -63,6 +63,8 @@ pub struct TestnetPlan {
     pub api_port: u16,
     /// First peer-to-peer port (node i listens on `p2p_port + i`).
     pub p2p_port: u16,
+    /// First gossip port (node i listens on `gossip_port + i`).
+    pub gossip_port: u16,
     /// Chain id.
     pub chain_id: String,
     /// Milliseconds to wait for transactions before an empty block.
@@ -114,7 +116,8 @@ pub fn init_testnet(plan: &TestnetPlan) -> Result<Vec<TestnetNode>, TestnetError
         ));
     }
     let last = |base: u16| usize::from(base) + total;
-    if last(plan.api_port) > 65535 || last(plan.p2p_port) > 65535 {
+    if last(plan.api_port) > 65535 || last(plan.p2p_port) > 65535 || last(plan.gossip_port) > 65535
+    {
         return Err(TestnetError::Args(
             "ports run past 65535; choose lower base ports".to_owned(),
         ));
@@ -186,18 +189,20 @@ pub fn init_testnet(plan: &TestnetPlan) -> Result<Vec<TestnetNode>, TestnetError
             .filter(|j| *j != i)
             .map(|j| format!("\"{}\"", p2p(j)))
             .collect();
-        let relays: Vec<String> = (0..total)
+        let gossip = |j: usize| format!("/ip4/127.0.0.1/tcp/{}", usize::from(plan.gossip_port) + j);
+        let gossip_peers: Vec<String> = (0..total)
             .filter(|j| *j != i)
-            .map(|j| format!("\"{}\"", api(j)))
+            .map(|j| format!("\"{}\"", gossip(j)))
             .collect();
         let _ = writeln!(text, "\n[p2p]\nlisten = \"{}\"", p2p(i));
         let _ = writeln!(text, "peers = [{}]", peers.join(", "));
+        let _ = writeln!(text, "gossip_listen = \"{}\"", gossip(i));
+        let _ = writeln!(text, "gossip_peers = [{}]", gossip_peers.join(", "));
         let _ = writeln!(
             text,
             "\n[api]\nlisten = \"127.0.0.1:{}\"",
             usize::from(plan.api_port) + i
         );
-        let _ = writeln!(text, "relay_to = [{}]", relays.join(", "));
         let _ = writeln!(
             text,
             "\n[block]\nempty_interval_ms = {}",

@@ -25,8 +25,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::api::{ApiState, RELAY_HEADER};
-use crate::client::Client;
+use crate::api::ApiState;
 use crate::context::{AgoraContext, ChainSigner, ChainVerifier, NodeAddress};
 use crate::host::{BlockConfig, Host};
 use crate::mempool::MempoolConfig;
@@ -136,6 +135,12 @@ pub struct P2pSection {
     /// Peers to stay connected to (multiaddresses).
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Listen multiaddress of the gossip network (transactions); omitted: no gossip.
+    #[serde(default)]
+    pub gossip_listen: Option<String>,
+    /// Gossip peers to dial (multiaddresses).
+    #[serde(default)]
+    pub gossip_peers: Vec<String>,
 }
 
 impl Default for P2pSection {
@@ -143,27 +148,25 @@ impl Default for P2pSection {
         Self {
             listen: default_p2p(),
             peers: Vec::new(),
+            gossip_listen: None,
+            gossip_peers: Vec::new(),
         }
     }
 }
 
-/// `[api]`: the chain API and transaction relay.
+/// `[api]`: the chain API.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Listen address, e.g. `127.0.0.1:8800`.
     #[serde(default = "default_api")]
     pub listen: SocketAddr,
-    /// Other nodes' API URLs that admitted transactions are relayed to.
-    #[serde(default)]
-    pub relay_to: Vec<String>,
 }
 
 impl Default for ApiSection {
     fn default() -> Self {
         Self {
             listen: default_api(),
-            relay_to: Vec::new(),
         }
     }
 }
@@ -512,26 +515,42 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         }
     }));
 
-    let relay = if config.api.relay_to.is_empty() {
-        None
-    } else {
-        let clients = config
-            .api
-            .relay_to
-            .iter()
-            .map(|u| Client::new(u))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NodeError::Config {
+    let (relay, p2p) = match &config.p2p.gossip_listen {
+        None => (None, None),
+        Some(listen) => {
+            let bad = |reason: String| NodeError::Config {
                 path: home.clone(),
-                reason: e.to_string(),
-            })?;
-        let (tx, rx) = mpsc::channel(50_000);
-        tasks.push(tokio::spawn(relay_loop(rx, clients)));
-        Some(tx)
+                reason,
+            };
+            let listen = multiaddr(listen).map_err(bad)?;
+            let bootstrap = config
+                .p2p
+                .gossip_peers
+                .iter()
+                .map(|p| multiaddr(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?;
+            let (p2p, events) = agora_p2p::P2p::start(
+                net_seed,
+                agora_p2p::P2pConfig {
+                    listen: vec![listen],
+                    bootstrap,
+                    topics: vec![TX_TOPIC.to_owned()],
+                    ..agora_p2p::P2pConfig::default()
+                },
+            )
+            .await
+            .map_err(|e| NodeError::Engine(e.to_string()))?;
+            let (tx, rx) = mpsc::channel(50_000);
+            tasks.push(tokio::spawn(gossip_out(rx, p2p.clone())));
+            tasks.push(tokio::spawn(gossip_in(events, p2p.clone(), shared.clone())));
+            (Some(tx), Some(p2p))
+        }
     };
     let router = crate::api::router(ApiState {
         shared: shared.clone(),
         relay,
+        p2p,
     });
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, router).await {
@@ -555,39 +574,78 @@ fn net_seed_public(key: &NetKeypair) -> [u8; 32] {
         .unwrap_or([0u8; 32])
 }
 
-/// Forward admitted transactions to peers in batches (marked so they are not relayed again).
-async fn relay_loop(mut rx: mpsc::Receiver<SignedTransaction>, peers: Vec<Client>) {
-    use agora_codec::encode_to_vec;
+/// The gossip topic of transactions.
+pub const TX_TOPIC: &str = "agora/txs/1";
+/// Most transactions in one gossip message.
+const MAX_GOSSIP_TXS: usize = 1_000;
+
+/// Gossip admitted transactions in batches (one message holds up to `MAX_GOSSIP_TXS`).
+async fn gossip_out(mut rx: mpsc::Receiver<SignedTransaction>, p2p: agora_p2p::P2p) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.clear();
         batch.push(first);
-        while batch.len() < 2_000 {
+        let mut bytes = 0usize;
+        while batch.len() < MAX_GOSSIP_TXS && bytes < (512 << 10) {
             match rx.try_recv() {
-                Ok(tx) => batch.push(tx),
+                Ok(tx) => {
+                    bytes += 200;
+                    batch.push(tx);
+                }
                 Err(_) => break,
             }
         }
-        let txs: Vec<String> = batch
-            .iter()
-            .map(|t| agora_primitives::to_hex(&encode_to_vec(t)))
-            .collect();
-        let body = bytes::Bytes::from(serde_json::json!({ "txs": txs }).to_string());
-        let sends = peers.iter().map(|peer| {
-            let body = body.clone();
-            async move {
-                match peer
-                    .send("POST", "/chain/txs", Some(body), &[(RELAY_HEADER, "1")])
-                    .await
-                {
-                    Ok((200, _)) => {}
-                    Ok((status, v)) => {
-                        warn!(peer = %peer.url(), status, body = %v, "relay refused")
-                    }
-                    Err(e) => warn!(peer = %peer.url(), error = %e, "relay failed"),
-                }
+        let mut out = Vec::with_capacity(batch.len() * 200);
+        agora_codec::encode_slice(&batch, &mut out);
+        if let Err(e) = p2p.publish(TX_TOPIC, out).await {
+            warn!(error = %e, "cannot gossip transactions");
+        }
+    }
+}
+
+/// Admit gossiped transactions; penalise peers that send undecodable or badly signed ones.
+async fn gossip_in(
+    mut events: mpsc::Receiver<agora_p2p::Event>,
+    p2p: agora_p2p::P2p,
+    shared: Arc<Shared>,
+) {
+    use agora_p2p::{Event, Misbehaviour};
+    while let Some(event) = events.recv().await {
+        let Event::Gossip { topic, from, data } = event else {
+            continue;
+        };
+        if topic != TX_TOPIC {
+            p2p.report(from, Misbehaviour::Protocol);
+            continue;
+        }
+        let mut r = agora_codec::Reader::new(&data);
+        let txs: Result<Vec<SignedTransaction>, _> = r.vec(MAX_GOSSIP_TXS, "gossiped txs");
+        let txs = match txs {
+            Ok(t) if r.remaining() == 0 => t,
+            _ => {
+                warn!(peer = %from, "undecodable transaction gossip");
+                p2p.report(from, Misbehaviour::Malformed);
+                continue;
             }
-        });
-        futures::future::join_all(sends).await;
+        };
+        let shared = shared.clone();
+        let bad = tokio::task::spawn_blocking(move || {
+            txs.into_iter()
+                .filter(|tx| {
+                    matches!(
+                        shared.submit(tx.clone()),
+                        Err(crate::mempool::AdmitError::Invalid(
+                            agora_ledger::TxError::BadSignature(_)
+                        ))
+                    )
+                })
+                .count()
+        })
+        .await
+        .unwrap_or(0);
+        if bad > 0 {
+            warn!(peer = %from, bad, "gossiped transactions with bad signatures");
+            p2p.report(from, Misbehaviour::BadSignature);
+        }
     }
 }
