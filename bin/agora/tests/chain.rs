@@ -805,3 +805,71 @@ fn n1_gossip_peer_flooding_malformed_transactions_is_banned_and_the_chain_goes_o
     net.wait_height(0, h0 + 3, 60);
     assert_eq!(balance(&net, 0, &faucet.address()).1, 0);
 }
+
+#[test]
+fn n1_plus_standby_validator_joins_at_the_height_after_its_stake_commits() {
+    let mut net = Net::init("join", 20100, 1, 1, "");
+    // Node 1 holds a key but no stake: it follows as a full node until staked.
+    let standby = Keypair::from_seed(&[77; 32]);
+    std::fs::write(
+        net.dir.join("node1/validator.key"),
+        to_hex(standby.seed().as_slice()),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&net.configs[1]).unwrap();
+    std::fs::write(
+        &net.configs[1],
+        format!("validator_key = \"validator.key\"\n{text}"),
+    )
+    .unwrap();
+    net.start_all();
+    net.wait_height(0, 2, 60);
+    net.wait_height(1, 2, 60);
+    let faucet = net.faucet();
+    let chain = net.chain_id();
+    let stake = agora_crypto::sign_tx(
+        &faucet,
+        Transaction {
+            chain_id: chain,
+            sender: faucet.address(),
+            nonce: 0,
+            fee: Amount(1_000),
+            expiry_height: 1_000_000,
+            call: Call::Stake {
+                hotkey: standby.address(),
+                amount: Amount::agora(20_000),
+            },
+        },
+    );
+    let (code, v) = net.post(1, "/chain/tx", &json!({"tx": tx_hex(&stake)}));
+    assert_eq!(code, 200, "{v}");
+    let h = wait_included(&net, 0, v["hash"].as_str().unwrap(), 60);
+    let signers = |height: u64| -> Vec<String> {
+        let (_, b) = net.get(0, &format!("/chain/block/{height}")).unwrap();
+        b["certificate"]["signers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let me = standby.address().to_string();
+    // Not a validator when the stake committed; from the next height on, 2/3 of the power is
+    // its own, so no block can finalize without its vote.
+    assert!(!signers(h).contains(&me));
+    let later = net.wait_height(0, h + 4, 60);
+    for height in h + 1..=later {
+        assert!(
+            signers(height).contains(&me),
+            "height {height}: {:?}",
+            signers(height)
+        );
+    }
+    let status = net.get(0, "/chain/status").unwrap().1;
+    assert_eq!(
+        status["validators"].as_array().unwrap().len(),
+        2,
+        "{status}"
+    );
+    net.assert_agree(&[0, 1], later);
+}

@@ -149,6 +149,8 @@ struct Entry {
     hash: Hash,
     bytes: usize,
     seq: u64,
+    /// When it was last handed out for gossip (arrival, then each rebroadcast).
+    gossiped: std::time::Instant,
 }
 
 /// The mempool (see the module documentation).
@@ -293,6 +295,7 @@ impl Mempool {
             hash,
             bytes,
             seq: self.seq,
+            gossiped: std::time::Instant::now(),
         };
         self.senders.entry(sender).or_default().insert(nonce, entry);
         self.index.insert(hash, (sender, nonce));
@@ -393,6 +396,29 @@ impl Mempool {
             out.push(e.tx.clone());
             if let Some(n) = queue.get(&(nonce + 1)) {
                 heap.push((n.tx.tx.fee, std::cmp::Reverse(n.seq), sender, nonce + 1));
+            }
+        }
+        out
+    }
+
+    /// Up to `max` waiting transactions not handed out for gossip in the last `age`, marked as
+    /// handed out now (a node rebroadcasts what its peers may have missed).
+    pub fn due_for_gossip(
+        &mut self,
+        age: std::time::Duration,
+        max: usize,
+    ) -> Vec<SignedTransaction> {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        for queue in self.senders.values_mut() {
+            for e in queue.values_mut() {
+                if out.len() >= max {
+                    return out;
+                }
+                if now.duration_since(e.gossiped) >= age {
+                    e.gossiped = now;
+                    out.push(e.tx.clone());
+                }
             }
         }
         out

@@ -543,6 +543,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             .map_err(|e| NodeError::Engine(e.to_string()))?;
             let (tx, rx) = mpsc::channel(50_000);
             tasks.push(tokio::spawn(gossip_out(rx, p2p.clone())));
+            tasks.push(tokio::spawn(regossip(shared.clone(), tx.clone())));
             tasks.push(tokio::spawn(gossip_in(events, p2p.clone(), shared.clone())));
             (Some(tx), Some(p2p))
         }
@@ -597,8 +598,26 @@ async fn gossip_out(mut rx: mpsc::Receiver<SignedTransaction>, p2p: agora_p2p::P
         }
         let mut out = Vec::with_capacity(batch.len() * 200);
         agora_codec::encode_slice(&batch, &mut out);
-        if let Err(e) = p2p.publish(TX_TOPIC, out).await {
-            warn!(error = %e, "cannot gossip transactions");
+        // With no peer in the topic yet the batch is not lost: the rebroadcast picks it up.
+        match p2p.publish(TX_TOPIC, out).await {
+            Ok(()) | Err(agora_p2p::P2pError::NoPeers(_)) => {}
+            Err(e) => warn!(error = %e, "cannot gossip transactions"),
+        }
+    }
+}
+
+/// Every `REGOSSIP` re-send what still waits in the mempool after `REGOSSIP` (peers that were
+/// not connected, restarted or dropped a message get it again; duplicates are cheap to drop).
+async fn regossip(shared: Arc<Shared>, relay: mpsc::Sender<SignedTransaction>) {
+    const REGOSSIP: Duration = Duration::from_secs(2);
+    let mut tick = tokio::time::interval(REGOSSIP);
+    loop {
+        tick.tick().await;
+        let due = shared.mempool().due_for_gossip(REGOSSIP, 5_000);
+        for tx in due {
+            if relay.try_send(tx).is_err() {
+                break;
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Agora's peer-to-peer layer on rust-libp2p 0.56 (the line Malachite runs on).
 //!
 //! - Identity: the node's Ed25519 key is its libp2p peer id.
+//! - Bootstrap peers are persistent: while no dialled connection to one is open, it is redialled
+//!   every 2 s (so start-up order does not matter and a restarted peer is found again).
 //! - Transports: TCP and QUIC; Noise and Yamux on TCP.
 //! - Behaviours: identify, Kademlia (bootstrap peers from config), gossipsub (signed messages,
 //!   bounded size), streams for request/response protocols that send many frames (inference
@@ -131,6 +133,9 @@ pub enum P2pError {
     /// The swarm task stopped.
     #[error("the peer-to-peer task has stopped")]
     Stopped,
+    /// No connected peer has joined the topic yet (retry later).
+    #[error("no peer has joined {0} yet")]
+    NoPeers(String),
     /// Publishing failed.
     #[error("cannot publish on {topic}: {reason}")]
     Publish {
@@ -330,7 +335,8 @@ impl P2p {
         self.peer_id
     }
 
-    /// Publish on a gossip topic (joined first if needed).
+    /// Publish on a gossip topic (joined first if needed). [`P2pError::NoPeers`] when nobody
+    /// can receive it yet.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -470,7 +476,10 @@ async fn run(
 ) {
     let mut peers: BTreeMap<PeerId, PeerState> = BTreeMap::new();
     let mut bans: BTreeMap<PeerId, Instant> = BTreeMap::new();
+    // Bootstrap addresses we hold a dialled connection to; the others are redialled.
+    let mut dialled: BTreeMap<Multiaddr, usize> = BTreeMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    let mut redial = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             cmd = commands.recv() => {
@@ -481,8 +490,7 @@ async fn run(
                         let _ = swarm.behaviour_mut().gossipsub.subscribe(&t);
                         let result = match swarm.behaviour_mut().gossipsub.publish(t, data) {
                             Ok(_) => Ok(()),
-                            // Nobody to send to yet is not an error for a gossip layer.
-                            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Err(P2pError::NoPeers(topic)),
                             Err(gossipsub::PublishError::Duplicate) => Ok(()),
                             Err(e) => Err(P2pError::Publish { topic, reason: e.to_string() }),
                         };
@@ -507,6 +515,13 @@ async fn run(
                     }
                     Command::Banned { reply } => {
                         let _ = reply.send(bans.keys().copied().collect());
+                    }
+                }
+            }
+            _ = redial.tick() => {
+                for addr in &config.bootstrap {
+                    if !dialled.contains_key(addr) {
+                        let _ = swarm.dial(addr.clone());
                     }
                 }
             }
@@ -561,13 +576,26 @@ async fn run(
                             swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                         }
                     }
-                    SwarmEvent::ConnectionEstablished { peer_id, num_established, .. }
-                        if num_established.get() == 1 =>
-                    {
-                        let _ = events.try_send(Event::Connected(peer_id));
+                    SwarmEvent::ConnectionEstablished { peer_id, num_established, endpoint, .. } => {
+                        if let libp2p::core::ConnectedPoint::Dialer { address, .. } = &endpoint {
+                            *dialled.entry(address.clone()).or_default() += 1;
+                        }
+                        if num_established.get() == 1 {
+                            let _ = events.try_send(Event::Connected(peer_id));
+                        }
                     }
-                    SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                        let _ = events.try_send(Event::Disconnected(peer_id));
+                    SwarmEvent::ConnectionClosed { peer_id, num_established, endpoint, .. } => {
+                        if let libp2p::core::ConnectedPoint::Dialer { address, .. } = &endpoint
+                            && let Some(n) = dialled.get_mut(address)
+                        {
+                            *n -= 1;
+                            if *n == 0 {
+                                dialled.remove(address);
+                            }
+                        }
+                        if num_established == 0 {
+                            let _ = events.try_send(Event::Disconnected(peer_id));
+                        }
                     }
                     SwarmEvent::NewListenAddr { address, .. } => {
                         debug!(%address, "listening");
