@@ -254,7 +254,12 @@ fn wait_included(net: &Net, node: usize, hash: &str, secs: u64) -> u64 {
                 _ => {}
             }
         }
-        assert!(Instant::now() < deadline, "{hash} not included in {secs} s");
+        assert!(
+            Instant::now() < deadline,
+            "{hash} not included in {secs} s: node{node} says {:?}, status {:?}",
+            net.get(node, &format!("/chain/tx/{hash}")),
+            net.get(node, "/chain/status").map(|s| s.1["p2p"].clone())
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -379,7 +384,7 @@ fn n4_validator_killed_during_commits_always_restarts_cleanly() {
     let faucet = net.faucet();
     let chain = net.chain_id();
     let mut nonce = 0u64;
-    for round in 0..6u64 {
+    for round in 0..10u64 {
         // Keep blocks busy so kills land inside commits.
         for _ in 0..20 {
             let tx = transfer(&chain, &faucet, nonce, Address([7; 32]), 1);

@@ -24,9 +24,8 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{
-    Multiaddr, PeerId, Stream, StreamProtocol, Swarm, allow_block_list, identify, noise, tcp, yamux,
-};
+use libp2p::{Multiaddr, StreamProtocol, Swarm, allow_block_list, identify, noise, tcp, yamux};
+pub use libp2p::{PeerId, Stream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 

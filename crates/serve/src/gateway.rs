@@ -1,0 +1,533 @@
+//! The gateway: picks a miner, seals the request to it, streams the answer back, checks and
+//! countersigns the receipt.
+//!
+//! Miner choice: among miners whose signed advert is fresh (under 60 s), which serve the
+//! subnet, charge at most the price cap, are not at capacity and are not penalised, the gateway
+//! draws one at random with weight `1 / (price + 1) / (latency_ms + 50)` (`latency_ms` is a
+//! moving average of time to first token; unknown counts as 500 ms). A failure before the first
+//! token (no stream, `busy`, timeout) tries another miner, up to three; a miner that fails is
+//! skipped for 30 s. A bad receipt signature is refused, reported to the p2p layer and the
+//! miner is skipped for 10 minutes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_crypto::Keypair;
+use agora_p2p::{Misbehaviour, P2p, PeerId, read_frame, write_frame};
+use agora_primitives::{Address, Amount, Receipt, to_hex};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::protocol::{
+    Advert, Expected, GatewayFrame, InferRequest, MAX_FRAME, Message, MinerFrame, PROTOCOL,
+    check_receipt,
+};
+use crate::seal::seal_request;
+
+/// Gateway settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Subnet routed to.
+    pub netuid: u16,
+    /// Chain id (receipts are bound to it).
+    pub chain_id: String,
+    /// Default price cap per 1k tokens (a request may lower it).
+    pub max_price_per_1k: Amount,
+    /// How long to wait for a miner's first token.
+    pub first_token_timeout: Duration,
+    /// How long a whole answer may take.
+    pub request_timeout: Duration,
+    /// Receipts expire this many blocks after the current height.
+    pub receipt_ttl_blocks: u64,
+    /// Miners tried per request.
+    pub max_attempts: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            netuid: 1,
+            chain_id: String::new(),
+            max_price_per_1k: Amount::agora(1),
+            first_token_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(300),
+            receipt_ttl_blocks: 10_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A chat request as the gateway receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Nucleus sampling.
+    pub top_p: f32,
+    /// Seed.
+    pub seed: u64,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Price cap for this request (at most the gateway's).
+    pub max_price_per_1k: Option<Amount>,
+}
+
+/// A finished answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    /// The text.
+    pub text: String,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+    /// Prompt tokens (the miner's count, in its receipt).
+    pub prompt_tokens: u32,
+    /// Completion tokens (counted here).
+    pub completion_tokens: u32,
+    /// The miner that answered.
+    pub miner: Address,
+    /// The receipt, if it was countersigned.
+    pub receipt: Option<Receipt>,
+}
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GatewayError {
+    /// No healthy miner is known for the subnet at this price.
+    #[error("no healthy miner serves subnet {0} at this price right now")]
+    NoMiners(u16),
+    /// Every miner is at capacity.
+    #[error("every miner is busy; retry shortly")]
+    Busy,
+    /// The request is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The miner failed after the answer had started (the client saw part of it).
+    #[error("the miner failed mid-answer: {0}")]
+    MidStream(String),
+    /// Every attempt failed.
+    #[error("no miner could answer: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Clone, Debug)]
+struct MinerEntry {
+    advert: Advert,
+    peer: PeerId,
+    hotkey: Address,
+    hpke: [u8; 32],
+    price: Amount,
+    seen: Instant,
+    latency_ms: u64,
+    skip_until: Option<Instant>,
+    inflight: u32,
+}
+
+/// The gateway.
+pub struct Gateway {
+    p2p: P2p,
+    key: Arc<Keypair>,
+    config: GatewayConfig,
+    miners: Mutex<BTreeMap<Address, MinerEntry>>,
+    height: AtomicU64,
+    nonce: AtomicU64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("account", &self.key.address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One step of an answer, for streaming.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Generated text.
+    Text(String),
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    u64::from_le_bytes(b)
+}
+
+impl Gateway {
+    /// A gateway paying from `key`'s escrow.
+    pub fn new(p2p: P2p, key: Arc<Keypair>, config: GatewayConfig) -> Arc<Self> {
+        Arc::new(Self {
+            p2p,
+            key,
+            config,
+            miners: Mutex::new(BTreeMap::new()),
+            height: AtomicU64::new(0),
+            nonce: AtomicU64::new(random_u64()),
+        })
+    }
+
+    /// The paying account.
+    pub fn account(&self) -> Address {
+        self.key.address()
+    }
+
+    /// The gateway's settings.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Tell the gateway the chain's height (receipt expiry counts from it).
+    pub fn set_height(&self, height: u64) {
+        self.height.store(height, Ordering::Relaxed);
+    }
+
+    fn miners(&self) -> std::sync::MutexGuard<'_, BTreeMap<Address, MinerEntry>> {
+        match self.miners.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Model names offered by fresh miners.
+    pub fn models(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .miners()
+            .values()
+            .filter(|m| m.seen.elapsed() < Duration::from_secs(60))
+            .map(|m| m.advert.model.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Miners known now (hotkeys).
+    pub fn known_miners(&self) -> Vec<Address> {
+        self.miners().keys().copied().collect()
+    }
+
+    /// Take in a gossiped advert; a bad signature is reported as misbehaviour of `from`.
+    pub fn on_advert(&self, from: PeerId, data: &[u8]) {
+        let Ok(advert) = serde_json::from_slice::<Advert>(data) else {
+            self.p2p.report(from, Misbehaviour::Malformed);
+            return;
+        };
+        if !advert.verify() {
+            self.p2p.report(from, Misbehaviour::BadSignature);
+            return;
+        }
+        if advert.netuid != self.config.netuid {
+            return;
+        }
+        let (Ok(hotkey), Ok(peer), Some(hpke), Ok(price)) = (
+            advert.hotkey.parse::<Address>(),
+            advert.peer_id.parse::<PeerId>(),
+            agora_primitives::from_hex(&advert.hpke_key).and_then(|k| <[u8; 32]>::try_from(k).ok()),
+            advert.price_per_1k.parse::<Amount>(),
+        ) else {
+            self.p2p.report(from, Misbehaviour::Malformed);
+            return;
+        };
+        let mut miners = self.miners();
+        let entry = miners.entry(hotkey).or_insert(MinerEntry {
+            advert: advert.clone(),
+            peer,
+            hotkey,
+            hpke,
+            price,
+            seen: Instant::now(),
+            latency_ms: 500,
+            skip_until: None,
+            inflight: 0,
+        });
+        if advert.time_ms >= entry.advert.time_ms {
+            entry.advert = advert;
+            entry.peer = peer;
+            entry.hpke = hpke;
+            entry.price = price;
+            entry.seen = Instant::now();
+        }
+    }
+
+    fn pick(&self, cap: Amount, tried: &[Address]) -> Result<MinerEntry, GatewayError> {
+        let now = Instant::now();
+        let mut miners = self.miners();
+        let healthy: Vec<&MinerEntry> = miners
+            .values()
+            .filter(|m| now.duration_since(m.seen) < Duration::from_secs(60))
+            .filter(|m| m.price <= cap)
+            .filter(|m| !tried.contains(&m.hotkey))
+            .filter(|m| m.skip_until.is_none_or(|t| t <= now))
+            .collect();
+        let any_healthy = !healthy.is_empty();
+        let candidates: Vec<&MinerEntry> = healthy
+            .into_iter()
+            .filter(|m| m.advert.load + m.inflight < m.advert.capacity.max(1))
+            .collect();
+        if candidates.is_empty() {
+            return Err(if any_healthy {
+                GatewayError::Busy
+            } else {
+                GatewayError::NoMiners(self.config.netuid)
+            });
+        }
+        // Weight 1 / ((price + 1) * (latency + 50)), drawn with 64-bit randomness.
+        let weights: Vec<u128> = candidates
+            .iter()
+            .map(|m| {
+                let denom = (m.price.0 / 1_000 + 1) * u128::from(m.latency_ms + 50);
+                (1u128 << 64) / denom.max(1)
+            })
+            .collect();
+        let total: u128 = weights.iter().sum();
+        let mut draw = u128::from(random_u64()) % total.max(1);
+        let mut chosen = candidates[0].hotkey;
+        for (m, w) in candidates.iter().zip(&weights) {
+            if draw < *w {
+                chosen = m.hotkey;
+                break;
+            }
+            draw -= w;
+        }
+        let entry = miners
+            .get_mut(&chosen)
+            .ok_or(GatewayError::NoMiners(self.config.netuid))?;
+        entry.inflight += 1;
+        Ok(entry.clone())
+    }
+
+    fn finish_attempt(&self, hotkey: &Address, outcome: Result<u64, Duration>) {
+        let mut miners = self.miners();
+        if let Some(m) = miners.get_mut(hotkey) {
+            m.inflight = m.inflight.saturating_sub(1);
+            match outcome {
+                Ok(latency_ms) => m.latency_ms = (m.latency_ms * 3 + latency_ms) / 4,
+                Err(skip) => m.skip_until = Some(Instant::now() + skip),
+            }
+        }
+    }
+
+    /// Answer a chat request; text pieces go to `pieces` as they arrive (if given).
+    pub async fn complete(
+        &self,
+        request: &ChatRequest,
+        pieces: Option<mpsc::Sender<Piece>>,
+    ) -> Result<Completion, GatewayError> {
+        if request.messages.is_empty() {
+            return Err(GatewayError::Invalid("messages must not be empty".into()));
+        }
+        let cap = request
+            .max_price_per_1k
+            .map_or(self.config.max_price_per_1k, |c| {
+                c.min(self.config.max_price_per_1k)
+            });
+        let mut tried = Vec::new();
+        let mut last_error = String::new();
+        for _ in 0..self.config.max_attempts.max(1) {
+            let miner = match self.pick(cap, &tried) {
+                Ok(m) => m,
+                Err(e) if tried.is_empty() => return Err(e),
+                Err(GatewayError::Busy) if last_error.is_empty() => return Err(GatewayError::Busy),
+                Err(_) => break,
+            };
+            tried.push(miner.hotkey);
+            match self.attempt(&miner, request, cap, pieces.clone()).await {
+                Ok((completion, latency)) => {
+                    self.finish_attempt(&miner.hotkey, Ok(latency));
+                    return Ok(completion);
+                }
+                Err(Attempt::Retry(reason, busy)) => {
+                    debug!(miner = %miner.hotkey, %reason, "trying another miner");
+                    let skip = if busy {
+                        Duration::from_millis(200)
+                    } else {
+                        Duration::from_secs(30)
+                    };
+                    self.finish_attempt(&miner.hotkey, Err(skip));
+                    last_error = reason;
+                }
+                Err(Attempt::Fatal(e)) => {
+                    self.finish_attempt(&miner.hotkey, Err(Duration::from_secs(30)));
+                    return Err(e);
+                }
+            }
+        }
+        if last_error.contains("busy") {
+            return Err(GatewayError::Busy);
+        }
+        Err(GatewayError::Unavailable(last_error))
+    }
+
+    async fn attempt(
+        &self,
+        miner: &MinerEntry,
+        request: &ChatRequest,
+        cap: Amount,
+        pieces: Option<mpsc::Sender<Piece>>,
+    ) -> Result<(Completion, u64), Attempt> {
+        let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
+        let infer = InferRequest {
+            messages: request.messages.clone(),
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            top_p: request.top_p,
+            seed: request.seed,
+            stop: request.stop.clone(),
+            gateway: self.key.address().to_string(),
+            receipt_nonce: nonce,
+            expiry_height: self.height.load(Ordering::Relaxed) + self.config.receipt_ttl_blocks,
+            max_price_per_1k: cap.to_string(),
+        };
+        let plaintext = serde_json::to_vec(&infer)
+            .map_err(|e| Attempt::Fatal(GatewayError::Invalid(e.to_string())))?;
+        let request_hash = agora_crypto::hash(&plaintext);
+        let (enc, ciphertext, mut rk) = seal_request(&miner.hpke, &plaintext)
+            .map_err(|e| Attempt::Retry(e.to_string(), false))?;
+        let started = Instant::now();
+        let mut stream = tokio::time::timeout(
+            self.config.first_token_timeout,
+            self.p2p.open_stream(miner.peer, PROTOCOL),
+        )
+        .await
+        .map_err(|_| Attempt::Retry("no stream in time".into(), false))?
+        .map_err(|e| Attempt::Retry(e.to_string(), false))?;
+        let mut frame = enc.to_vec();
+        frame.extend_from_slice(&ciphertext);
+        write_frame(&mut stream, &frame)
+            .await
+            .map_err(|e| Attempt::Retry(e.to_string(), false))?;
+        let mut text = String::new();
+        let mut count = 0u32;
+        let mut latency = None;
+        let deadline = started + self.config.request_timeout;
+        loop {
+            let wait = if count == 0 {
+                self.config.first_token_timeout
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            let read = tokio::time::timeout(wait, read_frame(&mut stream, MAX_FRAME)).await;
+            let failed = |reason: String| {
+                if count == 0 {
+                    Attempt::Retry(reason, false)
+                } else {
+                    Attempt::Fatal(GatewayError::MidStream(reason))
+                }
+            };
+            let bytes = match read {
+                Err(_) => return Err(failed("timed out".into())),
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Ok(Ok(None)) => return Err(failed("the miner closed the stream".into())),
+                Ok(Ok(Some(b))) => b,
+            };
+            let plain = rk.open(&bytes, true).map_err(|e| failed(e.to_string()))?;
+            let frame: MinerFrame =
+                serde_json::from_slice(&plain).map_err(|e| failed(format!("miner frame: {e}")))?;
+            match frame {
+                MinerFrame::Token { text: piece } => {
+                    if count == 0 {
+                        latency = Some(started.elapsed().as_millis() as u64);
+                    }
+                    count += 1;
+                    text.push_str(&piece);
+                    if let Some(p) = &pieces {
+                        // A client that went away cancels the request.
+                        if p.send(Piece::Text(piece)).await.is_err() {
+                            return Err(Attempt::Fatal(GatewayError::MidStream(
+                                "the client went away".into(),
+                            )));
+                        }
+                    }
+                }
+                MinerFrame::Error { code, message } => {
+                    if count == 0 && code != "invalid_request" && code != "context_limit" {
+                        return Err(Attempt::Retry(format!("{code}: {message}"), code == "busy"));
+                    }
+                    if count == 0 {
+                        return Err(Attempt::Fatal(GatewayError::Invalid(message)));
+                    }
+                    return Err(Attempt::Fatal(GatewayError::MidStream(message)));
+                }
+                MinerFrame::Done {
+                    finish_reason,
+                    receipt,
+                    miner_signature,
+                } => {
+                    let expected = Expected {
+                        gateway: self.key.address(),
+                        miner: miner.hotkey,
+                        request_hash,
+                        response_hash: agora_crypto::hash(text.as_bytes()),
+                        completion_tokens: count,
+                        max_price: cap,
+                        nonce,
+                    };
+                    let decision = self.judge(&receipt, &miner_signature, &expected);
+                    let (reply, receipt) = match decision {
+                        Ok((r, bytes)) => (
+                            GatewayFrame::Countersign {
+                                signature: to_hex(&self.key.sign(&bytes)),
+                            },
+                            Some(r),
+                        ),
+                        Err(reason) => {
+                            warn!(miner = %miner.hotkey, %reason, "refusing a receipt; miner penalised");
+                            self.p2p.report(miner.peer, Misbehaviour::BadSignature);
+                            if let Some(m) = self.miners().get_mut(&miner.hotkey) {
+                                m.skip_until = Some(Instant::now() + Duration::from_secs(600));
+                            }
+                            (GatewayFrame::Refuse { reason }, None)
+                        }
+                    };
+                    if let Ok(bytes) = serde_json::to_vec(&reply) {
+                        let _ = write_frame(&mut stream, &rk.seal(&bytes, false)).await;
+                    }
+                    let prompt_tokens = receipt.as_ref().map_or(0, |r| r.prompt_tokens);
+                    return Ok((
+                        Completion {
+                            text,
+                            finish_reason,
+                            prompt_tokens,
+                            completion_tokens: count,
+                            miner: miner.hotkey,
+                            receipt,
+                        },
+                        latency.unwrap_or_else(|| started.elapsed().as_millis() as u64),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn judge(
+        &self,
+        receipt_hex: &str,
+        signature_hex: &str,
+        expected: &Expected,
+    ) -> Result<(Receipt, Vec<u8>), String> {
+        let bytes = agora_primitives::from_hex(receipt_hex).ok_or("receipt is not hex")?;
+        let receipt: Receipt =
+            agora_codec::decode_exact(&bytes).map_err(|e| format!("receipt: {e}"))?;
+        let sig = agora_primitives::from_hex(signature_hex)
+            .and_then(|s| <[u8; 64]>::try_from(s).ok())
+            .ok_or("miner signature is not 64 bytes of hex")?;
+        let signing = receipt.signing_bytes(&self.config.chain_id);
+        agora_crypto::verify(&expected.miner, &signing, &sig)
+            .map_err(|_| "the miner's receipt signature does not verify".to_owned())?;
+        check_receipt(&receipt, expected)?;
+        Ok((receipt, signing))
+    }
+}
+
+enum Attempt {
+    /// Failed before any token: another miner may answer (the flag: it said `busy`).
+    Retry(String, bool),
+    /// Failed in a way another miner cannot fix.
+    Fatal(GatewayError),
+}

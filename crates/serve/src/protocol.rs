@@ -1,0 +1,203 @@
+//! The serving protocol `/agora/infer/1` on a libp2p stream, and miner adverts.
+//!
+//! 1. Gateway -> miner, one frame: [`Sealed`] = 32-byte HPKE encapsulation || ciphertext of an
+//!    [`InferRequest`] (JSON).
+//! 2. Miner -> gateway, frames sealed with the response key: [`MinerFrame`] JSON, first any
+//!    number of `token` frames, then one `done` (with the signed receipt) or `error`.
+//! 3. Gateway -> miner, one frame sealed with the response key: [`GatewayFrame::Countersign`]
+//!    with the gateway's signature over the receipt (or `Refuse` with the reason).
+//!
+//! Frames are at most [`MAX_FRAME`] bytes. Adverts are gossiped on [`ADVERT_TOPIC`].
+
+use agora_primitives::{Address, Amount, Hash, Receipt};
+use serde::{Deserialize, Serialize};
+
+/// Stream protocol name.
+pub const PROTOCOL: &str = "/agora/infer/1";
+/// Gossip topic of miner adverts.
+pub const ADVERT_TOPIC: &str = "agora/adverts/1";
+/// Largest frame on the stream.
+pub const MAX_FRAME: usize = 256 << 10;
+/// Longest conversation accepted, in bytes of message content.
+pub const MAX_PROMPT_BYTES: usize = 64 << 10;
+
+/// One message of a chat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// Text.
+    pub content: String,
+}
+
+/// What the gateway asks a miner (sealed to the miner).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferRequest {
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling temperature (0 = greedy).
+    pub temperature: f32,
+    /// Nucleus sampling.
+    pub top_p: f32,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// The paying gateway account (hex).
+    pub gateway: String,
+    /// Receipt nonce chosen by the gateway.
+    pub receipt_nonce: u64,
+    /// Receipt expiry height.
+    pub expiry_height: u64,
+    /// The most the gateway pays per 1k tokens (decimal AGORA).
+    pub max_price_per_1k: String,
+}
+
+/// Frames from the miner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MinerFrame {
+    /// Generated text (one token's worth).
+    Token {
+        /// Text.
+        text: String,
+    },
+    /// The end: finish reason, usage and the receipt signed by the miner.
+    Done {
+        /// `stop` or `length`.
+        finish_reason: String,
+        /// Hex of the canonical encoding of the [`Receipt`].
+        receipt: String,
+        /// Hex of the miner's signature over the receipt's signing bytes.
+        miner_signature: String,
+    },
+    /// The request failed before or during generation.
+    Error {
+        /// Machine-readable code (`busy`, `invalid_request`, `context_limit`, `internal`).
+        code: String,
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// Frames from the gateway after `done`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum GatewayFrame {
+    /// The gateway's signature over the receipt's signing bytes (hex).
+    Countersign {
+        /// Signature.
+        signature: String,
+    },
+    /// The gateway will not pay, and why.
+    Refuse {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A miner's signed advert of where and how it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Advert {
+    /// Subnet.
+    pub netuid: u16,
+    /// Miner hotkey (hex).
+    pub hotkey: String,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// HPKE public key (hex).
+    pub hpke_key: String,
+    /// BLAKE3 of the model file (hex).
+    pub model_hash: String,
+    /// Model name.
+    pub model: String,
+    /// Price per 1k tokens (decimal AGORA).
+    pub price_per_1k: String,
+    /// Requests queued or running now.
+    pub load: u32,
+    /// Most requests it runs at once.
+    pub capacity: u32,
+    /// Milliseconds since the Unix epoch when signed (adverts older than a minute are ignored).
+    pub time_ms: u64,
+    /// Hex signature by the hotkey over [`Advert::signing_bytes`].
+    pub signature: String,
+}
+
+impl Advert {
+    /// The signed bytes: domain, then every field but the signature, as JSON.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.signature = String::new();
+        let mut out = b"agora/advert/v1".to_vec();
+        out.extend_from_slice(
+            serde_json::to_string(&unsigned)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        out
+    }
+
+    /// Whether the signature verifies against the hotkey.
+    pub fn verify(&self) -> bool {
+        let (Ok(hotkey), Some(sig)) = (
+            self.hotkey.parse::<Address>(),
+            agora_primitives::from_hex(&self.signature).and_then(|s| <[u8; 64]>::try_from(s).ok()),
+        ) else {
+            return false;
+        };
+        agora_crypto::verify(&hotkey, &self.signing_bytes(), &sig).is_ok()
+    }
+}
+
+/// What the gateway expects of the receipt for one request.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// The paying gateway.
+    pub gateway: Address,
+    /// The miner asked.
+    pub miner: Address,
+    /// BLAKE3 of the request plaintext sent.
+    pub request_hash: Hash,
+    /// BLAKE3 of the text received.
+    pub response_hash: Hash,
+    /// Token frames received.
+    pub completion_tokens: u32,
+    /// The price cap.
+    pub max_price: Amount,
+    /// The receipt nonce asked for.
+    pub nonce: u64,
+}
+
+/// Why a receipt from a miner is not countersigned (`Ok` when it is what was agreed).
+pub fn check_receipt(receipt: &Receipt, e: &Expected) -> Result<(), String> {
+    if receipt.gateway != e.gateway {
+        return Err("receipt names another gateway".into());
+    }
+    if receipt.miner != e.miner {
+        return Err("receipt names another miner".into());
+    }
+    if receipt.request_hash != e.request_hash {
+        return Err("receipt's request hash is not the request sent".into());
+    }
+    if receipt.response_hash != e.response_hash {
+        return Err("receipt's response hash is not the response received".into());
+    }
+    if receipt.completion_tokens != e.completion_tokens {
+        return Err(format!(
+            "receipt claims {} completion tokens, {} arrived",
+            receipt.completion_tokens, e.completion_tokens
+        ));
+    }
+    if receipt.price_per_1k_tokens > e.max_price {
+        return Err("receipt's price is above the gateway's cap".into());
+    }
+    if receipt.nonce != e.nonce {
+        return Err("receipt's nonce is not the one asked for".into());
+    }
+    Ok(())
+}
