@@ -3,6 +3,7 @@
 mod bench;
 mod bench_chain;
 mod chat;
+mod devnet;
 mod epoch;
 mod home;
 mod keys;
@@ -25,9 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the whole network on this machine: today a one-validator chain from the embedded
-    /// genesis (miners and the gateway join it with the serving-network work).
-    Devnet(node::DevnetArgs),
+    /// Run the whole network on this machine: a one-validator chain, miners serving the model,
+    /// and an OpenAI-compatible gateway on port 8700.
+    Devnet(devnet::DevnetArgs),
     /// Run a chain node from a config file.
     Node(node::NodeArgs),
     /// Write genesis and configs for a local multi-node network.
@@ -100,7 +101,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Devnet(args) => report(node::run_devnet(args)),
+        Command::Devnet(args) => report(devnet::run(args)),
         Command::Node(args) => report(node::run_node(args)),
         Command::Testnet(args) => report(node::run_testnet(args)),
         Command::Epoch(args) => epoch::run(args),

@@ -55,44 +55,28 @@ enum TestnetCommand {
     },
 }
 
-/// `agora devnet`: the whole network on this machine.
-#[derive(Debug, clap::Args)]
-pub struct DevnetArgs {
-    /// Chain API port.
-    #[arg(long, default_value_t = 8700)]
-    api_port: u16,
-    /// Peer-to-peer port of the validator.
-    #[arg(long, default_value_t = 27100)]
-    p2p_port: u16,
-    /// Data directory (default `$AGORA_HOME/devnet`).
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Start from genesis, deleting the devnet's data first.
-    #[arg(long)]
-    fresh: bool,
-    /// Exit after this many new blocks are finalized (default: run until Ctrl-C).
-    #[arg(long, value_name = "N")]
-    blocks: Option<u64>,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
+    init_logging_with("warn,agora_chain=info");
+}
+
+/// Logging to stderr: `AGORA_LOG` (an `EnvFilter`), else `default`.
+pub(crate) fn init_logging_with(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AGORA_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,agora_chain=info"));
+    let filter = EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
 }
 
-async fn until_ctrl_c(node: &mut node::RunningNode) -> Result<()> {
+pub(crate) async fn until_ctrl_c(node: &mut node::RunningNode) -> Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),
         () = node.wait() => Err(anyhow!("the node stopped on its own; see the log above")),
@@ -157,77 +141,6 @@ pub fn run_testnet(args: TestnetArgs) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// `agora devnet`: a one-validator chain from the embedded genesis.
-pub fn run_devnet(args: DevnetArgs) -> Result<()> {
-    init_logging();
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| crate::home::home().join("devnet"));
-    if args.fresh && dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let key_path = dir.join("validator.key");
-    node::write_key(&key_path, &devnet::validator_key())
-        .with_context(|| format!("writing {}", key_path.display()))?;
-    let config_text = format!(
-        "moniker = \"devnet\"\nvalidator_key = \"validator.key\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{}\"\n\n[api]\nlisten = \"127.0.0.1:{}\"\n",
-        args.p2p_port, args.api_port
-    );
-    let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, config_text)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    let config = NodeConfig::load(&config_path)?;
-    let rt = runtime()?;
-    rt.block_on(async move {
-        let mut running = node::start(config).await?;
-        let api = format!("http://{}", running.api_addr);
-        let client = devnet::client_key().address();
-        let start = running.shared.snapshot().state.height;
-        println!("agora devnet: chain {} on one validator", devnet::CHAIN_ID);
-        println!("  data      {}", dir.display());
-        println!("  chain API {api}/chain/status");
-        println!("  validator {}", devnet::validator_key().address());
-        println!("  client    {client} (funded; devnet keys are public, never use them for value)");
-        println!("  try       curl -s {api}/chain/block/latest");
-        println!("  blocks    curl -sN {api}/chain/events");
-        println!(
-            "Ctrl-C stops it; run it again to resume from {}.",
-            dir.display()
-        );
-        let mut events = running.shared.finalized.subscribe();
-        let result = match args.blocks {
-            Some(n) => {
-                let goal = start + n;
-                let deadline = Instant::now() + Duration::from_secs(60 + 5 * n);
-                loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, events.recv()).await {
-                        Ok(Ok(b)) => {
-                            println!(
-                                "block {} hash {} root {} txs {}",
-                                b.height, b.hash, b.state_root, b.txs
-                            );
-                            if b.height >= goal {
-                                break Ok(());
-                            }
-                        }
-                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
-                        Ok(Err(_)) => break Err(anyhow!("the node stopped")),
-                        Err(_) => {
-                            break Err(anyhow!("no block {goal} within the deadline; see the log"));
-                        }
-                    }
-                }
-            }
-            None => until_ctrl_c(&mut running).await,
-        };
-        running.shutdown().await;
-        result
-    })
 }
 
 /// What `agora tx --node` needs from the node.

@@ -709,6 +709,8 @@ fn n1_devnet_starts_with_no_configuration_and_produces_blocks() {
                 "19991",
                 "--blocks",
                 "3",
+                "--miners",
+                "0",
             ])
             .env("AGORA_LOG", "error")
             .output()
@@ -722,17 +724,25 @@ fn n1_devnet_starts_with_no_configuration_and_produces_blocks() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("chain API http://127.0.0.1:19990/chain/status"),
+        text.contains("chain API   http://127.0.0.1:19990/chain/status"),
         "{text}"
     );
-    let blocks: Vec<&str> = text.lines().filter(|l| l.starts_with("block ")).collect();
-    assert_eq!(blocks.len(), 3, "{text}");
-    assert!(blocks[0].starts_with("block 1 "), "{text}");
+    let heights = |text: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("block "))
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let first = heights(&text);
+    assert_eq!(first.len(), 3, "{text}");
+    assert!(first.windows(2).all(|w| w[1] == w[0] + 1), "{text}");
     // A second run resumes where the first stopped.
     let out = run();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("\nblock 4 "), "{text}");
+    let second = heights(&text);
+    assert_eq!(second.len(), 3, "{text}");
+    assert!(second[0] > first[2], "{first:?} then {second:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

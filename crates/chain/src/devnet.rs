@@ -28,14 +28,24 @@ pub fn client_key() -> Keypair {
     derived("agora devnet client 0")
 }
 
+/// Most miners `agora devnet` runs (each has a funded, well-known key).
+pub const MAX_DEVNET_MINERS: usize = 16;
+
+/// Devnet miner `i` (public, well-known key).
+pub fn miner_key(i: usize) -> Keypair {
+    derived(&format!("agora devnet miner {i}"))
+}
+
 /// The embedded one-validator genesis.
 pub fn genesis() -> Genesis {
     let v = validator_key().address();
     let c = client_key().address();
+    let mut balances = vec![(v, Amount::agora(1_000_000)), (c, Amount::agora(1_000_000))];
+    balances.extend((0..MAX_DEVNET_MINERS).map(|i| (miner_key(i).address(), Amount::agora(1_000))));
     Genesis {
         chain_id: CHAIN_ID.to_owned(),
         params: ChainParams::devnet(),
-        balances: vec![(v, Amount::agora(1_000_000)), (c, Amount::agora(1_000_000))],
+        balances,
         stakes: vec![GenesisStake {
             coldkey: v,
             hotkey: v,

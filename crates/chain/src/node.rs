@@ -384,6 +384,14 @@ pub fn genesis_state(config: &NodeConfig) -> Result<State, NodeError> {
 /// Start a node: open (or initialise) the store, start Malachite, the host loop, the API and
 /// the relay. Must run inside a multi-threaded Tokio runtime.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    start_with(config, None).await
+}
+
+/// [`start`], serving `extra` routes (for example the OpenAI gateway) on the API port too.
+pub async fn start_with(
+    config: NodeConfig,
+    extra: Option<axum::Router>,
+) -> Result<RunningNode, NodeError> {
     let home = config.home();
     let genesis = genesis_state(&config)?;
     let store = Arc::new(Store::open(&home.join("data"))?);
@@ -553,6 +561,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         relay,
         p2p,
     });
+    let router = match extra {
+        Some(extra) => router.merge(extra),
+        None => router,
+    };
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, router).await {
             warn!(error = %e, "API server stopped");

@@ -1,10 +1,11 @@
 //! The gateway: picks a miner, seals the request to it, streams the answer back, checks and
 //! countersigns the receipt.
 //!
-//! Miner choice: among miners whose signed advert is fresh (under 60 s), which serve the
-//! subnet, charge at most the price cap, are not at capacity and are not penalised, the gateway
-//! draws one at random with weight `1 / (price + 1) / (latency_ms + 50)` (`latency_ms` is a
-//! moving average of time to first token; unknown counts as 500 ms). A failure before the first
+//! Miner choice: among miners registered on the subnet (the metagraph, once the chain is known)
+//! whose signed advert is fresh (under 60 s), which charge at most the price cap, are not at
+//! capacity and are not penalised, the gateway draws one at random with weight
+//! `(incentive + 0.1) / (price + 1) / (latency_ms + 50)` (`latency_ms` is a moving average of
+//! time to first token; unknown counts as 500 ms). A failure before the first
 //! token (no stream, `busy`, timeout) tries another miner, up to three; a miner that fails is
 //! skipped for 30 s. A bad receipt signature is refused, reported to the p2p layer and the
 //! miner is skipped for 10 minutes.
@@ -134,6 +135,9 @@ pub struct Gateway {
     key: Arc<Keypair>,
     config: GatewayConfig,
     miners: Mutex<BTreeMap<Address, MinerEntry>>,
+    /// Registered miners of the subnet with their incentive (`u16` proportion); `None` until
+    /// the chain is known (then adverts alone decide).
+    metagraph: Mutex<Option<BTreeMap<Address, u16>>>,
     height: AtomicU64,
     nonce: AtomicU64,
 }
@@ -167,6 +171,7 @@ impl Gateway {
             key,
             config,
             miners: Mutex::new(BTreeMap::new()),
+            metagraph: Mutex::new(None),
             height: AtomicU64::new(0),
             nonce: AtomicU64::new(random_u64()),
         })
@@ -180,6 +185,15 @@ impl Gateway {
     /// The gateway's settings.
     pub fn config(&self) -> &GatewayConfig {
         &self.config
+    }
+
+    /// Tell the gateway which hotkeys are registered miners of its subnet, with their incentive:
+    /// only those are routed to, with weight growing with incentive.
+    pub fn set_metagraph(&self, miners: BTreeMap<Address, u16>) {
+        match self.metagraph.lock() {
+            Ok(mut m) => *m = Some(miners),
+            Err(p) => *p.into_inner() = Some(miners),
+        }
     }
 
     /// Tell the gateway the chain's height (receipt expiry counts from it).
@@ -205,6 +219,20 @@ impl Gateway {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// Miners a request could go to now: registered (once the metagraph is known) and with a
+    /// fresh advert.
+    pub fn routable_miners(&self) -> usize {
+        let metagraph = match self.metagraph.lock() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        self.miners()
+            .values()
+            .filter(|m| m.seen.elapsed() < Duration::from_secs(60))
+            .filter(|m| metagraph.as_ref().is_none_or(|g| g.contains_key(&m.hotkey)))
+            .count()
     }
 
     /// Miners known now (hotkeys).
@@ -257,9 +285,20 @@ impl Gateway {
 
     fn pick(&self, cap: Amount, tried: &[Address]) -> Result<MinerEntry, GatewayError> {
         let now = Instant::now();
+        let metagraph = match self.metagraph.lock() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let incentive = |m: &MinerEntry| -> Option<u16> {
+            match &metagraph {
+                None => Some(0),
+                Some(g) => g.get(&m.hotkey).copied(),
+            }
+        };
         let mut miners = self.miners();
         let healthy: Vec<&MinerEntry> = miners
             .values()
+            .filter(|m| incentive(m).is_some())
             .filter(|m| now.duration_since(m.seen) < Duration::from_secs(60))
             .filter(|m| m.price <= cap)
             .filter(|m| !tried.contains(&m.hotkey))
@@ -277,12 +316,14 @@ impl Gateway {
                 GatewayError::NoMiners(self.config.netuid)
             });
         }
-        // Weight 1 / ((price + 1) * (latency + 50)), drawn with 64-bit randomness.
+        // Weight (incentive + 10%) / ((price + 1) * (latency + 50)), drawn with 64-bit
+        // randomness; a new miner (no incentive yet) still gets a tenth of a top miner's share.
         let weights: Vec<u128> = candidates
             .iter()
             .map(|m| {
                 let denom = (m.price.0 / 1_000 + 1) * u128::from(m.latency_ms + 50);
-                (1u128 << 64) / denom.max(1)
+                let boost = u128::from(incentive(m).unwrap_or(0)) + 6_554;
+                (boost << 48) / denom.max(1)
             })
             .collect();
         let total: u128 = weights.iter().sum();

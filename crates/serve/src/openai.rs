@@ -471,14 +471,18 @@ async fn not_found() -> OpenAiError {
     }
 }
 
-/// The gateway's routes.
+/// The gateway's routes, with a 404 in OpenAI's error shape for anything else.
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    routes(gateway).fallback(not_found)
+}
+
+/// The gateway's routes alone (to merge into a node's API, which has its own fallback).
+pub fn routes(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route(
             "/v1/chat/completions",
             post(chat).layer(DefaultBodyLimit::max(MAX_BODY)),
         )
         .route("/v1/models", get(models))
-        .fallback(not_found)
         .with_state(gateway)
 }

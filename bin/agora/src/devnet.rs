@@ -1,0 +1,481 @@
+//! `agora devnet`: the whole network on this machine, in one process.
+//!
+//! A one-validator chain from the embedded genesis, `--miners` miners (each registered on
+//! subnet 1 with its serve info, serving the real model through its own libp2p swarm, settling
+//! its receipts every few seconds), and a gateway paying from the devnet client's escrow. The
+//! chain API (`/chain/...`) and the OpenAI API (`/v1/...`) share `--api-port` (8700).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_chain::devnet;
+use agora_chain::node::{self, NodeConfig, RunningNode};
+use agora_chain::shared::Shared;
+use agora_crypto::Keypair;
+use agora_inference::Engine;
+use agora_p2p::{Event, P2p, P2pConfig};
+use agora_primitives::{Amount, Call, Hash, ServeInfo, SignedTransaction, Transaction};
+use agora_serve::gateway::{Gateway, GatewayConfig};
+use agora_serve::miner::{Miner, MinerConfig, MinerMode};
+use agora_serve::protocol::ADVERT_TOPIC;
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::node::{init_logging_with, runtime, until_ctrl_c};
+
+/// `agora devnet`: the whole network on this machine.
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Port of the gateway's OpenAI API and the chain API.
+    #[arg(long, default_value_t = 8700)]
+    api_port: u16,
+    /// Consensus peer-to-peer port of the validator (gossip and miners use the next ports).
+    #[arg(long, default_value_t = 27100)]
+    p2p_port: u16,
+    /// Miners to run.
+    #[arg(long, default_value_t = 3)]
+    miners: usize,
+    /// Data directory (default `$AGORA_HOME/devnet`).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Start from genesis, deleting the devnet's data first.
+    #[arg(long)]
+    fresh: bool,
+    /// Exit after this many new blocks are finalized (default: run until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    blocks: Option<u64>,
+    /// Send a few requests through the gateway, print the answers and the payments, and exit.
+    #[arg(long)]
+    demo: bool,
+    /// Serve the tiny test engine instead of the model (for quick checks; not a language model).
+    #[arg(long)]
+    tiny: bool,
+    /// Model cache directory (default as `agora model fetch`).
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+}
+
+fn load_engine(args: &DevnetArgs) -> Result<Arc<dyn Engine>> {
+    if args.tiny {
+        return Ok(Arc::new(agora_inference::TinyEngine::new()));
+    }
+    let dir = args
+        .model_dir
+        .clone()
+        .unwrap_or_else(agora_inference::model::default_dir);
+    let path = match agora_inference::model::locate(&dir) {
+        Ok(p) => p,
+        Err(_) => {
+            println!("fetching the model into {} (once) ...", dir.display());
+            agora_inference::model::fetch(&dir, &mut |_| {})
+                .with_context(|| format!("fetching the model into {}", dir.display()))?
+        }
+    };
+    let engine = agora_inference_candle::CandleEngine::load(&path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(Arc::new(engine))
+}
+
+fn sign(shared: &Shared, key: &Keypair, call: Call) -> SignedTransaction {
+    let snapshot = shared.snapshot();
+    let nonce = shared.mempool().next_nonce(&snapshot.state, &key.address());
+    agora_crypto::sign_tx(
+        key,
+        Transaction {
+            chain_id: shared.chain_id.clone(),
+            sender: key.address(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: snapshot.state.height + 100,
+            call,
+        },
+    )
+}
+
+async fn submit_and_wait(shared: &Shared, tx: SignedTransaction) -> Result<u64> {
+    let hash = shared
+        .submit(tx)
+        .map_err(|e| anyhow!("transaction refused: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match shared.mempool().status(&hash) {
+            Some(agora_chain::mempool::TxStatus::Included { height }) => return Ok(height),
+            Some(agora_chain::mempool::TxStatus::Rejected { reason }) => {
+                bail!("rejected: {reason}")
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("transaction {hash} not included within 60 s")
+}
+
+fn p2p_config(port: u16, bootstrap: Vec<agora_p2p::Addr>) -> Result<P2pConfig> {
+    Ok(P2pConfig {
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?],
+        bootstrap,
+        topics: vec![ADVERT_TOPIC.to_owned()],
+        ..P2pConfig::default()
+    })
+}
+
+/// Miners: register (if new) and publish serve info, then serve and settle.
+async fn start_miners(
+    args: &DevnetArgs,
+    shared: &Arc<Shared>,
+    engine: &Arc<dyn Engine>,
+    gateway_addr: agora_p2p::Addr,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Vec<Arc<Miner>>> {
+    let model_hash = engine
+        .info()
+        .hash
+        .parse::<Hash>()
+        .unwrap_or_else(|_| agora_crypto::hash(engine.info().hash.as_bytes()));
+    let mut miners = Vec::new();
+    for i in 0..args.miners {
+        let key = Arc::new(devnet::miner_key(i));
+        let port = args.p2p_port + 10 + i as u16;
+        let (p2p, mut events) =
+            P2p::start(*key.seed(), p2p_config(port, vec![gateway_addr.clone()])?)
+                .await
+                .map_err(|e| anyhow!("miner {i}: {e}"))?;
+        // 0.01 AGORA per 1k tokens for miner 0, 0.02 for miner 1, ...
+        let price = Amount(10_000_000 * (1 + i as u128));
+        let state = shared.snapshot().state;
+        let registered = state
+            .subnets
+            .get(&1)
+            .is_some_and(|s| s.neurons.iter().any(|n| n.hotkey == key.address()));
+        if !registered {
+            submit_and_wait(
+                shared,
+                sign(
+                    shared,
+                    &key,
+                    Call::Register {
+                        netuid: 1,
+                        hotkey: key.address(),
+                        max_burn: Amount::agora(100),
+                    },
+                ),
+            )
+            .await
+            .with_context(|| format!("registering miner {i}"))?;
+        }
+        submit_and_wait(
+            shared,
+            sign(
+                shared,
+                &key,
+                Call::Serve {
+                    netuid: 1,
+                    info: ServeInfo {
+                        peer_id: p2p.peer_id().to_bytes(),
+                        addresses: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+                        model_hash,
+                        price_per_1k_tokens: price,
+                    },
+                },
+            ),
+        )
+        .await
+        .with_context(|| format!("publishing miner {i}'s serve info"))?;
+        let miner = Miner::new(
+            key.clone(),
+            engine.clone(),
+            MinerConfig {
+                netuid: 1,
+                chain_id: shared.chain_id.clone(),
+                price_per_1k: price,
+                capacity: 4,
+                mode: MinerMode::Honest,
+            },
+        );
+        tasks.extend(
+            miner
+                .spawn(&p2p, Duration::from_secs(2))
+                .map_err(|e| anyhow!("{e}"))?,
+        );
+        tasks.push(tokio::spawn(async move {
+            while events.recv().await.is_some() {}
+        }));
+        // Settle countersigned receipts every few seconds.
+        let (m, s, k) = (miner.clone(), shared.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3));
+            loop {
+                tick.tick().await;
+                let receipts = m.take_receipts(agora_primitives::MAX_RECEIPTS);
+                if receipts.is_empty() {
+                    continue;
+                }
+                let tx = sign(
+                    &s,
+                    &k,
+                    Call::Settle {
+                        receipts: receipts.clone(),
+                    },
+                );
+                if let Err(e) = s.submit(tx) {
+                    tracing::warn!(error = %e, "settlement refused; keeping the receipts");
+                    m.return_receipts(receipts);
+                }
+            }
+        }));
+        miners.push(miner);
+    }
+    Ok(miners)
+}
+
+/// `agora devnet`.
+pub fn run(args: DevnetArgs) -> Result<()> {
+    // One validator has no consensus peers: Malachite's "no peers" errors are noise here.
+    init_logging_with("warn,arc_malachitebft_network=off");
+    if args.miners > devnet::MAX_DEVNET_MINERS {
+        bail!("--miners must be at most {}", devnet::MAX_DEVNET_MINERS);
+    }
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| crate::home::home().join("devnet"));
+    if args.fresh && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let engine = if args.miners > 0 {
+        Some(load_engine(&args)?)
+    } else {
+        None
+    };
+    let key_path = dir.join("validator.key");
+    node::write_key(&key_path, &devnet::validator_key())
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    let config_text = format!(
+        "moniker = \"devnet\"\nvalidator_key = \"validator.key\"\n\n[p2p]\nlisten = \"/ip4/127.0.0.1/tcp/{}\"\n\n[api]\nlisten = \"127.0.0.1:{}\"\n",
+        args.p2p_port, args.api_port
+    );
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config_text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let config = NodeConfig::load(&config_path)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        // The gateway's swarm first, so miners can bootstrap to it.
+        let client = Arc::new(devnet::client_key());
+        let gateway_port = args.p2p_port + 1;
+        let (g2p, mut g_events) = P2p::start(*client.seed(), p2p_config(gateway_port, vec![])?)
+            .await
+            .map_err(|e| anyhow!("gateway: {e}"))?;
+        let gateway = Gateway::new(
+            g2p.clone(),
+            client.clone(),
+            GatewayConfig {
+                chain_id: devnet::CHAIN_ID.to_owned(),
+                ..GatewayConfig::default()
+            },
+        );
+        let mut running =
+            node::start_with(config, Some(agora_serve::openai::routes(gateway.clone()))).await?;
+        let shared = running.shared.clone();
+        let mut tasks = Vec::new();
+        let g = gateway.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(e) = g_events.recv().await {
+                if let Event::Gossip { topic, from, data } = e
+                    && topic == ADVERT_TOPIC
+                {
+                    g.on_advert(from, &data);
+                }
+            }
+        }));
+        // Keep the gateway's view of the chain current: height and the subnet's miners.
+        let (g, s) = (gateway.clone(), shared.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let state = s.snapshot().state;
+                g.set_height(state.height);
+                let miners: BTreeMap<_, _> = state
+                    .subnets
+                    .get(&1)
+                    .map(|sub| {
+                        sub.neurons
+                            .iter()
+                            .filter(|n| n.serve.is_some())
+                            .map(|n| (n.hotkey, n.outputs.incentive))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                g.set_metagraph(miners);
+            }
+        }));
+        let result = devnet_body(&args, &mut running, &gateway, engine, &mut tasks, &dir).await;
+        for t in &tasks {
+            t.abort();
+        }
+        running.shutdown().await;
+        result
+    })
+}
+
+async fn devnet_body(
+    args: &DevnetArgs,
+    running: &mut RunningNode,
+    gateway: &Arc<Gateway>,
+    engine: Option<Arc<dyn Engine>>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let shared = running.shared.clone();
+    let api = format!("http://{}", running.api_addr);
+    // The client funds its escrow once.
+    let client = devnet::client_key();
+    if shared.snapshot().state.escrow_of(&client.address()) < Amount::agora(100) {
+        submit_and_wait(
+            &shared,
+            sign(
+                &shared,
+                &client,
+                Call::EscrowDeposit {
+                    amount: Amount::agora(1_000),
+                },
+            ),
+        )
+        .await
+        .context("funding the client's escrow")?;
+    }
+    let gateway_addr: agora_p2p::Addr =
+        format!("/ip4/127.0.0.1/tcp/{}", args.p2p_port + 1).parse()?;
+    let miners = match &engine {
+        Some(e) => start_miners(args, &shared, e, gateway_addr, tasks).await?,
+        None => Vec::new(),
+    };
+    // Wait for the miners' adverts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.routable_miners() < miners.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let model = gateway.models().into_iter().next().unwrap_or_default();
+    println!(
+        "agora devnet: chain {} on one validator, {} miners, a gateway",
+        devnet::CHAIN_ID,
+        miners.len()
+    );
+    println!("  data        {}", dir.display());
+    println!("  OpenAI API  {api}/v1 (model {model})");
+    println!("  chain API   {api}/chain/status");
+    println!(
+        "  client      {} (funded, escrow for the gateway; devnet keys are public, never use them for value)",
+        client.address()
+    );
+    println!(
+        "  try         curl -s {api}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"system\",\"content\":\"You are a helpful AI assistant.\"}},{{\"role\":\"user\",\"content\":\"What is the capital of France?\"}}],\"max_tokens\":32,\"temperature\":0}}'"
+    );
+    println!("  blocks      curl -sN {api}/chain/events");
+    println!(
+        "Ctrl-C stops it; run it again to resume from {}.",
+        dir.display()
+    );
+    if args.demo {
+        return demo(&api, &shared, &miners).await;
+    }
+    let mut events = shared.finalized.subscribe();
+    let start = shared.snapshot().state.height;
+    match args.blocks {
+        Some(n) => {
+            let goal = start + n;
+            let deadline = Instant::now() + Duration::from_secs(60 + 5 * n);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, events.recv()).await {
+                    Ok(Ok(b)) => {
+                        println!(
+                            "block {} hash {} root {} txs {}",
+                            b.height, b.hash, b.state_root, b.txs
+                        );
+                        if b.height >= goal {
+                            return Ok(());
+                        }
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(_)) => return Err(anyhow!("the node stopped")),
+                    Err(_) => {
+                        return Err(anyhow!("no block {goal} within the deadline; see the log"));
+                    }
+                }
+            }
+        }
+        None => until_ctrl_c(running).await,
+    }
+}
+
+async fn demo(api: &str, shared: &Shared, miners: &[Arc<Miner>]) -> Result<()> {
+    if miners.is_empty() {
+        bail!("--demo needs at least one miner");
+    }
+    let client = agora_chain::client::Client::new(api)?;
+    let balances = |s: &Shared| -> Vec<Amount> {
+        let state = s.snapshot().state;
+        miners
+            .iter()
+            .map(|m| state.account(&m.hotkey()).balance)
+            .collect()
+    };
+    let before = balances(shared);
+    let questions = [
+        "What is the capital of France?",
+        "Name three primary colours.",
+        "What is 2 + 2?",
+    ];
+    for q in questions {
+        let body = serde_json::json!({
+            "messages": [
+                {"role": "system", "content": "You are a helpful AI assistant."},
+                {"role": "user", "content": q},
+            ],
+            "max_tokens": 32,
+            "temperature": 0,
+        });
+        let (code, v) = client.post("/v1/chat/completions", &body).await?;
+        if code != 200 {
+            bail!("the gateway answered {code}: {v}");
+        }
+        println!(
+            "Q: {q}\nA: {}\n   ({} prompt + {} completion tokens)",
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .trim(),
+            v["usage"]["prompt_tokens"],
+            v["usage"]["completion_tokens"]
+        );
+    }
+    // Wait for the miners' settlements to be finalized.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let served: usize = miners.iter().map(|m| m.served()).sum();
+    loop {
+        let now = balances(shared);
+        let paid = now.iter().zip(&before).filter(|(a, b)| a > b).count();
+        let served_by: usize = miners.iter().filter(|m| m.served() > 0).count();
+        if paid >= served_by && served_by > 0 {
+            for (m, (a, b)) in miners.iter().zip(now.iter().zip(&before)) {
+                let earned = a.checked_sub(*b).unwrap_or(Amount::ZERO);
+                println!(
+                    "miner {} served {} requests, paid {} AGORA on the ledger",
+                    m.hotkey(),
+                    m.served(),
+                    earned
+                );
+            }
+            println!("{served} requests served and settled");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("payments were not settled within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,64 @@
+"""Talk to an Agora gateway with the official `openai` package: one plain and one streaming
+chat completion, both with `usage`. Usage: python openai_check.py http://127.0.0.1:8700/v1"""
+
+import sys
+
+import openai
+
+
+def main() -> int:
+    base = sys.argv[1]
+    client = openai.OpenAI(base_url=base, api_key="agora-devnet")
+    models = client.models.list()
+    model = models.data[0].id
+    messages = [
+        {"role": "system", "content": "You are a helpful AI assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    reply = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=24, temperature=0
+    )
+    text = reply.choices[0].message.content
+    usage = reply.usage
+    assert text, "empty answer"
+    assert reply.choices[0].finish_reason in ("stop", "length"), reply.choices[0].finish_reason
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0, usage
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, usage
+    print(f"plain: {text!r} usage={usage.prompt_tokens}+{usage.completion_tokens}")
+
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            if delta.content:
+                pieces.append(delta.content)
+            if chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+        if chunk.usage:
+            usage = chunk.usage
+    streamed = "".join(pieces)
+    assert streamed, "empty streamed answer"
+    assert finish in ("stop", "length"), finish
+    assert usage is not None and usage.completion_tokens > 0, usage
+    assert streamed == text, f"greedy answers differ: {streamed!r} vs {text!r}"
+    print(f"stream: {len(pieces)} chunks, usage={usage.prompt_tokens}+{usage.completion_tokens}")
+
+    try:
+        client.chat.completions.create(model=model, messages=[], max_tokens=4)
+    except openai.BadRequestError as e:
+        print(f"bad request: {e.status_code}")
+    else:
+        raise AssertionError("an empty conversation was accepted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
