@@ -223,3 +223,31 @@ async fn a_bootstrap_peer_that_starts_later_is_redialled() {
     wait_for(&mut a_events, |e| *e == Event::Connected(b.peer_id())).await;
     assert!(a.peers().await.unwrap().contains(&b.peer_id()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_carries_gossip_and_streams_too() {
+    let quic = |bootstrap| P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()],
+        bootstrap,
+        topics: vec![TOPIC.to_owned()],
+        ..P2pConfig::default()
+    };
+    let (a, mut a_events) = P2p::start([11; 32], quic(vec![])).await.unwrap();
+    let a_addr = addr_of(&a).await;
+    assert!(a_addr.to_string().contains("/quic-v1"), "{a_addr}");
+    let (b, _b_events) = P2p::start([12; 32], quic(vec![a_addr])).await.unwrap();
+    wait_for(&mut a_events, |e| *e == Event::Connected(b.peer_id())).await;
+    gossip_until_seen(&b, &mut a_events, b"over quic").await;
+    let mut incoming = a.accept("/agora/test-quic/1").unwrap();
+    tokio::spawn(async move {
+        let (_, mut s) = incoming.next().await.unwrap();
+        let req = read_frame(&mut s, 64).await.unwrap().unwrap();
+        write_frame(&mut s, &req).await.unwrap();
+    });
+    let mut s = b
+        .open_stream(a.peer_id(), "/agora/test-quic/1")
+        .await
+        .unwrap();
+    write_frame(&mut s, b"echo").await.unwrap();
+    assert_eq!(read_frame(&mut s, 64).await.unwrap().unwrap(), b"echo");
+}

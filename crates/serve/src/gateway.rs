@@ -126,6 +126,7 @@ struct MinerEntry {
     seen: Instant,
     latency_ms: u64,
     skip_until: Option<Instant>,
+    busy_until: Option<Instant>,
     inflight: u32,
 }
 
@@ -272,6 +273,7 @@ impl Gateway {
             seen: Instant::now(),
             latency_ms: 500,
             skip_until: None,
+            busy_until: None,
             inflight: 0,
         });
         if advert.time_ms >= entry.advert.time_ms {
@@ -307,6 +309,7 @@ impl Gateway {
         let any_healthy = !healthy.is_empty();
         let candidates: Vec<&MinerEntry> = healthy
             .into_iter()
+            .filter(|m| m.busy_until.is_none_or(|t| t <= now))
             .filter(|m| m.advert.load + m.inflight < m.advert.capacity.max(1))
             .collect();
         if candidates.is_empty() {
@@ -343,13 +346,16 @@ impl Gateway {
         Ok(entry.clone())
     }
 
-    fn finish_attempt(&self, hotkey: &Address, outcome: Result<u64, Duration>) {
+    fn finish_attempt(&self, hotkey: &Address, outcome: Outcome) {
         let mut miners = self.miners();
         if let Some(m) = miners.get_mut(hotkey) {
             m.inflight = m.inflight.saturating_sub(1);
             match outcome {
-                Ok(latency_ms) => m.latency_ms = (m.latency_ms * 3 + latency_ms) / 4,
-                Err(skip) => m.skip_until = Some(Instant::now() + skip),
+                Outcome::Answered(latency_ms) => {
+                    m.latency_ms = (m.latency_ms * 3 + latency_ms) / 4;
+                }
+                Outcome::Busy => m.busy_until = Some(Instant::now() + Duration::from_millis(200)),
+                Outcome::Failed => m.skip_until = Some(Instant::now() + Duration::from_secs(30)),
             }
         }
     }
@@ -380,21 +386,26 @@ impl Gateway {
             tried.push(miner.hotkey);
             match self.attempt(&miner, request, cap, pieces.clone()).await {
                 Ok((completion, latency)) => {
-                    self.finish_attempt(&miner.hotkey, Ok(latency));
+                    self.finish_attempt(&miner.hotkey, Outcome::Answered(latency));
                     return Ok(completion);
                 }
                 Err(Attempt::Retry(reason, busy)) => {
                     debug!(miner = %miner.hotkey, %reason, "trying another miner");
-                    let skip = if busy {
-                        Duration::from_millis(200)
-                    } else {
-                        Duration::from_secs(30)
-                    };
-                    self.finish_attempt(&miner.hotkey, Err(skip));
+                    let outcome = if busy { Outcome::Busy } else { Outcome::Failed };
+                    self.finish_attempt(&miner.hotkey, outcome);
                     last_error = reason;
                 }
+                Err(Attempt::ClientGone) => {
+                    self.finish_attempt(&miner.hotkey, Outcome::Answered(500));
+                    return Err(GatewayError::MidStream("the client went away".into()));
+                }
                 Err(Attempt::Fatal(e)) => {
-                    self.finish_attempt(&miner.hotkey, Err(Duration::from_secs(30)));
+                    let outcome = match e {
+                        // The client's own fault or its going away says nothing of the miner.
+                        GatewayError::Invalid(_) => Outcome::Answered(500),
+                        _ => Outcome::Failed,
+                    };
+                    self.finish_attempt(&miner.hotkey, outcome);
                     return Err(e);
                 }
             }
@@ -480,9 +491,7 @@ impl Gateway {
                     if let Some(p) = &pieces {
                         // A client that went away cancels the request.
                         if p.send(Piece::Text(piece)).await.is_err() {
-                            return Err(Attempt::Fatal(GatewayError::MidStream(
-                                "the client went away".into(),
-                            )));
+                            return Err(Attempt::ClientGone);
                         }
                     }
                 }
@@ -566,9 +575,20 @@ impl Gateway {
     }
 }
 
+enum Outcome {
+    /// Answered; time to first token in milliseconds.
+    Answered(u64),
+    /// Said it is at capacity (skipped for 200 ms).
+    Busy,
+    /// Failed (skipped for 30 s).
+    Failed,
+}
+
 enum Attempt {
     /// Failed before any token: another miner may answer (the flag: it said `busy`).
     Retry(String, bool),
     /// Failed in a way another miner cannot fix.
     Fatal(GatewayError),
+    /// The client stopped reading (dropping the stream cancels the miner's work).
+    ClientGone,
 }

@@ -286,6 +286,19 @@ async fn every_miner_busy_is_a_busy_error() {
     let w = world(&[(MinerMode::Honest, 0), (MinerMode::Honest, 0)]).await;
     let e = w.gateway.complete(&ask("anyone?"), None).await.unwrap_err();
     assert_eq!(e, GatewayError::Busy);
+    // Over HTTP that is a 429 with an OpenAI-style error.
+    let app = agora_serve::openai::router(w.gateway.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = agora_chain_free_client(addr);
+    let body = r#"{"messages": [{"role": "user", "content": "anyone?"}], "max_tokens": 4}"#;
+    let (status, v) = client("POST", "/v1/chat/completions", body.to_owned()).await;
+    assert_eq!(status, 429, "{v}");
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
     // A price cap below every miner's price finds nobody.
     let mut cheap = ask("cheap");
     cheap.max_price_per_1k = Some(Amount(1));
