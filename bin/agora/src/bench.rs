@@ -50,6 +50,19 @@ enum Target {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Latency and throughput of a chat request through the gateway and libp2p against calling
+    /// the engine in-process (the served model), and errors at 64 concurrent clients.
+    Gateway {
+        /// Tokens generated per request.
+        #[arg(long, default_value_t = 16)]
+        tokens: usize,
+        /// Passes over the eight prompts.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Model cache directory (default as `agora model fetch`).
+        #[arg(long, value_name = "DIR")]
+        model_dir: Option<std::path::PathBuf>,
+    },
     /// Apply and commit blocks of 1,000 signed transfers (signatures checked, state root
     /// recomputed, one atomic store write per block); prints transfers/s.
     Ledger {
@@ -63,6 +76,17 @@ pub fn run(args: Args) -> ExitCode {
     match args.target {
         Target::Epoch { runs, only } => bench_epoch(runs.max(1), &only),
         Target::Ledger { blocks } => bench_ledger(blocks.max(1)),
+        Target::Gateway {
+            tokens,
+            rounds,
+            model_dir,
+        } => match crate::bench_gateway::bench_gateway(tokens.max(1), rounds, model_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Target::Chain {
             validators,
             saturate,

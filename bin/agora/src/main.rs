@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_chain;
+mod bench_gateway;
 mod chat;
 mod devnet;
 mod epoch;

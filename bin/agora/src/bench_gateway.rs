@@ -1,0 +1,241 @@
+//! `agora bench gateway`: what going through the gateway and libp2p costs, against calling the
+//! engine in the same process, with the served model.
+//!
+//! - In-process: for each prompt, render the chat template, tokenize and generate greedily
+//!   (`--tokens` tokens), one after another; the latency of each.
+//! - Gateway: the same prompts as OpenAI requests over HTTP to a gateway, which seals each to a
+//!   miner (one miner, same engine) over libp2p on loopback and streams the answer back, with a
+//!   signed and countersigned receipt; one after another.
+//! - Added latency: per prompt, gateway minus in-process (p50, p99). Throughput: prompts per
+//!   second of the gateway path over the in-process path.
+//! - 64 clients: 64 requests at once; every answer that is neither 200 nor 429 counts as an
+//!   error.
+#![allow(
+    clippy::float_arithmetic,
+    reason = "benchmark figures for people, not consensus-visible"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_crypto::Keypair;
+use agora_inference::{ChatMessage, Engine, GenerateRequest};
+use agora_p2p::{Event, P2p, P2pConfig};
+use agora_primitives::Amount;
+use agora_serve::gateway::{Gateway, GatewayConfig};
+use agora_serve::miner::{Miner, MinerConfig, MinerMode};
+use agora_serve::protocol::ADVERT_TOPIC;
+use anyhow::{Context, Result, anyhow};
+
+const PROMPTS: [&str; 8] = [
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "What is 2 + 2?",
+    "Write a haiku about the sea.",
+    "Who wrote Romeo and Juliet?",
+    "Give me a synonym for happy.",
+    "What is the boiling point of water?",
+    "Translate 'good morning' to Spanish.",
+];
+
+fn messages(q: &str) -> Vec<ChatMessage> {
+    vec![
+        ChatMessage {
+            role: "system".into(),
+            content: "You are a helpful AI assistant.".into(),
+        },
+        ChatMessage::user(q),
+    ]
+}
+
+fn percentile(sorted: &[f64], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// `agora bench gateway`.
+pub fn bench_gateway(
+    tokens: usize,
+    rounds: usize,
+    model_dir: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
+    let path = agora_inference::model::locate(&dir)?;
+    let engine: Arc<dyn Engine> = Arc::new(
+        agora_inference_candle::CandleEngine::load(&path)
+            .with_context(|| format!("loading {}", path.display()))?,
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(engine, tokens, rounds.max(1)))
+}
+
+async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()> {
+    let prompts: Vec<&str> = (0..rounds).flat_map(|_| PROMPTS).collect();
+    // In-process.
+    let mut inproc = Vec::new();
+    let start = Instant::now();
+    for q in &prompts {
+        let e = engine.clone();
+        let q = q.to_string();
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let prompt = e.tokenize(&e.render_chat(&messages(&q))?)?;
+            e.generate(&GenerateRequest::greedy(prompt, tokens), &mut |_| true)?;
+            Ok(())
+        })
+        .await??;
+        inproc.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let inproc_total = start.elapsed().as_secs_f64();
+
+    // Gateway and one miner over libp2p on loopback.
+    let listen = || P2pConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        topics: vec![ADVERT_TOPIC.to_owned()],
+        ..P2pConfig::default()
+    };
+    let gkey = Arc::new(Keypair::from_seed(&[1; 32]));
+    let (g2p, mut g_events) = P2p::start(*gkey.seed(), listen()).await?;
+    let g_addr = loop {
+        if let Some(a) = g2p.listen_addrs().await?.into_iter().next() {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let gateway = Gateway::new(
+        g2p,
+        gkey,
+        GatewayConfig {
+            chain_id: "bench".into(),
+            ..GatewayConfig::default()
+        },
+    );
+    let g = gateway.clone();
+    tokio::spawn(async move {
+        while let Some(e) = g_events.recv().await {
+            if let Event::Gossip { topic, from, data } = e
+                && topic == ADVERT_TOPIC
+            {
+                g.on_advert(from, &data);
+            }
+        }
+    });
+    let mkey = Arc::new(Keypair::from_seed(&[2; 32]));
+    let (m2p, mut m_events) = P2p::start(
+        *mkey.seed(),
+        P2pConfig {
+            bootstrap: vec![g_addr],
+            ..listen()
+        },
+    )
+    .await?;
+    tokio::spawn(async move { while m_events.recv().await.is_some() {} });
+    let miner = Miner::new(
+        mkey,
+        engine.clone(),
+        MinerConfig {
+            netuid: 1,
+            chain_id: "bench".into(),
+            price_per_1k: Amount(1_000),
+            capacity: 4,
+            mode: MinerMode::Honest,
+        },
+    );
+    let _tasks = miner.spawn(&m2p, Duration::from_millis(500))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.known_miners().is_empty() {
+        if Instant::now() > deadline {
+            return Err(anyhow!("the miner's advert never reached the gateway"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = agora_serve::openai::router(gateway.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let client = agora_chain::client::Client::new(&format!("http://{addr}"))?;
+    let body = |q: &str, n: usize| {
+        serde_json::json!({
+            "messages": [
+                {"role": "system", "content": "You are a helpful AI assistant."},
+                {"role": "user", "content": q},
+            ],
+            "max_tokens": n,
+            "temperature": 0,
+        })
+    };
+    let mut via = Vec::new();
+    let start = Instant::now();
+    for q in &prompts {
+        let t = Instant::now();
+        let (code, v) = client
+            .post("/v1/chat/completions", &body(q, tokens))
+            .await?;
+        if code != 200 {
+            return Err(anyhow!("gateway answered {code}: {v}"));
+        }
+        via.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let via_total = start.elapsed().as_secs_f64();
+    let mut added: Vec<f64> = via.iter().zip(&inproc).map(|(g, i)| g - i).collect();
+    added.sort_by(f64::total_cmp);
+    let ratio = inproc_total / via_total;
+
+    // 64 clients at once.
+    let mut handles = Vec::new();
+    for i in 0..64 {
+        let c = client.clone();
+        let b = body(PROMPTS[i % PROMPTS.len()], 8);
+        handles.push(tokio::spawn(async move {
+            c.post("/v1/chat/completions", &b)
+                .await
+                .map(|(code, _)| code)
+        }));
+    }
+    let (mut ok, mut busy, mut errors) = (0, 0, 0);
+    for h in handles {
+        match h.await {
+            Ok(Ok(200)) => ok += 1,
+            Ok(Ok(429)) => busy += 1,
+            _ => errors += 1,
+        }
+    }
+    println!("| path | requests | p50 ms | p99 ms | requests/s |\n|---|---|---|---|---|");
+    let mut sorted_in = inproc.clone();
+    sorted_in.sort_by(f64::total_cmp);
+    let mut sorted_via = via.clone();
+    sorted_via.sort_by(f64::total_cmp);
+    println!(
+        "| in-process | {} | {:.1} | {:.1} | {:.2} |",
+        prompts.len(),
+        percentile(&sorted_in, 50),
+        percentile(&sorted_in, 99),
+        prompts.len() as f64 / inproc_total
+    );
+    println!(
+        "| gateway + libp2p | {} | {:.1} | {:.1} | {:.2} |",
+        prompts.len(),
+        percentile(&sorted_via, 50),
+        percentile(&sorted_via, 99),
+        prompts.len() as f64 / via_total
+    );
+    println!("64 clients at once: {ok} answered, {busy} told 429, {errors} other errors");
+    println!(
+        "bench gateway/added_latency_p50_ms {:.2} ms",
+        percentile(&added, 50)
+    );
+    println!(
+        "bench gateway/added_latency_p99_ms {:.2} ms",
+        percentile(&added, 99)
+    );
+    println!("bench gateway/throughput_vs_inprocess {ratio:.3} x");
+    println!("bench gateway/errors_64_clients {errors} errors");
+    println!("bench gateway/answered_64_clients {ok} requests");
+    Ok(())
+}
