@@ -11,6 +11,7 @@ mod keys;
 mod model;
 mod node;
 mod query;
+mod serving;
 mod tx;
 
 use std::process::ExitCode;

@@ -89,15 +89,36 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
     let config = NodeConfig::load(&args.config)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let mut running = node::start(config).await?;
+        let prepared = match &config.serve {
+            Some(section) => {
+                let chain_id = node::genesis_state(&config)?.chain_id;
+                Some(crate::serving::prepare(section, &chain_id).await?)
+            }
+            None => None,
+        };
+        let gateway = prepared.as_ref().and_then(|p| p.gateway.clone());
+        let extra = gateway.clone().map(agora_serve::openai::routes);
+        let mut running = node::start_with(config, extra).await?;
+        let tasks = match prepared {
+            Some(p) => crate::serving::run(p, running.shared.clone())?,
+            None => Vec::new(),
+        };
         println!(
-            "node api=http://{} validator={}",
+            "node api=http://{} validator={}{}",
             running.api_addr,
             running
                 .validator
-                .map_or_else(|| "none (full node)".to_owned(), |v| v.to_string())
+                .map_or_else(|| "none (full node)".to_owned(), |v| v.to_string()),
+            if gateway.is_some() {
+                format!(" openai=http://{}/v1", running.api_addr)
+            } else {
+                String::new()
+            }
         );
         let result = until_ctrl_c(&mut running).await;
+        for t in &tasks {
+            t.abort();
+        }
         running.shutdown().await;
         result
     })

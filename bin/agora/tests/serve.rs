@@ -8,6 +8,16 @@ fn agora() -> Command {
     Command::new(env!("CARGO_BIN_EXE_agora"))
 }
 
+/// Kills the child when the test ends, pass or fail.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
     let dir = std::env::temp_dir().join(format!("agora-serve-devnet-{}", std::process::id()));
@@ -47,21 +57,23 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
     );
 
     // The same devnet again (resumed), driven by the openai package.
-    let mut node = agora()
-        .args([
-            "devnet",
-            "--dir",
-            d,
-            "--api-port",
-            "20301",
-            "--p2p-port",
-            "20410",
-        ])
-        .env("AGORA_LOG", "error,arc_malachitebft_network=off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let node = Running(
+        agora()
+            .args([
+                "devnet",
+                "--dir",
+                d,
+                "--api-port",
+                "20301",
+                "--p2p-port",
+                "20410",
+            ])
+            .env("AGORA_LOG", "error,arc_malachitebft_network=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,8 +112,7 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
         .arg("http://127.0.0.1:20301/v1")
         .output()
         .unwrap();
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     let out = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(
         check.status.success(),
@@ -111,5 +122,154 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
     assert!(out.contains("plain: "), "{out}");
     assert!(out.contains("stream: "), "{out}");
     assert!(out.contains("bad request: 400"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn agora_node_runs_a_gateway_and_a_miner_from_its_config() {
+    use agora_crypto::Keypair;
+    use agora_primitives::{Amount, Call, Hash, ServeInfo, Transaction, to_hex};
+    let dir = std::env::temp_dir().join(format!("agora-serve-node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let out = agora()
+        .args([
+            "testnet",
+            "init",
+            "--validators",
+            "1",
+            "--dir",
+            d,
+            "--api-port",
+            "20500",
+            "--p2p-port",
+            "20550",
+            "--gossip-port",
+            "20575",
+            "--empty-interval-ms",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| {
+        let text = std::fs::read_to_string(dir.join(p)).unwrap();
+        let seed: [u8; 32] = agora_primitives::from_hex(text.trim())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        Keypair::from_seed(&seed)
+    };
+    // The validator's key also serves as the miner's hotkey; the faucet pays as the gateway.
+    let miner = read("node0/validator.key");
+    let gateway = read("faucet.key");
+    let config = dir.join("node0/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[serve]\nlisten = \"/ip4/127.0.0.1/tcp/20590\"\nminer_key = \"validator.key\"\ngateway_key = \"../faucet.key\"\nprice_per_1k = \"0.01\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let node = Running(
+        agora()
+            .args(["node", "--config", config.to_str().unwrap()])
+            .env("AGORA_LOG", "error,arc_malachitebft_network=off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = agora_chain::client::Client::new("http://127.0.0.1:20500").unwrap();
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait(
+        "the chain",
+        &|| matches!(rt.block_on(client.get("/chain/status")), Ok((200, v)) if v["height"].as_u64() >= Some(1)),
+    );
+    let status = rt.block_on(client.get("/chain/status")).unwrap().1;
+    let chain = status["chain_id"].as_str().unwrap().to_owned();
+    let tx = |k: &Keypair, nonce: u64, call: Call| {
+        let t = agora_crypto::sign_tx(
+            k,
+            Transaction {
+                chain_id: chain.clone(),
+                sender: k.address(),
+                nonce,
+                fee: Amount(1_000),
+                expiry_height: 1_000_000,
+                call,
+            },
+        );
+        serde_json::json!({"tx": to_hex(&agora_codec::encode_to_vec(&t))})
+    };
+    let peer_id = agora_p2p::peer_id_from_seed(*miner.seed());
+    for body in [
+        tx(
+            &miner,
+            0,
+            Call::Register {
+                netuid: 1,
+                hotkey: miner.address(),
+                max_burn: Amount::agora(100),
+            },
+        ),
+        tx(
+            &miner,
+            1,
+            Call::Serve {
+                netuid: 1,
+                info: ServeInfo {
+                    peer_id: peer_id.to_bytes(),
+                    addresses: vec!["/ip4/127.0.0.1/tcp/20590".into()],
+                    model_hash: Hash::default(),
+                    price_per_1k_tokens: Amount(10_000_000),
+                },
+            },
+        ),
+        tx(
+            &gateway,
+            0,
+            Call::EscrowDeposit {
+                amount: Amount::agora(100),
+            },
+        ),
+    ] {
+        let (code, v) = rt.block_on(client.post("/chain/tx", &body)).unwrap();
+        assert_eq!(code, 200, "{v}");
+    }
+    let ask = serde_json::json!({
+        "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+        "max_tokens": 8,
+        "temperature": 0,
+    });
+    // Once registered and advertised, the node's own gateway routes to its own miner.
+    wait("an answer", &|| {
+        matches!(
+            rt.block_on(client.post("/v1/chat/completions", &ask)),
+            Ok((200, _))
+        )
+    });
+    let escrow = || {
+        rt.block_on(client.get(&format!("/chain/account/{}", gateway.address())))
+            .unwrap()
+            .1["escrow"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    wait("the settlement", &|| escrow() != "100");
+    drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

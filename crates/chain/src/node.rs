@@ -114,6 +114,46 @@ pub struct NodeConfig {
     /// Deliberate faults, for tests only.
     #[serde(default)]
     pub faults: FaultSection,
+    /// Serving roles (miner, gateway) run beside the chain by `agora node`.
+    #[serde(default)]
+    pub serve: Option<ServeSection>,
+}
+
+/// `[serve]`: the serving network's roles on this node (see `agora node`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// Listen multiaddress of the serving swarm.
+    pub listen: String,
+    /// Serving peers to dial (multiaddresses of gateways or miners).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Subnet served or routed to.
+    #[serde(default = "default_netuid")]
+    pub netuid: u16,
+    /// Run the gateway, paying from the escrow of this key (file with the seed in hex).
+    #[serde(default)]
+    pub gateway_key: Option<PathBuf>,
+    /// The gateway's price cap per 1k tokens (decimal AGORA).
+    #[serde(default)]
+    pub max_price_per_1k: Option<String>,
+    /// Run the miner with this hotkey (file with the seed in hex); it must already be
+    /// registered on the subnet with serve info (`agora tx register`, `agora tx serve`).
+    #[serde(default)]
+    pub miner_key: Option<PathBuf>,
+    /// The miner's price per 1k tokens (decimal AGORA).
+    #[serde(default)]
+    pub price_per_1k: Option<String>,
+    /// Requests the miner runs at once.
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    /// Model cache directory for the miner (default as `agora model fetch`).
+    #[serde(default)]
+    pub model_dir: Option<PathBuf>,
+}
+
+fn default_netuid() -> u16 {
+    1
 }
 
 /// `[faults]`: make this node misbehave on purpose (tests of the honest majority).
@@ -222,6 +262,11 @@ impl NodeConfig {
         config.home = Some(config.home.as_deref().map_or_else(|| dir.clone(), abs));
         config.genesis = config.genesis.as_deref().map(abs);
         config.validator_key = config.validator_key.as_deref().map(abs);
+        if let Some(serve) = config.serve.as_mut() {
+            serve.gateway_key = serve.gateway_key.as_deref().map(abs);
+            serve.miner_key = serve.miner_key.as_deref().map(abs);
+            serve.model_dir = serve.model_dir.as_deref().map(abs);
+        }
         Ok(config)
     }
 

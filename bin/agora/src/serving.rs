@@ -1,0 +1,226 @@
+//! The serving roles of `agora node` (`[serve]` in its config): a gateway whose OpenAI API is
+//! served on the node's API port, and a miner serving the model. Both use one libp2p swarm of
+//! their own; both read the chain from the node they run in.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_chain::node::{ServeSection, read_key};
+use agora_chain::shared::Shared;
+use agora_inference::Engine;
+use agora_p2p::{Event, P2p, P2pConfig};
+use agora_primitives::{Amount, Call, Transaction};
+use agora_serve::gateway::{Gateway, GatewayConfig};
+use agora_serve::miner::{Miner, MinerConfig, MinerMode};
+use agora_serve::protocol::ADVERT_TOPIC;
+use anyhow::{Context, Result, anyhow};
+
+/// The serving swarms and gateway, made before the node starts (its routes join the node's API).
+pub struct Prepared {
+    /// The miner's swarm (listening on `[serve] listen`).
+    miner: Option<(P2p, tokio::sync::mpsc::Receiver<Event>)>,
+    /// The gateway's swarm: on `listen` when the node runs no miner, else on a port of its own
+    /// that dials the local miner too (gossip never returns a node's own messages, and a swarm
+    /// cannot open a stream to itself).
+    gateway_swarm: Option<(P2p, tokio::sync::mpsc::Receiver<Event>)>,
+    /// The gateway, when this node runs one.
+    pub gateway: Option<Arc<Gateway>>,
+    section: ServeSection,
+}
+
+async fn swarm(
+    seed: [u8; 32],
+    listen: agora_p2p::Addr,
+    bootstrap: Vec<agora_p2p::Addr>,
+) -> Result<(P2p, tokio::sync::mpsc::Receiver<Event>)> {
+    P2p::start(
+        seed,
+        P2pConfig {
+            listen: vec![listen],
+            bootstrap,
+            topics: vec![ADVERT_TOPIC.to_owned()],
+            ..P2pConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| anyhow!("serving swarm: {e}"))
+}
+
+/// Start the serving swarms and (if configured) build the gateway.
+pub async fn prepare(section: &ServeSection, chain_id: &str) -> Result<Prepared> {
+    if section.gateway_key.is_none() && section.miner_key.is_none() {
+        return Err(anyhow!(
+            "[serve] needs gateway_key, miner_key or both; see docs/ARCHITECTURE.md"
+        ));
+    }
+    let listen: agora_p2p::Addr = section
+        .listen
+        .parse()
+        .with_context(|| format!("[serve] listen {:?} is not a multiaddress", section.listen))?;
+    let peers = section
+        .peers
+        .iter()
+        .map(|p| {
+            p.parse()
+                .with_context(|| format!("[serve] peer {p:?} is not a multiaddress"))
+        })
+        .collect::<Result<Vec<agora_p2p::Addr>>>()?;
+    let miner = match &section.miner_key {
+        Some(path) => Some(swarm(*read_key(path)?.seed(), listen.clone(), peers.clone()).await?),
+        None => None,
+    };
+    let (gateway_swarm, gateway) = match &section.gateway_key {
+        Some(path) => {
+            let key = read_key(path)?;
+            let (gateway_listen, mut bootstrap) = if miner.is_some() {
+                ("/ip4/127.0.0.1/tcp/0".parse()?, peers.clone())
+            } else {
+                (listen.clone(), peers.clone())
+            };
+            if miner.is_some() {
+                bootstrap.push(listen.clone());
+            }
+            let (p2p, events) = swarm(*key.seed(), gateway_listen, bootstrap).await?;
+            let max_price = match &section.max_price_per_1k {
+                Some(p) => p
+                    .parse::<Amount>()
+                    .map_err(|e| anyhow!("[serve] max_price_per_1k: {e}"))?,
+                None => GatewayConfig::default().max_price_per_1k,
+            };
+            let gateway = Gateway::new(
+                p2p.clone(),
+                Arc::new(key),
+                GatewayConfig {
+                    netuid: section.netuid,
+                    chain_id: chain_id.to_owned(),
+                    max_price_per_1k: max_price,
+                    ..GatewayConfig::default()
+                },
+            );
+            (Some((p2p, events)), Some(gateway))
+        }
+        None => (None, None),
+    };
+    Ok(Prepared {
+        miner,
+        gateway_swarm,
+        gateway,
+        section: section.clone(),
+    })
+}
+
+/// Run the roles against the node's chain state; returns their tasks.
+pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let Prepared {
+        miner,
+        gateway_swarm,
+        gateway,
+        section,
+    } = prepared;
+    let mut tasks = Vec::new();
+    if let (Some(g), Some((_, mut events))) = (gateway.clone(), gateway_swarm) {
+        tasks.push(tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if let Event::Gossip { topic, from, data } = e
+                    && topic == ADVERT_TOPIC
+                {
+                    g.on_advert(from, &data);
+                }
+            }
+        }));
+    }
+    if let Some(g) = gateway {
+        let (s, netuid) = (shared.clone(), section.netuid);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let state = s.snapshot().state;
+                g.set_height(state.height);
+                let miners: BTreeMap<_, _> = state
+                    .subnets
+                    .get(&netuid)
+                    .map(|sub| {
+                        sub.neurons
+                            .iter()
+                            .filter(|n| n.serve.is_some())
+                            .map(|n| (n.hotkey, n.outputs.incentive))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                g.set_metagraph(miners);
+            }
+        }));
+    }
+    if let (Some(path), Some((p2p, mut events))) = (&section.miner_key, miner) {
+        tasks.push(tokio::spawn(async move {
+            while events.recv().await.is_some() {}
+        }));
+        let key = Arc::new(read_key(path)?);
+        let dir = section
+            .model_dir
+            .clone()
+            .unwrap_or_else(agora_inference::model::default_dir);
+        let model = agora_inference::model::locate(&dir)?;
+        let engine: Arc<dyn Engine> = Arc::new(
+            agora_inference_candle::CandleEngine::load(&model)
+                .with_context(|| format!("loading {}", model.display()))?,
+        );
+        let price = match &section.price_per_1k {
+            Some(p) => p
+                .parse::<Amount>()
+                .map_err(|e| anyhow!("[serve] price_per_1k: {e}"))?,
+            None => Amount(10_000_000),
+        };
+        let miner = Miner::new(
+            key.clone(),
+            engine,
+            MinerConfig {
+                netuid: section.netuid,
+                chain_id: shared.chain_id.clone(),
+                price_per_1k: price,
+                capacity: section.capacity.unwrap_or(4),
+                mode: MinerMode::Honest,
+            },
+        );
+        tasks.extend(
+            miner
+                .spawn(&p2p, Duration::from_secs(2))
+                .map_err(|e| anyhow!("{e}"))?,
+        );
+        tasks.push(tokio::spawn(settle(miner, key, shared)));
+    }
+    Ok(tasks)
+}
+
+/// Submit countersigned receipts every few seconds, through this node's mempool.
+async fn settle(miner: Arc<Miner>, key: Arc<agora_crypto::Keypair>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        tick.tick().await;
+        let receipts = miner.take_receipts(agora_primitives::MAX_RECEIPTS);
+        if receipts.is_empty() {
+            continue;
+        }
+        let snapshot = shared.snapshot();
+        let nonce = shared.mempool().next_nonce(&snapshot.state, &key.address());
+        let tx = agora_crypto::sign_tx(
+            &key,
+            Transaction {
+                chain_id: shared.chain_id.clone(),
+                sender: key.address(),
+                nonce,
+                fee: Amount(1_000),
+                expiry_height: snapshot.state.height + 100,
+                call: Call::Settle {
+                    receipts: receipts.clone(),
+                },
+            },
+        );
+        if let Err(e) = shared.submit(tx) {
+            tracing::warn!(error = %e, "settlement refused; keeping the receipts");
+            miner.return_receipts(receipts);
+        }
+    }
+}
