@@ -134,10 +134,35 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
         let (s, netuid) = (shared.clone(), section.netuid);
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut dialled: BTreeMap<String, std::time::Instant> = BTreeMap::new();
             loop {
                 tick.tick().await;
                 let state = s.snapshot().state;
                 g.set_height(state.height);
+                // Dial registered miners this gateway has not heard from, at their on-chain
+                // serve addresses (at most every 10 s each).
+                let known = g.known_miners();
+                let to_dial: Vec<String> = state
+                    .subnets
+                    .get(&netuid)
+                    .map(|sub| {
+                        sub.neurons
+                            .iter()
+                            .filter(|n| !known.contains(&n.hotkey))
+                            .filter_map(|n| n.serve.as_ref())
+                            .flat_map(|info| info.addresses.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for addr in to_dial {
+                    let due = dialled
+                        .get(&addr)
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+                    if due {
+                        dialled.insert(addr.clone(), std::time::Instant::now());
+                        g.dial(&addr).await;
+                    }
+                }
                 let miners: BTreeMap<_, _> = state
                     .subnets
                     .get(&netuid)

@@ -236,6 +236,13 @@ impl Gateway {
             .count()
     }
 
+    /// Dial a miner's published serve address (so its adverts reach this gateway).
+    pub async fn dial(&self, address: &str) {
+        if let Ok(addr) = address.parse() {
+            let _ = self.p2p.dial(addr).await;
+        }
+    }
+
     /// Miners known now (hotkeys).
     pub fn known_miners(&self) -> Vec<Address> {
         self.miners().keys().copied().collect()
