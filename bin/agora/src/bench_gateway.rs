@@ -2,10 +2,11 @@
 //! engine in the same process, with the served model.
 //!
 //! - In-process: for each prompt, render the chat template, tokenize and generate greedily
-//!   (`--tokens` tokens), one after another; the latency of each.
-//! - Gateway: the same prompts as OpenAI requests over HTTP to a gateway, which seals each to a
+//!   (`--tokens` tokens); the latency of each.
+//! - Gateway: the same prompt as an OpenAI request over HTTP to a gateway, which seals it to a
 //!   miner (one miner, same engine) over libp2p on loopback and streams the answer back, with a
-//!   signed and countersigned receipt; one after another.
+//!   signed and countersigned receipt.
+//! - After one warm-up of each path, the two run in pairs, prompt by prompt.
 //! - Added latency: per prompt, gateway minus in-process (p50, p99). Throughput: prompts per
 //!   second of the gateway path over the in-process path.
 //! - 64 clients: 64 requests at once; every answer that is neither 200 nor 429 counts as an
@@ -75,23 +76,6 @@ pub fn bench_gateway(
 
 async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()> {
     let prompts: Vec<&str> = (0..rounds).flat_map(|_| PROMPTS).collect();
-    // In-process.
-    let mut inproc = Vec::new();
-    let start = Instant::now();
-    for q in &prompts {
-        let e = engine.clone();
-        let q = q.to_string();
-        let t = Instant::now();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let prompt = e.tokenize(&e.render_chat(&messages(&q))?)?;
-            e.generate(&GenerateRequest::greedy(prompt, tokens), &mut |_| true)?;
-            Ok(())
-        })
-        .await??;
-        inproc.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    let inproc_total = start.elapsed().as_secs_f64();
-
     // Gateway and one miner over libp2p on loopback.
     let listen = || P2pConfig {
         listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
@@ -170,19 +154,40 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
             "temperature": 0,
         })
     };
-    let mut via = Vec::new();
-    let start = Instant::now();
-    for q in &prompts {
-        let t = Instant::now();
-        let (code, v) = client
-            .post("/v1/chat/completions", &body(q, tokens))
-            .await?;
-        if code != 200 {
-            return Err(anyhow!("gateway answered {code}: {v}"));
+    let local = |q: String| {
+        let e = engine.clone();
+        async move {
+            let t = Instant::now();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let prompt = e.tokenize(&e.render_chat(&messages(&q))?)?;
+                e.generate(&GenerateRequest::greedy(prompt, tokens), &mut |_| true)?;
+                Ok(())
+            })
+            .await??;
+            Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1e3)
         }
-        via.push(t.elapsed().as_secs_f64() * 1e3);
+    };
+    let remote = |q: String| {
+        let (c, b) = (client.clone(), body(&q, tokens));
+        async move {
+            let t = Instant::now();
+            let (code, v) = c.post("/v1/chat/completions", &b).await?;
+            if code != 200 {
+                return Err(anyhow!("gateway answered {code}: {v}"));
+            }
+            Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1e3)
+        }
+    };
+    // Warm both paths, then measure them in pairs, prompt by prompt, so drift hits both alike.
+    local(PROMPTS[0].to_owned()).await?;
+    remote(PROMPTS[0].to_owned()).await?;
+    let (mut inproc, mut via) = (Vec::new(), Vec::new());
+    for q in &prompts {
+        inproc.push(local(q.to_string()).await?);
+        via.push(remote(q.to_string()).await?);
     }
-    let via_total = start.elapsed().as_secs_f64();
+    let inproc_total: f64 = inproc.iter().sum::<f64>() / 1e3;
+    let via_total: f64 = via.iter().sum::<f64>() / 1e3;
     let mut added: Vec<f64> = via.iter().zip(&inproc).map(|(g, i)| g - i).collect();
     added.sort_by(f64::total_cmp);
     let ratio = inproc_total / via_total;
