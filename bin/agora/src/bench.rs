@@ -57,7 +57,7 @@ enum Target {
         #[arg(long, default_value_t = 16)]
         tokens: usize,
         /// Passes over the eight prompts.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 4)]
         rounds: usize,
         /// Model cache directory (default as `agora model fetch`).
         #[arg(long, value_name = "DIR")]

@@ -6,7 +6,8 @@
 //! - Gateway: the same prompt as an OpenAI request over HTTP to a gateway, which seals it to a
 //!   miner (one miner, same engine) over libp2p on loopback and streams the answer back, with a
 //!   signed and countersigned receipt.
-//! - After one warm-up of each path, the two run in pairs, prompt by prompt.
+//! - After one warm-up of each path, the two run in pairs, prompt by prompt, alternating which
+//!   goes first.
 //! - Added latency: per prompt, gateway minus in-process (p50, p99). Throughput: prompts per
 //!   second of the gateway path over the in-process path.
 //! - 64 clients: 64 requests at once; every answer that is neither 200 nor 429 counts as an
@@ -182,9 +183,15 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
     local(PROMPTS[0].to_owned()).await?;
     remote(PROMPTS[0].to_owned()).await?;
     let (mut inproc, mut via) = (Vec::new(), Vec::new());
-    for q in &prompts {
-        inproc.push(local(q.to_string()).await?);
-        via.push(remote(q.to_string()).await?);
+    for (i, q) in prompts.iter().enumerate() {
+        // Alternate which path goes first, so neither gains from the other's warm caches.
+        if i % 2 == 0 {
+            inproc.push(local(q.to_string()).await?);
+            via.push(remote(q.to_string()).await?);
+        } else {
+            via.push(remote(q.to_string()).await?);
+            inproc.push(local(q.to_string()).await?);
+        }
     }
     let inproc_total: f64 = inproc.iter().sum::<f64>() / 1e3;
     let via_total: f64 = via.iter().sum::<f64>() / 1e3;
