@@ -438,8 +438,11 @@ pub async fn write_frame(stream: &mut Stream, bytes: &[u8]) -> Result<(), P2pErr
         len: bytes.len(),
         max: u32::MAX as usize,
     })?;
-    stream.write_all(&len.to_le_bytes()).await?;
-    stream.write_all(bytes).await?;
+    // One write per frame: the length and the bytes travel in the same transport frame.
+    let mut buf = Vec::with_capacity(4 + bytes.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(bytes);
+    stream.write_all(&buf).await?;
     stream.flush().await?;
     Ok(())
 }
