@@ -234,11 +234,12 @@ impl Engine for CandleEngine {
             return Err(Error::ContextLimit { needed, limit });
         }
         let mut cache = self.weights.cache();
+        // Only the last position's logits are needed to start generating.
         let logits = self
             .weights
-            .forward(&request.prompt, &mut cache)
+            .forward_from(&request.prompt, &mut cache, request.prompt.len() - 1)
             .map_err(backend)?;
-        let mut row = Self::logits_row(&logits, request.prompt.len() - 1)?;
+        let mut row = Self::logits_row(&logits, 0)?;
         let mut rng = Rng(request.sampling.seed);
         let mut tokens = Vec::new();
         let mut bytes: Vec<u8> = Vec::new();
@@ -339,12 +340,16 @@ impl Engine for CandleEngine {
         }
         let mut cache = self.weights.cache();
         // One forward pass over prompt and continuation; row p predicts token p + 1.
-        let logits = self.weights.forward(&all, &mut cache).map_err(backend)?;
+        // Logits from the last prompt position on: each predicts the next continuation token.
+        let logits = self
+            .weights
+            .forward_from(&all, &mut cache, prompt.len() - 1)
+            .map_err(backend)?;
         continuation
             .iter()
             .enumerate()
             .map(|(k, &id)| {
-                let row = Self::logits_row(&logits, prompt.len() - 1 + k)?;
+                let row = Self::logits_row(&logits, k)?;
                 let logprobs = log_softmax(&row);
                 let best = argmax(&row);
                 Ok(TokenScore {

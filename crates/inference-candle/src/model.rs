@@ -189,6 +189,21 @@ impl Weights {
 
     /// Feed `tokens` after what the cache holds; logits for every fed position `(len, vocab)`.
     pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        self.forward_from(tokens, cache, 0)
+    }
+
+    /// Feed `tokens` after what the cache holds; logits for the fed positions from `first_row`
+    /// on, `(len - first_row, vocab)`.
+    ///
+    /// The output projection (the largest matrix) runs only for the rows asked for, one
+    /// position at a time as decoding runs it: generation asks for the last prompt position
+    /// alone, scoring for the positions that predict the continuation.
+    pub fn forward_from(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        first_row: usize,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let device = self.embeddings.device();
         let seq = tokens.len();
@@ -268,6 +283,9 @@ impl Weights {
         }
         cache.len += seq;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_eps as f32)?;
-        self.output.forward(&x)?.i(0)?.to_dtype(DType::F32)
+        let rows = (first_row.min(seq)..seq)
+            .map(|i| self.output.forward(&x.narrow(1, i, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&rows, 1)?.i(0)?.to_dtype(DType::F32)
     }
 }

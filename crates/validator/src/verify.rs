@@ -1,0 +1,193 @@
+//! Verify a miner's answer by teacher forcing: score the claimed continuation after the prompt
+//! in one forward pass of the validator's own copy of the model, then apply the rules.
+//!
+//! - Greedy challenges: every token must be the model's argmax, except numerical near-ties: a
+//!   token whose log-probability is within [`NEAR_TIE`] nats of the best one passes. The
+//!   tolerance is wide because today's engine scores a continuation in one batched pass while
+//!   the miner generated it token by token, and the two disagree by up to about 0.26 nats on
+//!   some positions (measured: "Explain recycling in two sentences.", position 20, where the
+//!   top two candidates swap). Closing that gap in the engine lets this tolerance shrink.
+//! - Sampled challenges: the answer fails if any token's log-probability is at most
+//!   [`IMPOSSIBLE`] (-13), or if [`UNLIKELY_COUNT`] (5) or more are at most [`UNLIKELY`] (-8).
+//! - End of sequence: an answer that ends with `stop` must be followed by a stop token the model
+//!   agrees with (argmax or near-tie for greedy; above the impossible line for sampled); one that
+//!   ends with `length` must have exactly `max_tokens` tokens.
+//! - The count the miner claims (in its receipt) must equal the tokens given.
+//!
+//! The decision is a pure function of the model, the prompt and the answer: the same answer
+//! always gets the same verdict on the same machine.
+#![allow(
+    clippy::float_arithmetic,
+    reason = "log-probabilities are floats; verdicts are local decisions, not consensus state"
+)]
+
+use agora_inference::{Engine, Error};
+
+/// Near-tie tolerance for greedy answers, in nats.
+pub const NEAR_TIE: f32 = 0.3;
+/// A token at or below this log-probability fails a sampled answer.
+pub const IMPOSSIBLE: f32 = -13.0;
+/// Tokens at or below this log-probability count as unlikely.
+pub const UNLIKELY: f32 = -8.0;
+/// This many unlikely tokens fail a sampled answer.
+pub const UNLIKELY_COUNT: usize = 5;
+
+/// How the answer was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Temperature 0.
+    Greedy,
+    /// Any sampling.
+    Sampled,
+}
+
+/// How the answer ended, as the miner says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token came.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+}
+
+/// What is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer<'a> {
+    /// The prompt's token ids (the validator renders and tokenizes the challenge itself).
+    pub prompt: &'a [u32],
+    /// The answer's token ids.
+    pub tokens: &'a [u32],
+    /// Greedy or sampled.
+    pub mode: Mode,
+    /// How it ended.
+    pub finish: Finish,
+    /// The `max_tokens` asked for.
+    pub max_tokens: usize,
+    /// The completion tokens the miner claims.
+    pub claimed_tokens: usize,
+}
+
+/// Why an answer fails.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// A greedy answer's token is not the model's choice.
+    NotArgmax {
+        /// Position in the answer.
+        position: usize,
+        /// Its log-probability.
+        logprob: f32,
+        /// The best one's.
+        best: f32,
+    },
+    /// A sampled answer has a token the model would never produce.
+    Impossible {
+        /// Position.
+        position: usize,
+        /// Its log-probability.
+        logprob: f32,
+    },
+    /// A sampled answer has too many unlikely tokens.
+    TooUnlikely {
+        /// How many.
+        count: usize,
+    },
+    /// The answer stops where the model would not.
+    StopMisplaced,
+    /// The answer ends for length without reaching `max_tokens`, or runs past it.
+    LengthMismatch {
+        /// Tokens given.
+        tokens: usize,
+        /// `max_tokens`.
+        max: usize,
+    },
+    /// The miner claims another number of tokens than it gave.
+    CountMismatch {
+        /// Claimed.
+        claimed: usize,
+        /// Given.
+        given: usize,
+    },
+}
+
+/// The verdict.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// The answer is what the model produces.
+    Pass,
+    /// The answer is not, and why.
+    Fail(Failure),
+}
+
+/// Verify `answer` with `engine` (the registered model); `stop` is the model's stop token.
+pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Verdict, Error> {
+    let fail = |f| Ok(Verdict::Fail(f));
+    if answer.claimed_tokens != answer.tokens.len() {
+        return fail(Failure::CountMismatch {
+            claimed: answer.claimed_tokens,
+            given: answer.tokens.len(),
+        });
+    }
+    match answer.finish {
+        Finish::Length if answer.tokens.len() != answer.max_tokens => {
+            return fail(Failure::LengthMismatch {
+                tokens: answer.tokens.len(),
+                max: answer.max_tokens,
+            });
+        }
+        Finish::Stop if answer.tokens.len() >= answer.max_tokens.max(1) => {
+            return fail(Failure::LengthMismatch {
+                tokens: answer.tokens.len(),
+                max: answer.max_tokens,
+            });
+        }
+        _ => {}
+    }
+    // One pass over the answer, and the stop token after it when it claims one.
+    let mut forced = answer.tokens.to_vec();
+    if answer.finish == Finish::Stop {
+        forced.push(stop);
+    }
+    let scores = engine.score(answer.prompt, &forced)?;
+    let (body, tail) = scores.split_at(answer.tokens.len());
+    match answer.mode {
+        Mode::Greedy => {
+            for (position, s) in body.iter().enumerate() {
+                if !s.is_argmax && s.best_logprob - s.logprob > NEAR_TIE {
+                    return fail(Failure::NotArgmax {
+                        position,
+                        logprob: s.logprob,
+                        best: s.best_logprob,
+                    });
+                }
+            }
+            if let Some(s) = tail.first()
+                && !s.is_argmax
+                && s.best_logprob - s.logprob > NEAR_TIE
+            {
+                return fail(Failure::StopMisplaced);
+            }
+        }
+        Mode::Sampled => {
+            if let Some((position, s)) = body
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.logprob <= IMPOSSIBLE)
+            {
+                return fail(Failure::Impossible {
+                    position,
+                    logprob: s.logprob,
+                });
+            }
+            let count = body.iter().filter(|s| s.logprob <= UNLIKELY).count();
+            if count >= UNLIKELY_COUNT {
+                return fail(Failure::TooUnlikely { count });
+            }
+            if let Some(s) = tail.first()
+                && s.logprob <= IMPOSSIBLE
+            {
+                return fail(Failure::StopMisplaced);
+            }
+        }
+    }
+    Ok(Verdict::Pass)
+}

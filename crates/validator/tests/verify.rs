@@ -1,0 +1,180 @@
+//! The verifier on answers produced by the real model (fetched like `agora model fetch` when
+//! missing): honest answers pass, each kind of forgery fails, verdicts are deterministic.
+
+use std::sync::OnceLock;
+
+use agora_inference::{ChatMessage, Engine, FinishReason, GenerateRequest, Sampling};
+use agora_inference_candle::CandleEngine;
+use agora_primitives::Hash;
+use agora_validator::challenge::challenges;
+use agora_validator::verify::{Answer, Failure, Finish, Mode, Verdict, verify};
+
+fn engine() -> &'static CandleEngine {
+    static ENGINE: OnceLock<CandleEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let dir = agora_inference::model::default_dir();
+        let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
+        CandleEngine::load(&path).expect("load the model")
+    })
+}
+
+fn prompt(q: &str) -> Vec<u32> {
+    let e = engine();
+    let text = e
+        .render_chat(&[
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful AI assistant.".into(),
+            },
+            ChatMessage::user(q),
+        ])
+        .unwrap();
+    e.tokenize(&text).unwrap()
+}
+
+fn generate(prompt: &[u32], max: usize, sampling: Sampling) -> (Vec<u32>, Finish) {
+    let out = engine()
+        .generate(
+            &GenerateRequest {
+                prompt: prompt.to_vec(),
+                max_tokens: max,
+                sampling,
+                stop: vec![],
+                top_logprobs: 0,
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    let finish = match out.finish {
+        FinishReason::Stop => Finish::Stop,
+        _ => Finish::Length,
+    };
+    (out.tokens.iter().map(|t| t.id).collect(), finish)
+}
+
+fn check(prompt: &[u32], tokens: &[u32], mode: Mode, finish: Finish, max: usize) -> Verdict {
+    let answer = Answer {
+        prompt,
+        tokens,
+        mode,
+        finish,
+        max_tokens: max,
+        claimed_tokens: tokens.len(),
+    };
+    verify(engine(), &answer, engine().info().eos_token).unwrap()
+}
+
+fn sampled(seed: u64) -> Sampling {
+    Sampling {
+        temperature: 0.7,
+        top_p: 0.95,
+        top_k: 0,
+        seed,
+    }
+}
+
+#[test]
+fn honest_answers_pass_and_verdicts_are_deterministic() {
+    let c = challenges(&Hash([7; 32]), 6);
+    for (i, ch) in c.iter().enumerate() {
+        let p = prompt(&ch.prompt);
+        let max = ch.max_tokens as usize;
+        let (mode, sampling) = match ch.sampled_seed {
+            Some(seed) => (Mode::Sampled, sampled(seed)),
+            None => (Mode::Greedy, Sampling::greedy()),
+        };
+        let (tokens, finish) = generate(&p, max, sampling);
+        let v = check(&p, &tokens, mode, finish, max);
+        assert_eq!(
+            v,
+            Verdict::Pass,
+            "challenge {i} ({:?}): {}",
+            mode,
+            ch.prompt
+        );
+        assert_eq!(check(&p, &tokens, mode, finish, max), v);
+    }
+    // An answer that ends with the stop token passes too.
+    let stopped = [
+        "Say hello.",
+        "Reply with one word: is the sky blue?",
+        "What is 2 + 2?",
+        "Name a colour.",
+    ]
+    .iter()
+    .map(|q| {
+        let p = prompt(q);
+        let (tokens, finish) = generate(&p, 128, Sampling::greedy());
+        (p, tokens, finish)
+    })
+    .find(|(_, _, finish)| *finish == Finish::Stop)
+    .expect("one of these short questions ends with the stop token");
+    let (p, tokens, finish) = stopped;
+    assert_eq!(check(&p, &tokens, Mode::Greedy, finish, 128), Verdict::Pass);
+}
+
+#[test]
+fn each_kind_of_forgery_fails() {
+    let p = prompt("Explain photosynthesis in two sentences.");
+    let (honest, finish) = generate(&p, 32, Sampling::greedy());
+    assert_eq!(finish, Finish::Length);
+
+    // Another model (a token it would not choose).
+    let mut wrong = honest.clone();
+    wrong[5] = if wrong[5] == 1234 { 1235 } else { 1234 };
+    assert!(matches!(
+        check(&p, &wrong, Mode::Greedy, Finish::Length, 32),
+        Verdict::Fail(Failure::NotArgmax { position: 5, .. })
+    ));
+
+    // Plausible-looking random tokens, even when claimed as sampled.
+    let mut x = 12345u64;
+    let random: Vec<u32> = (0..32)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % 40_000) as u32 + 100
+        })
+        .collect();
+    assert!(matches!(
+        check(&p, &random, Mode::Sampled, Finish::Length, 32),
+        Verdict::Fail(Failure::Impossible { .. } | Failure::TooUnlikely { .. })
+    ));
+
+    // A copycat: the right answer to another prompt.
+    let other = prompt("Write a short poem about volcanoes.");
+    let (copied, _) = generate(&other, 32, Sampling::greedy());
+    assert!(matches!(
+        check(&p, &copied, Mode::Greedy, Finish::Length, 32),
+        Verdict::Fail(Failure::NotArgmax { .. })
+    ));
+
+    // Counts: claiming more tokens than given, stopping early, or ending for length too soon.
+    let answer = Answer {
+        prompt: &p,
+        tokens: &honest,
+        mode: Mode::Greedy,
+        finish: Finish::Length,
+        max_tokens: 32,
+        claimed_tokens: 40,
+    };
+    assert!(matches!(
+        verify(engine(), &answer, engine().info().eos_token).unwrap(),
+        Verdict::Fail(Failure::CountMismatch {
+            claimed: 40,
+            given: 32
+        })
+    ));
+    assert!(matches!(
+        check(&p, &honest[..20], Mode::Greedy, Finish::Stop, 32),
+        Verdict::Fail(Failure::StopMisplaced)
+    ));
+    assert!(matches!(
+        check(&p, &honest[..20], Mode::Greedy, Finish::Length, 32),
+        Verdict::Fail(Failure::LengthMismatch {
+            tokens: 20,
+            max: 32
+        })
+    ));
+}
