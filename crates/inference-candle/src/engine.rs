@@ -339,12 +339,22 @@ impl Engine for CandleEngine {
             });
         }
         let mut cache = self.weights.cache();
-        // One forward pass over prompt and continuation; row p predicts token p + 1.
-        // Logits from the last prompt position on: each predicts the next continuation token.
-        let logits = self
+        // The prompt exactly as generation feeds it, then the continuation (but its last token)
+        // in one more pass whose attention runs position by position as decoding does: the
+        // scores are the generator's own numbers. Row k predicts continuation token k.
+        let first = self
             .weights
-            .forward_from(&all, &mut cache, prompt.len() - 1)
+            .forward_from(prompt, &mut cache, prompt.len() - 1)
             .map_err(backend)?;
+        let logits = if continuation.len() > 1 {
+            let rest = self
+                .weights
+                .forward_as_decoded(&continuation[..continuation.len() - 1], &mut cache)
+                .map_err(backend)?;
+            Tensor::cat(&[&first, &rest], 0).map_err(backend)?
+        } else {
+            first
+        };
         continuation
             .iter()
             .enumerate()

@@ -204,6 +204,24 @@ impl Weights {
         cache: &mut Cache,
         first_row: usize,
     ) -> Result<Tensor> {
+        self.forward_inner(tokens, cache, first_row, false)
+    }
+
+    /// As [`Model::forward_from`], but each position attends on its own, exactly as decoding
+    /// one token at a time does: the same logits, bit for bit, as generating these tokens
+    /// (activations are quantized to 8 bits, so a batched attention's different rounding can
+    /// flip a quantization step and move a log-probability by tenths of a nat).
+    pub fn forward_as_decoded(&self, tokens: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        self.forward_inner(tokens, cache, 0, true)
+    }
+
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        first_row: usize,
+        row_by_row: bool,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let device = self.embeddings.device();
         let seq = tokens.len();
@@ -269,12 +287,27 @@ impl Weights {
             } else {
                 (k, v)
             };
-            let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
-            let scores = match &mask {
-                Some(m) => scores.broadcast_add(m)?,
-                None => scores,
+            let attend = |q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>| {
+                let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
+                let scores = match mask {
+                    Some(m) => scores.broadcast_add(m)?,
+                    None => scores,
+                };
+                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
             };
-            let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)?;
+            let attn = if row_by_row && seq > 1 {
+                let rows = (0..seq)
+                    .map(|i| {
+                        let len = start + i + 1;
+                        let k = k.narrow(2, 0, len)?.contiguous()?;
+                        let v = v.narrow(2, 0, len)?.contiguous()?;
+                        attend(&q.narrow(2, i, 1)?.contiguous()?, &k, &v, None)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 2)?
+            } else {
+                attend(&q, &k, &v, mask.as_ref())?
+            };
             let attn = attn.transpose(1, 2)?.reshape((1, seq, c.embedding))?;
             x = (x + block.wo.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;
