@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use agora_crypto::Keypair;
 use agora_inference::{ChatMessage, Engine, GenerateRequest};
-use agora_p2p::{Event, P2p, P2pConfig};
+use agora_p2p::{P2p, P2pConfig};
 use agora_primitives::Amount;
 use agora_serve::gateway::{Gateway, GatewayConfig};
 use agora_serve::miner::{Miner, MinerConfig, MinerMode};
@@ -84,7 +84,7 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
         ..P2pConfig::default()
     };
     let gkey = Arc::new(Keypair::from_seed(&[1; 32]));
-    let (g2p, mut g_events) = P2p::start(*gkey.seed(), listen()).await?;
+    let (g2p, g_events) = P2p::start(*gkey.seed(), listen()).await?;
     let g_addr = loop {
         if let Some(a) = g2p.listen_addrs().await?.into_iter().next() {
             break a;
@@ -99,16 +99,7 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
             ..GatewayConfig::default()
         },
     );
-    let g = gateway.clone();
-    tokio::spawn(async move {
-        while let Some(e) = g_events.recv().await {
-            if let Event::Gossip { topic, from, data } = e
-                && topic == ADVERT_TOPIC
-            {
-                g.on_advert(from, &data);
-            }
-        }
-    });
+    tokio::spawn(crate::serving::pump_adverts(gateway.clone(), g_events));
     let mkey = Arc::new(Keypair::from_seed(&[2; 32]));
     let (m2p, mut m_events) = P2p::start(
         *mkey.seed(),

@@ -5,7 +5,6 @@
 //! its receipts every few seconds), and a gateway paying from the devnet client's escrow. The
 //! chain API (`/chain/...`) and the OpenAI API (`/v1/...`) share `--api-port` (8700).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use agora_chain::node::{self, NodeConfig, RunningNode};
 use agora_chain::shared::Shared;
 use agora_crypto::Keypair;
 use agora_inference::Engine;
-use agora_p2p::{Event, P2p, P2pConfig};
+use agora_p2p::{P2p, P2pConfig};
 use agora_primitives::{Amount, Call, Hash, ServeInfo, SignedTransaction, Transaction};
 use agora_serve::gateway::{Gateway, GatewayConfig};
 use agora_serve::miner::{Miner, MinerConfig, MinerMode};
@@ -202,28 +201,11 @@ async fn start_miners(
             while events.recv().await.is_some() {}
         }));
         // Settle countersigned receipts every few seconds.
-        let (m, s, k) = (miner.clone(), shared.clone(), key.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3));
-            loop {
-                tick.tick().await;
-                let receipts = m.take_receipts(agora_primitives::MAX_RECEIPTS);
-                if receipts.is_empty() {
-                    continue;
-                }
-                let tx = sign(
-                    &s,
-                    &k,
-                    Call::Settle {
-                        receipts: receipts.clone(),
-                    },
-                );
-                if let Err(e) = s.submit(tx) {
-                    tracing::warn!(error = %e, "settlement refused; keeping the receipts");
-                    m.return_receipts(receipts);
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(crate::serving::settle(
+            miner.clone(),
+            key.clone(),
+            shared.clone(),
+        )));
         miners.push(miner);
     }
     Ok(miners)
@@ -265,7 +247,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         // The gateway's swarm first, so miners can bootstrap to it.
         let client = Arc::new(devnet::client_key());
         let gateway_port = args.p2p_port + 1;
-        let (g2p, mut g_events) = P2p::start(*client.seed(), p2p_config(gateway_port, vec![])?)
+        let (g2p, g_events) = P2p::start(*client.seed(), p2p_config(gateway_port, vec![])?)
             .await
             .map_err(|e| anyhow!("gateway: {e}"))?;
         let gateway = Gateway::new(
@@ -280,38 +262,16 @@ pub fn run(args: DevnetArgs) -> Result<()> {
             node::start_with(config, Some(agora_serve::openai::routes(gateway.clone()))).await?;
         let shared = running.shared.clone();
         let mut tasks = Vec::new();
-        let g = gateway.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(e) = g_events.recv().await {
-                if let Event::Gossip { topic, from, data } = e
-                    && topic == ADVERT_TOPIC
-                {
-                    g.on_advert(from, &data);
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(crate::serving::pump_adverts(
+            gateway.clone(),
+            g_events,
+        )));
         // Keep the gateway's view of the chain current: height and the subnet's miners.
-        let (g, s) = (gateway.clone(), shared.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                let state = s.snapshot().state;
-                g.set_height(state.height);
-                let miners: BTreeMap<_, _> = state
-                    .subnets
-                    .get(&1)
-                    .map(|sub| {
-                        sub.neurons
-                            .iter()
-                            .filter(|n| n.serve.is_some())
-                            .map(|n| (n.hotkey, n.outputs.incentive))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                g.set_metagraph(miners);
-            }
-        }));
+        tasks.push(tokio::spawn(crate::serving::follow_chain(
+            gateway.clone(),
+            shared.clone(),
+            1,
+        )));
         let result = devnet_body(&args, &mut running, &gateway, engine, &mut tasks, &dir).await;
         for t in &tasks {
             t.abort();

@@ -119,64 +119,15 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
         section,
     } = prepared;
     let mut tasks = Vec::new();
-    if let (Some(g), Some((_, mut events))) = (gateway.clone(), gateway_swarm) {
-        tasks.push(tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                if let Event::Gossip { topic, from, data } = e
-                    && topic == ADVERT_TOPIC
-                {
-                    g.on_advert(from, &data);
-                }
-            }
-        }));
+    if let (Some(g), Some((_, events))) = (gateway.clone(), gateway_swarm) {
+        tasks.push(tokio::spawn(pump_adverts(g, events)));
     }
     if let Some(g) = gateway {
-        let (s, netuid) = (shared.clone(), section.netuid);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            let mut dialled: BTreeMap<String, std::time::Instant> = BTreeMap::new();
-            loop {
-                tick.tick().await;
-                let state = s.snapshot().state;
-                g.set_height(state.height);
-                // Dial registered miners this gateway has not heard from, at their on-chain
-                // serve addresses (at most every 10 s each).
-                let known = g.known_miners();
-                let to_dial: Vec<String> = state
-                    .subnets
-                    .get(&netuid)
-                    .map(|sub| {
-                        sub.neurons
-                            .iter()
-                            .filter(|n| !known.contains(&n.hotkey))
-                            .filter_map(|n| n.serve.as_ref())
-                            .flat_map(|info| info.addresses.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for addr in to_dial {
-                    let due = dialled
-                        .get(&addr)
-                        .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
-                    if due {
-                        dialled.insert(addr.clone(), std::time::Instant::now());
-                        g.dial(&addr).await;
-                    }
-                }
-                let miners: BTreeMap<_, _> = state
-                    .subnets
-                    .get(&netuid)
-                    .map(|sub| {
-                        sub.neurons
-                            .iter()
-                            .filter(|n| n.serve.is_some())
-                            .map(|n| (n.hotkey, n.outputs.incentive))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                g.set_metagraph(miners);
-            }
-        }));
+        tasks.push(tokio::spawn(follow_chain(
+            g,
+            shared.clone(),
+            section.netuid,
+        )));
     }
     if let (Some(path), Some((p2p, mut events))) = (&section.miner_key, miner) {
         tasks.push(tokio::spawn(async move {
@@ -219,8 +170,61 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
     Ok(tasks)
 }
 
+/// Hand gossiped miner adverts to the gateway.
+pub async fn pump_adverts(gateway: Arc<Gateway>, mut events: tokio::sync::mpsc::Receiver<Event>) {
+    while let Some(e) = events.recv().await {
+        if let Event::Gossip { topic, from, data } = e
+            && topic == ADVERT_TOPIC
+        {
+            gateway.on_advert(from, &data);
+        }
+    }
+}
+
+/// Keep the gateway's view of the chain current every 500 ms: the height, the subnet's
+/// registered miners with their incentive, and a dial to registered miners it has not heard
+/// from, at their on-chain serve addresses (at most every 10 s each).
+pub async fn follow_chain(gateway: Arc<Gateway>, shared: Arc<Shared>, netuid: u16) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut dialled: BTreeMap<String, std::time::Instant> = BTreeMap::new();
+    loop {
+        tick.tick().await;
+        let state = shared.snapshot().state;
+        gateway.set_height(state.height);
+        let Some(subnet) = state.subnets.get(&netuid) else {
+            gateway.set_metagraph(BTreeMap::new());
+            continue;
+        };
+        let known = gateway.known_miners();
+        let to_dial: Vec<String> = subnet
+            .neurons
+            .iter()
+            .filter(|n| !known.contains(&n.hotkey))
+            .filter_map(|n| n.serve.as_ref())
+            .flat_map(|info| info.addresses.clone())
+            .collect();
+        for addr in to_dial {
+            let due = dialled
+                .get(&addr)
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+            if due {
+                dialled.insert(addr.clone(), std::time::Instant::now());
+                gateway.dial(&addr).await;
+            }
+        }
+        gateway.set_metagraph(
+            subnet
+                .neurons
+                .iter()
+                .filter(|n| n.serve.is_some())
+                .map(|n| (n.hotkey, n.outputs.incentive))
+                .collect(),
+        );
+    }
+}
+
 /// Submit countersigned receipts every few seconds, through this node's mempool.
-async fn settle(miner: Arc<Miner>, key: Arc<agora_crypto::Keypair>, shared: Arc<Shared>) {
+pub async fn settle(miner: Arc<Miner>, key: Arc<agora_crypto::Keypair>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     loop {
         tick.tick().await;

@@ -399,7 +399,7 @@ async fn status(State(api): State<ApiState>) -> ApiResult {
         "chain_id": api.shared.chain_id,
         "height": snapshot.state.height,
         "hash": snapshot.tip_hash.to_string(),
-        "state_root": snapshot.state.root().to_string(),
+        "state_root": snapshot.state_root.to_string(),
         "validators": set.validators.iter().map(|v| json!({
             "address": v.address.to_string(), "power": v.power
         })).collect::<Vec<_>>(),

@@ -109,30 +109,7 @@ impl Client {
         min_bytes: usize,
         wait: Duration,
     ) -> Result<(u16, Bytes), ClientError> {
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        let http = |e: hyper::Error| ClientError::Http {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(conn);
-        let req = Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", &self.authority)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Http {
-                url: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        let resp = sender.send_request(req).await.map_err(http)?;
+        let (resp, driver) = self.open("GET", path, None, &[]).await?;
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut out = Vec::new();
@@ -144,7 +121,7 @@ impl Client {
                         out.extend_from_slice(data);
                     }
                 }
-                Ok(Some(Err(e))) => return Err(http(e)),
+                Ok(Some(Err(e))) => return Err(self.http(e)),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -159,6 +136,40 @@ impl Client {
         body: Option<Bytes>,
         headers: &[(&str, &str)],
     ) -> Result<(u16, Bytes), ClientError> {
+        let (resp, driver) = self.open(method, path, body, headers).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http(e))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, bytes))
+    }
+
+    fn http(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Http {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Connect, send one request, and return the response head with the connection's driver
+    /// (abort it when done with the body).
+    async fn open(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            tokio::task::JoinHandle<Result<(), hyper::Error>>,
+        ),
+        ClientError,
+    > {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|e| ClientError::Connect {
@@ -166,13 +177,9 @@ impl Client {
                 reason: e.to_string(),
             })?;
         let _ = stream.set_nodelay(true);
-        let http = |e: hyper::Error| ClientError::Http {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(http)?;
+            .map_err(|e| self.http(e))?;
         let driver = tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
@@ -186,14 +193,8 @@ impl Client {
         }
         let req = req
             .body(Full::new(body.unwrap_or_default()))
-            .map_err(|e| ClientError::Http {
-                url: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        let resp = sender.send_request(req).await.map_err(http)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        driver.abort();
-        Ok((status, bytes))
+            .map_err(|e| self.http(e))?;
+        let resp = sender.send_request(req).await.map_err(|e| self.http(e))?;
+        Ok((resp, driver))
     }
 }

@@ -589,7 +589,7 @@ impl Verifier<AgoraContext> for ChainVerifier {
 #[derive(Clone, Debug)]
 pub struct ChainSigner {
     key: Arc<Keypair>,
-    verifier: ChainVerifier,
+    chain_id: Arc<str>,
 }
 
 impl ChainSigner {
@@ -597,7 +597,7 @@ impl ChainSigner {
     pub fn new(chain_id: &str, key: Arc<Keypair>) -> Self {
         Self {
             key,
-            verifier: ChainVerifier::new(chain_id),
+            chain_id: Arc::from(chain_id),
         }
     }
 
@@ -608,12 +608,8 @@ impl ChainSigner {
 
     /// Sign the `Fin` part of a block stream.
     pub fn sign_fin(&self, height: Height, round: Round, block: &BlockId) -> [u8; 64] {
-        self.key.sign(&fin_signing_bytes(
-            &self.verifier.chain_id,
-            height,
-            round,
-            block,
-        ))
+        self.key
+            .sign(&fin_signing_bytes(&self.chain_id, height, round, block))
     }
 }
 
@@ -623,9 +619,7 @@ impl Signer<AgoraContext> for ChainSigner {
         &self,
         vote: Vote,
     ) -> Result<SignedMessage<AgoraContext, Vote>, SigningError> {
-        let signature = self
-            .key
-            .sign(&vote_signing_bytes(&self.verifier.chain_id, &vote));
+        let signature = self.key.sign(&vote_signing_bytes(&self.chain_id, &vote));
         Ok(SignedMessage::new(vote, signature))
     }
 
@@ -635,7 +629,7 @@ impl Signer<AgoraContext> for ChainSigner {
     ) -> Result<SignedMessage<AgoraContext, Proposal>, SigningError> {
         let signature = self
             .key
-            .sign(&proposal_signing_bytes(&self.verifier.chain_id, &proposal));
+            .sign(&proposal_signing_bytes(&self.chain_id, &proposal));
         Ok(SignedMessage::new(proposal, signature))
     }
 
@@ -646,7 +640,7 @@ impl Signer<AgoraContext> for ChainSigner {
     ) -> Result<SignedMessage<AgoraContext, ()>, SigningError> {
         let signature = self
             .key
-            .sign(&extension_signing_bytes(&self.verifier.chain_id, &scope));
+            .sign(&extension_signing_bytes(&self.chain_id, &scope));
         Ok(SignedMessage::new(extension, signature))
     }
 
@@ -658,49 +652,5 @@ impl Signer<AgoraContext> for ChainSigner {
         let preimage = ValidatorProof::<AgoraContext>::signing_bytes(&public_key, &peer_id);
         let signature = self.key.sign(&preimage);
         Ok(ValidatorProof::new(public_key, peer_id, signature))
-    }
-}
-
-#[async_trait]
-impl Verifier<AgoraContext> for ChainSigner {
-    async fn verify_signed_vote(
-        &self,
-        vote: &Vote,
-        signature: &[u8; 64],
-        public_key: &Address,
-    ) -> Result<VerificationResult, SigningError> {
-        self.verifier
-            .verify_signed_vote(vote, signature, public_key)
-            .await
-    }
-
-    async fn verify_signed_proposal(
-        &self,
-        proposal: &Proposal,
-        signature: &[u8; 64],
-        public_key: &Address,
-    ) -> Result<VerificationResult, SigningError> {
-        self.verifier
-            .verify_signed_proposal(proposal, signature, public_key)
-            .await
-    }
-
-    async fn verify_signed_vote_extension(
-        &self,
-        scope: &VoteExtensionScope<AgoraContext>,
-        extension: &(),
-        signature: &[u8; 64],
-        public_key: &Address,
-    ) -> Result<VerificationResult, SigningError> {
-        self.verifier
-            .verify_signed_vote_extension(scope, extension, signature, public_key)
-            .await
-    }
-
-    async fn verify_validator_proof(
-        &self,
-        proof: &ValidatorProof<AgoraContext>,
-    ) -> Result<VerificationResult, SigningError> {
-        self.verifier.verify_validator_proof(proof).await
     }
 }

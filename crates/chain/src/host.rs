@@ -742,6 +742,7 @@ impl Host {
         self.shared.set_snapshot(Snapshot {
             state: state.clone(),
             tip_hash: id.0,
+            state_root: block.header.state_root,
         });
         self.shared.mempool().on_commit(&state, height.0, &included);
         self.shared.publish(

@@ -446,6 +446,7 @@ pub async fn start_with(
         Some(b) => agora_crypto::hash_of(&b.header),
         None => Hash::default(),
     };
+    let state_root = store.tip()?.map_or_else(|| state.root(), |t| t.root);
     let chain_id = state.chain_id.clone();
     info!(moniker = %config.moniker, chain = %chain_id, height = state.height, "opening node");
 
@@ -469,6 +470,7 @@ pub async fn start_with(
         Snapshot {
             state: Arc::new(state),
             tip_hash,
+            state_root,
         },
         config.mempool_config(),
     ));

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub state: Arc<State>,
     /// The tip's header hash (zero at genesis).
     pub tip_hash: Hash,
+    /// The root of `state` (from the tip's header, or the store at start).
+    pub state_root: Hash,
 }
 
 /// Shared between the host loop, the API and the relay.
