@@ -63,6 +63,19 @@ enum Target {
         #[arg(long, value_name = "DIR")]
         model_dir: Option<std::path::PathBuf>,
     },
+    /// Time to verify an answer (teacher forcing through the model) as a share of the time to
+    /// generate it, on greedy answers of up to `--tokens` tokens to four prompts.
+    Verify {
+        /// Tokens per answer.
+        #[arg(long, default_value_t = 128)]
+        tokens: usize,
+        /// Answers per prompt.
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+        /// Model cache directory (default as `agora model fetch`).
+        #[arg(long, value_name = "DIR")]
+        model_dir: Option<std::path::PathBuf>,
+    },
     /// Apply and commit blocks of 1,000 signed transfers (signatures checked, state root
     /// recomputed, one atomic store write per block); prints transfers/s.
     Ledger {
@@ -76,6 +89,17 @@ pub fn run(args: Args) -> ExitCode {
     match args.target {
         Target::Epoch { runs, only } => bench_epoch(runs.max(1), &only),
         Target::Ledger { blocks } => bench_ledger(blocks.max(1)),
+        Target::Verify {
+            tokens,
+            runs,
+            model_dir,
+        } => match crate::bench_verify::bench_verify(tokens.max(1), runs.max(1), model_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Target::Gateway {
             tokens,
             rounds,

@@ -119,6 +119,7 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
             price_per_1k: Amount(1_000),
             capacity: 4,
             mode: MinerMode::Honest,
+            board: None,
         },
     );
     let _tasks = miner.spawn(&m2p, Duration::from_millis(500))?;

@@ -1,8 +1,9 @@
 //! `agora devnet`: the whole network on this machine, in one process.
 //!
-//! A one-validator chain from the embedded genesis, `--miners` miners (each registered on
-//! subnet 1 with its serve info, serving the real model through its own libp2p swarm, settling
-//! its receipts every few seconds), and a gateway paying from the devnet client's escrow. The
+//! A one-validator chain from the embedded genesis, `--miners` honest miners and the
+//! `--adversaries` (each registered on subnet 1 with its serve info, serving through its own
+//! libp2p swarm, settling its receipts every few seconds), `--validators` subnet validators and
+//! `--copiers` (see `devnet_subnet`), and a gateway paying from the devnet client's escrow. The
 //! chain API (`/chain/...`) and the OpenAI API (`/v1/...`) share `--api-port` (8700).
 
 use std::path::PathBuf;
@@ -32,9 +33,30 @@ pub struct DevnetArgs {
     /// Consensus peer-to-peer port of the validator (gossip and miners use the next ports).
     #[arg(long, default_value_t = 27100)]
     p2p_port: u16,
-    /// Miners to run.
+    /// Honest miners to run.
     #[arg(long, default_value_t = 3)]
     miners: usize,
+    /// Adversarial miners to run besides, by mode, comma-separated: wrong-model, random,
+    /// copycat, slow, buffer, flaky (for watching the validators catch them).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    adversaries: Vec<MinerMode>,
+    /// Subnet validators that challenge the miners and set weights (none run without miners).
+    #[arg(long, default_value_t = 1)]
+    validators: usize,
+    /// Validators that copy the others' revealed weights instead of evaluating.
+    #[arg(long, default_value_t = 0)]
+    copiers: usize,
+    /// Subnet 1's tempo in blocks (default: keep the chain's, 360).
+    #[arg(long, value_name = "BLOCKS", value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    tempo: Option<u16>,
+    /// With --demo: once every validator's weights are on chain, run this many epochs, print
+    /// the metagraph and exit (instead of the chat demo).
+    #[arg(long, value_name = "K", requires = "demo")]
+    epochs: Option<u64>,
+    /// With --demo --epochs: print the final metagraph of subnet 1 as a JSON array on stdout
+    /// (everything else goes to stderr).
+    #[arg(long, requires = "epochs")]
+    json: bool,
     /// Data directory (default `$AGORA_HOME/devnet`).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -55,9 +77,10 @@ pub struct DevnetArgs {
     model_dir: Option<PathBuf>,
 }
 
-fn load_engine(args: &DevnetArgs) -> Result<Arc<dyn Engine>> {
+/// The engine, and the model file it came from (`None` for the tiny engine).
+fn load_engine(args: &DevnetArgs) -> Result<(Arc<dyn Engine>, Option<PathBuf>)> {
     if args.tiny {
-        return Ok(Arc::new(agora_inference::TinyEngine::new()));
+        return Ok((Arc::new(agora_inference::TinyEngine::new()), None));
     }
     let dir = args
         .model_dir
@@ -73,10 +96,10 @@ fn load_engine(args: &DevnetArgs) -> Result<Arc<dyn Engine>> {
     };
     let engine = agora_inference_candle::CandleEngine::load(&path)
         .with_context(|| format!("loading {}", path.display()))?;
-    Ok(Arc::new(engine))
+    Ok((Arc::new(engine), Some(path)))
 }
 
-fn sign(shared: &Shared, key: &Keypair, call: Call) -> SignedTransaction {
+pub(crate) fn sign(shared: &Shared, key: &Keypair, call: Call) -> SignedTransaction {
     let snapshot = shared.snapshot();
     let nonce = shared.mempool().next_nonce(&snapshot.state, &key.address());
     agora_crypto::sign_tx(
@@ -92,7 +115,7 @@ fn sign(shared: &Shared, key: &Keypair, call: Call) -> SignedTransaction {
     )
 }
 
-async fn submit_and_wait(shared: &Shared, tx: SignedTransaction) -> Result<u64> {
+pub(crate) async fn submit_and_wait(shared: &Shared, tx: SignedTransaction) -> Result<u64> {
     let hash = shared
         .submit(tx)
         .map_err(|e| anyhow!("transaction refused: {e}"))?;
@@ -110,7 +133,7 @@ async fn submit_and_wait(shared: &Shared, tx: SignedTransaction) -> Result<u64> 
     bail!("transaction {hash} not included within 60 s")
 }
 
-fn p2p_config(port: u16, bootstrap: Vec<agora_p2p::Addr>) -> Result<P2pConfig> {
+pub(crate) fn p2p_config(port: u16, bootstrap: Vec<agora_p2p::Addr>) -> Result<P2pConfig> {
     Ok(P2pConfig {
         listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse()?],
         bootstrap,
@@ -119,22 +142,37 @@ fn p2p_config(port: u16, bootstrap: Vec<agora_p2p::Addr>) -> Result<P2pConfig> {
     })
 }
 
-/// Miners: register (if new) and publish serve info, then serve and settle.
+/// Miners: register (if new) and publish serve info, then serve and settle. The honest ones
+/// first, then the adversaries; a `wrong-model` miner serves the model with perturbed weights.
 async fn start_miners(
     args: &DevnetArgs,
     shared: &Arc<Shared>,
-    engine: &Arc<dyn Engine>,
+    (engine, model_path): &(Arc<dyn Engine>, Option<PathBuf>),
     gateway_addr: agora_p2p::Addr,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Vec<Arc<Miner>>> {
+    let modes: Vec<MinerMode> = std::iter::repeat_n(MinerMode::Honest, args.miners)
+        .chain(args.adversaries.iter().copied())
+        .collect();
+    let board = agora_serve::miner::AnswerBoard::new();
     let model_hash = engine
         .info()
         .hash
         .parse::<Hash>()
         .unwrap_or_else(|_| agora_crypto::hash(engine.info().hash.as_bytes()));
     let mut miners = Vec::new();
-    for i in 0..args.miners {
+    for (i, mode) in modes.iter().copied().enumerate() {
         let key = Arc::new(devnet::miner_key(i));
+        let miner_engine: Arc<dyn Engine> = match (mode, model_path) {
+            (MinerMode::WrongModel, Some(path)) => Arc::new(
+                agora_inference_candle::CandleEngine::load_perturbed(path, i as u64)
+                    .with_context(|| format!("loading a perturbed {}", path.display()))?,
+            ),
+            (MinerMode::WrongModel, None) => {
+                bail!("the wrong-model adversary needs the real model (drop --tiny)")
+            }
+            _ => engine.clone(),
+        };
         let port = args.p2p_port + 10 + i as u16;
         let (p2p, mut events) =
             P2p::start(*key.seed(), p2p_config(port, vec![gateway_addr.clone()])?)
@@ -183,13 +221,14 @@ async fn start_miners(
         .with_context(|| format!("publishing miner {i}'s serve info"))?;
         let miner = Miner::new(
             key.clone(),
-            engine.clone(),
+            miner_engine,
             MinerConfig {
                 netuid: 1,
                 chain_id: shared.chain_id.clone(),
                 price_per_1k: price,
                 capacity: 4,
-                mode: MinerMode::Honest,
+                mode,
+                board: Some(board.clone()),
             },
         );
         tasks.extend(
@@ -215,8 +254,20 @@ async fn start_miners(
 pub fn run(args: DevnetArgs) -> Result<()> {
     // One validator has no consensus peers: Malachite's "no peers" errors are noise here.
     init_logging_with("warn,arc_malachitebft_network=off");
-    if args.miners > devnet::MAX_DEVNET_MINERS {
-        bail!("--miners must be at most {}", devnet::MAX_DEVNET_MINERS);
+    if args.miners + args.adversaries.len() > devnet::MAX_DEVNET_MINERS {
+        bail!(
+            "--miners plus --adversaries must be at most {}",
+            devnet::MAX_DEVNET_MINERS
+        );
+    }
+    if args.validators + args.copiers > devnet::MAX_DEVNET_VALIDATORS {
+        bail!(
+            "--validators plus --copiers must be at most {}",
+            devnet::MAX_DEVNET_VALIDATORS
+        );
+    }
+    if args.copiers > 0 && args.validators == 0 {
+        bail!("--copiers need at least one honest validator to copy (--validators 1 or more)");
     }
     let dir = args
         .dir
@@ -226,7 +277,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let engine = if args.miners > 0 {
+    let engine = if args.miners + args.adversaries.len() > 0 {
         Some(load_engine(&args)?)
     } else {
         None
@@ -285,11 +336,22 @@ async fn devnet_body(
     args: &DevnetArgs,
     running: &mut RunningNode,
     gateway: &Arc<Gateway>,
-    engine: Option<Arc<dyn Engine>>,
+    engine: Option<(Arc<dyn Engine>, Option<PathBuf>)>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
     dir: &std::path::Path,
 ) -> Result<()> {
     let shared = running.shared.clone();
+    // With --json, stdout carries the JSON alone.
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    if let Some(tempo) = args.tempo {
+        crate::devnet_subnet::set_tempo(&shared, tempo).await?;
+    }
     let api = format!("http://{}", running.api_addr);
     // The client funds its escrow once.
     let client = devnet::client_key();
@@ -310,7 +372,26 @@ async fn devnet_body(
     let gateway_addr: agora_p2p::Addr =
         format!("/ip4/127.0.0.1/tcp/{}", args.p2p_port + 1).parse()?;
     let miners = match &engine {
-        Some(e) => start_miners(args, &shared, e, gateway_addr, tasks).await?,
+        Some(e) => start_miners(args, &shared, e, gateway_addr.clone(), tasks).await?,
+        None => Vec::new(),
+    };
+    let validators = match &engine {
+        Some((e, _)) => {
+            let plan = crate::devnet_subnet::ValidatorPlan {
+                honest: args.validators,
+                copiers: args.copiers,
+                port: args.p2p_port + 40,
+                bootstrap: gateway_addr,
+                // A demo of epochs wants answers fast; an interactive devnet leaves the CPU to
+                // its user between rounds.
+                pause: if args.epochs.is_some() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(30)
+                },
+            };
+            crate::devnet_subnet::start_validators(&plan, &shared, e, tasks).await?
+        }
         None => Vec::new(),
     };
     // Wait for the miners' adverts.
@@ -319,26 +400,52 @@ async fn devnet_body(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let model = gateway.models().into_iter().next().unwrap_or_default();
-    println!(
-        "agora devnet: chain {} on one validator, {} miners, a gateway",
+    say(format!(
+        "agora devnet: chain {} on one validator, {} miners ({} adversarial), {} subnet validators ({} copiers), a gateway",
         devnet::CHAIN_ID,
-        miners.len()
-    );
-    println!("  data        {}", dir.display());
-    println!("  OpenAI API  {api}/v1 (model {model})");
-    println!("  chain API   {api}/chain/status");
-    println!(
+        miners.len(),
+        args.adversaries.len(),
+        validators.len(),
+        args.copiers,
+    ));
+    say(format!("  data        {}", dir.display()));
+    say(format!("  OpenAI API  {api}/v1 (model {model})"));
+    say(format!("  chain API   {api}/chain/status"));
+    say(format!(
         "  client      {} (funded, escrow for the gateway; devnet keys are public, never use them for value)",
         client.address()
-    );
-    println!(
+    ));
+    say(format!(
         "  try         curl -s {api}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"system\",\"content\":\"You are a helpful AI assistant.\"}},{{\"role\":\"user\",\"content\":\"What is the capital of France?\"}}],\"max_tokens\":32,\"temperature\":0}}'"
-    );
-    println!("  blocks      curl -sN {api}/chain/events");
-    println!(
+    ));
+    say(format!("  blocks      curl -sN {api}/chain/events"));
+    say(format!(
         "Ctrl-C stops it; run it again to resume from {}.",
         dir.display()
-    );
+    ));
+    if let Some(k) = args.epochs {
+        if validators.is_empty() {
+            bail!("--epochs needs at least one validator (--validators)");
+        }
+        crate::devnet_subnet::run_epochs(&shared, &validators, k).await?;
+        let mut roles = crate::devnet_subnet::Roles::new();
+        let modes = std::iter::repeat_n(MinerMode::Honest, args.miners)
+            .chain(args.adversaries.iter().copied());
+        for (m, mode) in miners.iter().zip(modes) {
+            roles.insert(m.hotkey(), ("miner", mode.name().to_owned()));
+        }
+        for v in &validators {
+            let mode = if v.is_copier() { "copier" } else { "honest" };
+            roles.insert(v.hotkey(), ("validator", mode.to_owned()));
+        }
+        let json = crate::devnet_subnet::metagraph_json(&shared.snapshot().state, &roles);
+        if args.json {
+            println!("{json}");
+        } else {
+            crate::devnet_subnet::print_metagraph(&json);
+        }
+        return Ok(());
+    }
     if args.demo {
         return demo(&api, &shared, &miners).await;
     }
@@ -415,7 +522,8 @@ async fn demo(api: &str, shared: &Shared, miners: &[Arc<Miner>]) -> Result<()> {
     }
     // Wait for the miners' settlements to be finalized.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let served: usize = miners.iter().map(|m| m.served()).sum();
+    // Miners also answer the validators' challenges; count the demo's own requests.
+    let served = questions.len();
     loop {
         let now = balances(shared);
         let paid = now.iter().zip(&before).filter(|(a, b)| a > b).count();

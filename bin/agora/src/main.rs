@@ -3,8 +3,10 @@
 mod bench;
 mod bench_chain;
 mod bench_gateway;
+mod bench_verify;
 mod chat;
 mod devnet;
+mod devnet_subnet;
 mod epoch;
 mod home;
 mod keys;

@@ -26,6 +26,12 @@ pub struct Prepared {
     gateway_swarm: Option<(P2p, tokio::sync::mpsc::Receiver<Event>)>,
     /// The gateway, when this node runs one.
     pub gateway: Option<Arc<Gateway>>,
+    /// The subnet validator's swarm and key, when this node runs one.
+    validator: Option<(
+        P2p,
+        tokio::sync::mpsc::Receiver<Event>,
+        Arc<agora_crypto::Keypair>,
+    )>,
     section: ServeSection,
 }
 
@@ -49,10 +55,17 @@ async fn swarm(
 
 /// Start the serving swarms and (if configured) build the gateway.
 pub async fn prepare(section: &ServeSection, chain_id: &str) -> Result<Prepared> {
-    if section.gateway_key.is_none() && section.miner_key.is_none() {
+    if section.gateway_key.is_none()
+        && section.miner_key.is_none()
+        && section.validator_key.is_none()
+    {
         return Err(anyhow!(
-            "[serve] needs gateway_key, miner_key or both; see docs/ARCHITECTURE.md"
+            "[serve] needs gateway_key, miner_key or validator_key; see docs/ARCHITECTURE.md"
         ));
+    }
+    if let Some(mode) = &section.miner_mode {
+        mode.parse::<MinerMode>()
+            .map_err(|e| anyhow!("[serve] miner_mode: {e}"))?;
     }
     let listen: agora_p2p::Addr = section
         .listen
@@ -102,10 +115,24 @@ pub async fn prepare(section: &ServeSection, chain_id: &str) -> Result<Prepared>
         }
         None => (None, None),
     };
+    // The validator's own swarm on an ephemeral port, bootstrapped like the others (and to the
+    // local serving swarm, whose gossip it then hears).
+    let validator = match &section.validator_key {
+        Some(path) => {
+            let key = Arc::new(read_key(path)?);
+            let mut bootstrap = peers.clone();
+            bootstrap.push(listen.clone());
+            let (p2p, events) =
+                swarm(*key.seed(), "/ip4/0.0.0.0/tcp/0".parse()?, bootstrap).await?;
+            Some((p2p, events, key))
+        }
+        None => None,
+    };
     Ok(Prepared {
         miner,
         gateway_swarm,
         gateway,
+        validator,
         section: section.clone(),
     })
 }
@@ -116,8 +143,26 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
         miner,
         gateway_swarm,
         gateway,
+        validator,
         section,
     } = prepared;
+    let dir = section
+        .model_dir
+        .clone()
+        .unwrap_or_else(agora_inference::model::default_dir);
+    let mut engine: Option<Arc<dyn Engine>> = None;
+    let mut load_engine = || -> Result<Arc<dyn Engine>> {
+        if let Some(e) = &engine {
+            return Ok(e.clone());
+        }
+        let model = agora_inference::model::locate(&dir)?;
+        let e: Arc<dyn Engine> = Arc::new(
+            agora_inference_candle::CandleEngine::load(&model)
+                .with_context(|| format!("loading {}", model.display()))?,
+        );
+        engine = Some(e.clone());
+        Ok(e)
+    };
     let mut tasks = Vec::new();
     if let (Some(g), Some((_, events))) = (gateway.clone(), gateway_swarm) {
         tasks.push(tokio::spawn(pump_adverts(g, events)));
@@ -134,15 +179,21 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
             while events.recv().await.is_some() {}
         }));
         let key = Arc::new(read_key(path)?);
-        let dir = section
-            .model_dir
-            .clone()
-            .unwrap_or_else(agora_inference::model::default_dir);
-        let model = agora_inference::model::locate(&dir)?;
-        let engine: Arc<dyn Engine> = Arc::new(
-            agora_inference_candle::CandleEngine::load(&model)
-                .with_context(|| format!("loading {}", model.display()))?,
-        );
+        let mode = match &section.miner_mode {
+            Some(m) => m
+                .parse::<MinerMode>()
+                .map_err(|e| anyhow!("[serve] miner_mode: {e}"))?,
+            None => MinerMode::Honest,
+        };
+        let miner_engine: Arc<dyn Engine> = if mode == MinerMode::WrongModel {
+            let model = agora_inference::model::locate(&dir)?;
+            Arc::new(
+                agora_inference_candle::CandleEngine::load_perturbed(&model, 1)
+                    .with_context(|| format!("loading a perturbed {}", model.display()))?,
+            )
+        } else {
+            load_engine()?
+        };
         let price = match &section.price_per_1k {
             Some(p) => p
                 .parse::<Amount>()
@@ -151,13 +202,14 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
         };
         let miner = Miner::new(
             key.clone(),
-            engine,
+            miner_engine,
             MinerConfig {
                 netuid: section.netuid,
                 chain_id: shared.chain_id.clone(),
                 price_per_1k: price,
                 capacity: section.capacity.unwrap_or(4),
-                mode: MinerMode::Honest,
+                mode,
+                board: None,
             },
         );
         tasks.extend(
@@ -165,9 +217,67 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
                 .spawn(&p2p, Duration::from_secs(2))
                 .map_err(|e| anyhow!("{e}"))?,
         );
-        tasks.push(tokio::spawn(settle(miner, key, shared)));
+        tasks.push(tokio::spawn(settle(miner, key, shared.clone())));
+    }
+    if let Some((p2p, events, key)) = validator {
+        let gateway = Gateway::new(
+            p2p,
+            key.clone(),
+            GatewayConfig {
+                netuid: section.netuid,
+                chain_id: shared.chain_id.clone(),
+                first_token_timeout: Duration::from_secs(60),
+                ..GatewayConfig::default()
+            },
+        );
+        tasks.push(tokio::spawn(pump_adverts(gateway.clone(), events)));
+        tasks.push(tokio::spawn(follow_chain(
+            gateway.clone(),
+            shared.clone(),
+            section.netuid,
+        )));
+        let engine = if section.validator_copier {
+            Arc::new(agora_inference::TinyEngine::new()) as Arc<dyn Engine>
+        } else {
+            load_engine()?
+        };
+        let validator = agora_validator::role::Validator::new(
+            key.address(),
+            engine,
+            gateway,
+            Arc::new(LocalChain { shared, key }),
+            agora_validator::role::ValidatorConfig {
+                netuid: section.netuid,
+                copier: section.validator_copier,
+                ..agora_validator::role::ValidatorConfig::default()
+            },
+        );
+        tasks.extend(validator.spawn());
     }
     Ok(tasks)
+}
+
+/// The chain as a validator running inside a node sees it: the node's latest finalized state,
+/// and its mempool for the validator's transactions.
+pub struct LocalChain {
+    /// The node's shared state.
+    pub shared: Arc<Shared>,
+    /// The validator's hotkey (signs its weights).
+    pub key: Arc<agora_crypto::Keypair>,
+}
+
+impl agora_validator::role::ChainAccess for LocalChain {
+    fn latest(&self) -> (Arc<agora_ledger::State>, agora_primitives::Hash) {
+        let s = self.shared.snapshot();
+        (s.state, s.tip_hash)
+    }
+
+    fn submit(&self, call: Call) -> Result<(), String> {
+        self.shared
+            .submit(crate::devnet::sign(&self.shared, &self.key, call))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Hand gossiped miner adverts to the gateway.

@@ -36,7 +36,16 @@ pub fn miner_key(i: usize) -> Keypair {
     derived(&format!("agora devnet miner {i}"))
 }
 
-/// The embedded one-validator genesis.
+/// Most subnet validators `agora devnet` runs.
+pub const MAX_DEVNET_VALIDATORS: usize = 8;
+
+/// Devnet subnet validator `i` (public, well-known key; funded by the devnet at start).
+pub fn subnet_validator_key(i: usize) -> Keypair {
+    derived(&format!("agora devnet subnet validator {i}"))
+}
+
+/// The embedded one-validator genesis. Only the top staker validates the chain
+/// (`max_chain_validators` 1), so subnet validators can stake without joining consensus.
 pub fn genesis() -> Genesis {
     let v = validator_key().address();
     let c = client_key().address();
@@ -44,7 +53,10 @@ pub fn genesis() -> Genesis {
     balances.extend((0..MAX_DEVNET_MINERS).map(|i| (miner_key(i).address(), Amount::agora(1_000))));
     Genesis {
         chain_id: CHAIN_ID.to_owned(),
-        params: ChainParams::devnet(),
+        params: ChainParams {
+            max_chain_validators: 1,
+            ..ChainParams::devnet()
+        },
         balances,
         stakes: vec![GenesisStake {
             coldkey: v,

@@ -147,9 +147,21 @@ pub struct ServeSection {
     /// Requests the miner runs at once.
     #[serde(default)]
     pub capacity: Option<usize>,
-    /// Model cache directory for the miner (default as `agora model fetch`).
+    /// Model cache directory for the miner and validator (default as `agora model fetch`).
     #[serde(default)]
     pub model_dir: Option<PathBuf>,
+    /// How the miner behaves: `honest` (the default), or an adversary for tests of the
+    /// validators: `wrong-model`, `random`, `copycat`, `slow`, `buffer`, `flaky`.
+    #[serde(default)]
+    pub miner_mode: Option<String>,
+    /// Run a subnet validator with this hotkey (file with the seed in hex); it must already be
+    /// registered on the subnet and staked (`agora tx register`, `agora tx stake`), and its
+    /// account must hold escrow (its challenges are paid like any request).
+    #[serde(default)]
+    pub validator_key: Option<PathBuf>,
+    /// The validator copies the others' revealed weights instead of evaluating (tests only).
+    #[serde(default)]
+    pub validator_copier: bool,
 }
 
 fn default_netuid() -> u16 {

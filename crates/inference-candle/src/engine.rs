@@ -104,6 +104,15 @@ impl CandleEngine {
         })
     }
 
+    /// Load the model file with its norm weights perturbed by `seed` (see
+    /// [`Weights::perturb_norms`]): a stand-in for a miner that serves another model while
+    /// claiming the registered one (its info still names the file's hash).
+    pub fn load_perturbed(path: &Path, seed: u64) -> Result<Self, Error> {
+        let mut engine = Self::load(path)?;
+        engine.weights.perturb_norms(seed, 0.25).map_err(backend)?;
+        Ok(engine)
+    }
+
     fn logits_row(logits: &Tensor, row: usize) -> Result<Vec<f32>, Error> {
         logits
             .get(row)

@@ -179,6 +179,33 @@ impl Weights {
         })
     }
 
+    /// Scale every RMS-norm weight by a factor drawn from `[1 - spread, 1 + spread]` with `seed`
+    /// (a splitmix64 stream): the same architecture and file hash, another model. For testing
+    /// that validators catch a miner serving the wrong model.
+    pub fn perturb_norms(&mut self, seed: u64, spread: f32) -> Result<()> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            // A uniform draw in [-1, 1).
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let mut scale = |t: &Tensor| -> Result<Tensor> {
+            let v: Vec<f32> = t.to_vec1::<f32>()?;
+            let v: Vec<f32> = v.into_iter().map(|x| x * (1.0 + spread * next())).collect();
+            Tensor::from_vec(v, t.dims1()?, t.device())
+        };
+        for b in &mut self.blocks {
+            b.attn_norm = scale(&b.attn_norm)?;
+            b.ffn_norm = scale(&b.ffn_norm)?;
+        }
+        self.norm = scale(&self.norm)?;
+        Ok(())
+    }
+
     /// A fresh cache.
     pub fn cache(&self) -> Cache {
         Cache {

@@ -94,6 +94,10 @@ pub struct Completion {
     pub miner: Address,
     /// The receipt, if it was countersigned.
     pub receipt: Option<Receipt>,
+    /// The token ids, as the miner sent them.
+    pub tokens: Vec<u32>,
+    /// When each token arrived, counted from the moment the request was sent.
+    pub arrivals: Vec<Duration>,
 }
 
 /// Why a request could not be answered.
@@ -241,6 +245,13 @@ impl Gateway {
         if let Ok(addr) = address.parse() {
             let _ = self.p2p.dial(addr).await;
         }
+    }
+
+    /// Whether `miner`'s advert is fresh here (so a request can go to it).
+    pub fn knows(&self, miner: &Address) -> bool {
+        self.miners()
+            .get(miner)
+            .is_some_and(|m| m.seen.elapsed() < Duration::from_secs(60))
     }
 
     /// Miners known now (hotkeys).
@@ -423,6 +434,48 @@ impl Gateway {
         Err(GatewayError::Unavailable(last_error))
     }
 
+    /// Send `request` to one chosen miner (registered or not, if its advert is fresh), with no
+    /// retry: what a subnet validator does with its challenges. The miner cannot tell it from
+    /// any other request; it is paid like any other.
+    pub async fn complete_with(
+        &self,
+        miner: &Address,
+        request: &ChatRequest,
+    ) -> Result<Completion, GatewayError> {
+        let entry = {
+            let mut miners = self.miners();
+            let entry = miners
+                .get_mut(miner)
+                .filter(|m| m.seen.elapsed() < Duration::from_secs(60))
+                .ok_or(GatewayError::NoMiners(self.config.netuid))?;
+            entry.inflight += 1;
+            entry.clone()
+        };
+        let cap = self.config.max_price_per_1k;
+        match self.attempt(&entry, request, cap, None).await {
+            Ok((completion, latency)) => {
+                self.finish_attempt(miner, Outcome::Answered(latency));
+                Ok(completion)
+            }
+            Err(Attempt::Retry(reason, busy)) => {
+                self.finish_attempt(miner, if busy { Outcome::Busy } else { Outcome::Failed });
+                Err(if busy {
+                    GatewayError::Busy
+                } else {
+                    GatewayError::Unavailable(reason)
+                })
+            }
+            Err(Attempt::Fatal(e)) => {
+                self.finish_attempt(miner, Outcome::Failed);
+                Err(e)
+            }
+            Err(Attempt::ClientGone) => {
+                self.finish_attempt(miner, Outcome::Answered(500));
+                Err(GatewayError::MidStream("cancelled".into()))
+            }
+        }
+    }
+
     async fn attempt(
         &self,
         miner: &MinerEntry,
@@ -464,6 +517,8 @@ impl Gateway {
         let mut text = String::new();
         let mut count = 0u32;
         let mut latency = None;
+        let mut tokens = Vec::new();
+        let mut arrivals = Vec::new();
         let deadline = started + self.config.request_timeout;
         loop {
             let wait = if count == 0 {
@@ -489,11 +544,13 @@ impl Gateway {
             let frame: MinerFrame =
                 serde_json::from_slice(&plain).map_err(|e| failed(format!("miner frame: {e}")))?;
             match frame {
-                MinerFrame::Token { text: piece } => {
+                MinerFrame::Token { text: piece, id } => {
                     if count == 0 {
                         latency = Some(started.elapsed().as_millis() as u64);
                     }
                     count += 1;
+                    tokens.push(id);
+                    arrivals.push(started.elapsed());
                     text.push_str(&piece);
                     if let Some(p) = &pieces {
                         // A client that went away cancels the request.
@@ -554,6 +611,8 @@ impl Gateway {
                             completion_tokens: count,
                             miner: miner.hotkey,
                             receipt,
+                            tokens,
+                            arrivals,
                         },
                         latency.unwrap_or_else(|| started.elapsed().as_millis() as u64),
                     ));

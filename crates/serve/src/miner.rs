@@ -32,6 +32,142 @@ pub enum MinerMode {
     BadReceiptSignature,
     /// Stops the stream after a few tokens (as if killed mid-stream).
     DieMidStream,
+    /// Serves another model while claiming the registered one (the caller hands it a
+    /// perturbed engine; the miner itself behaves honestly).
+    WrongModel,
+    /// Streams plausible random word tokens instead of running the model.
+    Random,
+    /// Replays another miner's answer to the most similar prompt it has seen (from the
+    /// [`AnswerBoard`]), without running the model.
+    Copycat,
+    /// Runs the model but sends every token [`SLOW_FACTOR`] times later than it could.
+    Slow,
+    /// Runs the model but holds every token until the answer is complete, then bursts them.
+    Buffer,
+    /// Drops about half of its requests (closes the stream without a word).
+    Flaky,
+}
+
+impl MinerMode {
+    /// Every mode with its name, as flags and JSON spell them.
+    pub const NAMED: [(&'static str, MinerMode); 9] = [
+        ("honest", MinerMode::Honest),
+        ("bad-receipt", MinerMode::BadReceiptSignature),
+        ("die-mid-stream", MinerMode::DieMidStream),
+        ("wrong-model", MinerMode::WrongModel),
+        ("random", MinerMode::Random),
+        ("copycat", MinerMode::Copycat),
+        ("slow", MinerMode::Slow),
+        ("buffer", MinerMode::Buffer),
+        ("flaky", MinerMode::Flaky),
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        Self::NAMED
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("honest", |(n, _)| n)
+    }
+}
+
+impl std::str::FromStr for MinerMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::NAMED
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMED.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown miner mode {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// How much later than it could a `slow` miner sends each token.
+pub const SLOW_FACTOR: u32 = 5;
+
+/// Answers other miners gave, for the `copycat` adversary (in one process: the devnet and
+/// tests). Bounded: the oldest answers go first.
+#[derive(Debug, Default)]
+pub struct AnswerBoard {
+    answers: Mutex<std::collections::VecDeque<BoardAnswer>>,
+}
+
+#[derive(Clone, Debug)]
+struct BoardAnswer {
+    words: std::collections::BTreeSet<String>,
+    pieces: Vec<(u32, String)>,
+    finish: agora_inference::FinishReason,
+}
+
+/// Most answers an [`AnswerBoard`] keeps.
+pub const BOARD_CAPACITY: usize = 512;
+
+fn words(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+impl AnswerBoard {
+    /// An empty board.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<BoardAnswer>> {
+        match self.answers.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn post(
+        &self,
+        prompt: &str,
+        pieces: Vec<(u32, String)>,
+        finish: agora_inference::FinishReason,
+    ) {
+        let mut a = self.lock();
+        if a.len() >= BOARD_CAPACITY {
+            a.pop_front();
+        }
+        a.push_back(BoardAnswer {
+            words: words(prompt),
+            pieces,
+            finish,
+        });
+    }
+
+    /// The answer to the prompt sharing the most words with `prompt` (Jaccard similarity).
+    fn most_similar(&self, prompt: &str) -> Option<BoardAnswer> {
+        let mine = words(prompt);
+        let a = self.lock();
+        let score = |b: &BoardAnswer| {
+            let common = b.words.intersection(&mine).count();
+            let all = b.words.union(&mine).count().max(1);
+            // Compare common/all as fractions without floats: common * 2^20 / all.
+            (common << 20) / all
+        };
+        a.iter().max_by_key(|b| score(b)).cloned()
+    }
+
+    /// Answers on the board.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Miner settings.
@@ -47,6 +183,8 @@ pub struct MinerConfig {
     pub capacity: usize,
     /// Behaviour.
     pub mode: MinerMode,
+    /// Where honest miners post their answers and `copycat` miners copy them from (optional).
+    pub board: Option<Arc<AnswerBoard>>,
 }
 
 /// A running miner.
@@ -59,6 +197,8 @@ pub struct Miner {
     active: AtomicUsize,
     receipts: Mutex<Vec<SignedReceipt>>,
     served: AtomicUsize,
+    /// Word-like token ids (for the `random` adversary), found on first use.
+    word_tokens: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl std::fmt::Debug for Miner {
@@ -92,6 +232,7 @@ impl Miner {
             active: AtomicUsize::new(0),
             receipts: Mutex::new(Vec::new()),
             served: AtomicUsize::new(0),
+            word_tokens: std::sync::OnceLock::new(),
         })
     }
 
@@ -213,6 +354,10 @@ impl Miner {
         let (plaintext, mut rk) =
             open_request(&self.hpke, &enc, &frame[32..]).map_err(|e| e.to_string())?;
         let request_hash = agora_crypto::hash(&plaintext);
+        if self.config.mode == MinerMode::Flaky && request_hash.0[0] & 1 == 1 {
+            // Drop it on the floor: the stream closes without a word.
+            return Err("dropping this request on purpose (flaky)".into());
+        }
         let fail = |code: &str, message: String| MinerFrame::Error {
             code: code.to_owned(),
             message,
@@ -290,6 +435,79 @@ impl Miner {
         Ok((gateway, prompt))
     }
 
+    /// Word-like tokens (a space then three or more ASCII letters) of the vocabulary.
+    fn word_tokens(&self) -> &[u32] {
+        self.word_tokens.get_or_init(|| {
+            (0..self.engine.info().vocab_size as u32)
+                .filter(|&id| {
+                    self.engine.detokenize(&[id]).is_ok_and(|t| {
+                        t.len() >= 4
+                            && t.starts_with(' ')
+                            && t[1..].bytes().all(|b| b.is_ascii_alphabetic())
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// What an adversary that does not run the model sends instead: `None` for modes that run
+    /// the engine.
+    fn canned(
+        &self,
+        req: &InferRequest,
+        request_hash: &Hash,
+    ) -> Option<(Vec<(u32, String)>, agora_inference::FinishReason)> {
+        match self.config.mode {
+            MinerMode::Random => {
+                let words = self.word_tokens();
+                if words.is_empty() {
+                    return Some((Vec::new(), agora_inference::FinishReason::Stop));
+                }
+                let pieces = (0..req.max_tokens)
+                    .map(|i| {
+                        let h =
+                            agora_crypto::hash(&[&request_hash.0[..], &i.to_le_bytes()].concat());
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&h.0[..8]);
+                        let id = words[(u64::from_le_bytes(b) % words.len() as u64) as usize];
+                        (id, self.engine.detokenize(&[id]).unwrap_or_default())
+                    })
+                    .collect();
+                Some((pieces, agora_inference::FinishReason::Length))
+            }
+            MinerMode::Copycat => {
+                let prompt = req
+                    .messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "user")
+                    .map_or("", |m| m.content.as_str());
+                let copied = self
+                    .config
+                    .board
+                    .as_ref()
+                    .and_then(|b| b.most_similar(prompt));
+                Some(match copied {
+                    Some(a) => {
+                        let mut pieces = a.pieces;
+                        pieces.truncate(req.max_tokens as usize);
+                        (pieces, a.finish)
+                    }
+                    None => {
+                        let text = "I am not sure.";
+                        let ids = self.engine.tokenize(text).unwrap_or_default();
+                        let pieces = ids
+                            .iter()
+                            .map(|&id| (id, self.engine.detokenize(&[id]).unwrap_or_default()))
+                            .collect();
+                        (pieces, agora_inference::FinishReason::Stop)
+                    }
+                })
+            }
+            _ => None,
+        }
+    }
+
     async fn generate(
         &self,
         stream: &mut agora_p2p::Stream,
@@ -312,34 +530,71 @@ impl Miner {
             stop: req.stop.clone(),
             top_logprobs: 0,
         };
-        let (tx, mut rx) = mpsc::channel::<String>(256);
-        let engine = self.engine.clone();
-        let worker = tokio::task::spawn_blocking(move || {
-            engine.generate(&request, &mut |t| tx.blocking_send(t.text.clone()).is_ok())
-        });
+        // Each piece carries the moment it was ready (the `slow` adversary paces by it).
+        let (tx, mut rx) = mpsc::channel::<(u32, String, Duration)>(256);
+        let started = std::time::Instant::now();
+        let worker: tokio::task::JoinHandle<
+            Result<agora_inference::FinishReason, agora_inference::Error>,
+        > = match self.canned(req, &request_hash) {
+            Some((pieces, finish)) => tokio::spawn(async move {
+                for (id, text) in pieces {
+                    if tx.send((id, text, started.elapsed())).await.is_err() {
+                        return Ok(agora_inference::FinishReason::Cancelled);
+                    }
+                }
+                Ok(finish)
+            }),
+            None => {
+                let engine = self.engine.clone();
+                tokio::task::spawn_blocking(move || {
+                    engine
+                        .generate(&request, &mut |t| {
+                            tx.blocking_send((t.id, t.text.clone(), started.elapsed()))
+                                .is_ok()
+                        })
+                        .map(|o| o.finish)
+                })
+            }
+        };
         let mut text = String::new();
-        let mut count = 0u32;
-        while let Some(piece) = rx.recv().await {
-            count += 1;
+        let mut pieces: Vec<(u32, String)> = Vec::new();
+        let mut held: Vec<MinerFrame> = Vec::new();
+        let clock = tokio::time::Instant::from_std(started);
+        while let Some((id, piece, ready)) = rx.recv().await {
             text.push_str(&piece);
+            pieces.push((id, piece.clone()));
+            let count = pieces.len();
             if self.config.mode == MinerMode::DieMidStream && count == 3 {
                 // Drop everything, as a killed process would.
                 drop(rx);
                 let _ = worker.await;
                 return Err("dying mid-stream on purpose".into());
             }
-            if Self::send(stream, rk, &MinerFrame::Token { text: piece })
-                .await
-                .is_err()
-            {
+            let frame = MinerFrame::Token { text: piece, id };
+            match self.config.mode {
+                MinerMode::Buffer => {
+                    held.push(frame);
+                    continue;
+                }
+                MinerMode::Slow => {
+                    // Send at SLOW_FACTOR times the moment it was ready.
+                    tokio::time::sleep_until(clock + ready * SLOW_FACTOR).await;
+                }
+                _ => {}
+            }
+            if Self::send(stream, rk, &frame).await.is_err() {
                 // The gateway went away: dropping the receiver cancels generation.
                 drop(rx);
                 let _ = worker.await;
                 return Err("gateway went away".into());
             }
         }
-        let output = match worker.await {
-            Ok(Ok(o)) => o,
+        for frame in held {
+            Self::send(stream, rk, &frame).await?;
+        }
+        let count = pieces.len() as u32;
+        let finish = match worker.await {
+            Ok(Ok(f)) => f,
             Ok(Err(e)) => {
                 let code = match e {
                     agora_inference::Error::ContextLimit { .. } => "context_limit",
@@ -355,10 +610,16 @@ impl Miner {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let finish_reason = match output.finish {
+        let finish_reason = match finish {
             agora_inference::FinishReason::Length => "length",
             _ => "stop",
         };
+        if self.config.mode == MinerMode::Honest
+            && let Some(board) = &self.config.board
+            && let Some(user) = req.messages.iter().rev().find(|m| m.role == "user")
+        {
+            board.post(&user.content, pieces, finish);
+        }
         let receipt = Receipt {
             netuid: self.config.netuid,
             miner: self.key.address(),

@@ -61,10 +61,13 @@ pub struct InferRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MinerFrame {
-    /// Generated text (one token's worth).
+    /// One generated token: its id in the registered model's vocabulary and the text it adds
+    /// (validators teacher-force the ids; the text is what a client shows).
     Token {
         /// Text.
         text: String,
+        /// Token id.
+        id: u32,
     },
     /// The end: finish reason, usage and the receipt signed by the miner.
     Done {

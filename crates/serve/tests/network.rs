@@ -79,6 +79,7 @@ async fn world(modes: &[(MinerMode, usize)]) -> World {
                 price_per_1k: Amount(1_000_000 * (1 + i as u128)),
                 capacity: *capacity,
                 mode: *mode,
+                board: None,
             },
         );
         tasks.extend(miner.spawn(&p2p, Duration::from_millis(200)).unwrap());

@@ -3,11 +3,13 @@
 
 use agora_primitives::Hash;
 
-const TEMPLATES: [&str; 10] = [
-    "Explain {topic} in two sentences.",
+const TEMPLATES: [&str; 12] = [
+    "Explain {topic} in {n} sentences.",
     "What is the most important fact about {topic}?",
-    "Write a short poem about {topic}.",
-    "Give three bullet points about {topic}.",
+    "Write a poem of {n} lines about {topic}.",
+    "Give {n} bullet points about {topic}.",
+    "List {n} facts about {topic}.",
+    "Describe {topic} in at most {n}0 words.",
     "How would you teach {topic} to a child?",
     "What is a common misconception about {topic}?",
     "Summarise the history of {topic} in one paragraph.",
@@ -41,6 +43,28 @@ const TOPICS: [&str; 24] = [
     "the Silk Road",
     "recycling",
     "chess",
+];
+
+const STYLES: [&str; 8] = [
+    "",
+    " Keep it simple.",
+    " Be precise.",
+    " Use an example.",
+    " Write for an expert.",
+    " Be brief.",
+    " Start with a definition.",
+    " End with a question.",
+];
+
+const AUDIENCES: [&str; 8] = [
+    "",
+    " The reader is a child.",
+    " The reader is a student.",
+    " The reader is an engineer.",
+    " The reader is a historian.",
+    " The reader is a farmer.",
+    " The reader is a doctor.",
+    " The reader is a musician.",
 ];
 
 /// One challenge.
@@ -85,16 +109,50 @@ pub fn challenges(seed: &Hash, n: usize) -> Vec<Challenge> {
     };
     (0..n)
         .map(|_| {
-            let template = TEMPLATES[d.below(TEMPLATES.len())];
-            let topic = TOPICS[d.below(TOPICS.len())];
-            let max_tokens = 32 + d.below(33) as u32;
             let sampled = d.next() % 2 == 1;
-            let seed = d.next();
-            Challenge {
-                prompt: template.replace("{topic}", topic),
-                max_tokens,
-                sampled_seed: sampled.then_some(seed),
-            }
+            draw_one(&mut d, 32..=64, sampled)
+        })
+        .collect()
+}
+
+fn draw_one(d: &mut Draw, tokens: std::ops::RangeInclusive<u32>, sampled: bool) -> Challenge {
+    let template = TEMPLATES[d.below(TEMPLATES.len())];
+    let topic = TOPICS[d.below(TOPICS.len())];
+    let style = STYLES[d.below(STYLES.len())];
+    let audience = AUDIENCES[d.below(AUDIENCES.len())];
+    let n = 2 + d.below(8);
+    let (lo, hi) = (*tokens.start(), (*tokens.end()).max(*tokens.start()));
+    let max_tokens = lo + d.below((hi - lo + 1) as usize) as u32;
+    let seed = d.next();
+    let prompt = template
+        .replace("{topic}", topic)
+        .replace("{n}", &n.to_string())
+        + style
+        + audience;
+    Challenge {
+        prompt,
+        max_tokens,
+        sampled_seed: sampled.then_some(seed),
+    }
+}
+
+/// One round: for each of `miners` miners, `per_miner` challenges drawn from `seed`, alternating
+/// greedy (first) and sampled, each asking for a number of tokens in `tokens`.
+pub fn round(
+    seed: &Hash,
+    miners: usize,
+    per_miner: usize,
+    tokens: std::ops::RangeInclusive<u32>,
+) -> Vec<Vec<Challenge>> {
+    let mut d = Draw {
+        seed: *seed,
+        counter: 0,
+    };
+    (0..miners)
+        .map(|_| {
+            (0..per_miner)
+                .map(|j| draw_one(&mut d, tokens.clone(), j % 2 == 1))
+                .collect()
         })
         .collect()
 }
@@ -114,6 +172,22 @@ mod tests {
         assert!(a.iter().any(|c| c.sampled_seed.is_some()));
         assert!(a.iter().any(|c| c.sampled_seed.is_none()));
         assert!(a.iter().all(|c| (32..=64).contains(&c.max_tokens)));
-        assert!(a.iter().all(|c| !c.prompt.contains("{topic}")));
+        assert!(a.iter().all(|c| !c.prompt.contains('{')));
+    }
+
+    #[test]
+    fn a_round_alternates_greedy_and_sampled_and_rarely_repeats_a_prompt() {
+        let r = round(&Hash([3; 32]), 9, 2, 16..=24);
+        assert_eq!(r.len(), 9);
+        for per in &r {
+            assert_eq!(per.len(), 2);
+            assert!(per[0].sampled_seed.is_none());
+            assert!(per[1].sampled_seed.is_some());
+            assert!(per.iter().all(|c| (16..=24).contains(&c.max_tokens)));
+        }
+        let many = round(&Hash([4; 32]), 200, 2, 16..=24);
+        let distinct: std::collections::BTreeSet<&str> =
+            many.iter().flatten().map(|c| c.prompt.as_str()).collect();
+        assert!(distinct.len() > 390, "{}", distinct.len());
     }
 }

@@ -5,8 +5,11 @@
 //! - [`verify`]: an answer teacher-forced through the validator's own copy of the registered
 //!   model, with the rules of the subnet-validator issue.
 //!
-//! The validator role (sending challenges through the serving network, scoring, weights) is
-//! not built yet; see `docs/ARCHITECTURE.md`.
+//! - [`scoring`]: from verified, timed answers to a moving average per miner and weights.
+//! - [`role`]: the running validator: rounds of challenges through the serving network, and
+//!   weights committed and revealed on chain.
 
 pub mod challenge;
+pub mod role;
+pub mod scoring;
 pub mod verify;

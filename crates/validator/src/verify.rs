@@ -99,6 +99,14 @@ pub enum Failure {
         /// `max_tokens`.
         max: usize,
     },
+    /// No answer came (dropped, timed out, busy or refused), with the reason.
+    NoAnswer(String),
+    /// The answer came without a receipt the gateway could countersign.
+    NoReceipt,
+    /// The receipt names another model than the one the miner registered.
+    WrongModelHash,
+    /// The text sent is not the text of the token ids sent.
+    TextMismatch,
     /// The miner claims another number of tokens than it gave.
     CountMismatch {
         /// Claimed.

@@ -1,0 +1,106 @@
+//! `agora bench verify`: the validator's cost of checking an answer against the miner's cost of
+//! producing it, on the served model.
+
+use std::time::{Duration, Instant};
+
+use agora_inference::{ChatMessage, Engine, GenerateRequest};
+use agora_validator::verify::{self, Answer, Finish, Mode, Verdict};
+use anyhow::{Result, bail};
+
+const PROMPTS: [&str; 4] = [
+    "Write a long, detailed essay about the history of the printing press.",
+    "Write a long story about a lighthouse keeper and a storm.",
+    "Explain in great detail how the human heart works.",
+    "Write a detailed guide to growing tomatoes at home.",
+];
+
+/// Time generating `tokens`-token greedy answers and verifying them, `runs` times per prompt.
+pub fn bench_verify(
+    tokens: usize,
+    runs: usize,
+    model_dir: Option<std::path::PathBuf>,
+) -> Result<()> {
+    let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
+    let path = agora_inference::model::locate(&dir)?;
+    let engine = agora_inference_candle::CandleEngine::load(&path)?;
+    let eos = engine.info().eos_token;
+    let mut gen_total = Duration::ZERO;
+    let mut verify_total = Duration::ZERO;
+    let mut answered = 0usize;
+    println!(
+        "{:<6} {:>7} {:>12} {:>12} {:>7}",
+        "prompt", "tokens", "generate ms", "verify ms", "share"
+    );
+    for (p, text) in PROMPTS.iter().enumerate() {
+        let rendered = engine.render_chat(&[
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful AI assistant.".into(),
+            },
+            ChatMessage::user(*text),
+        ])?;
+        let prompt = engine.tokenize(&rendered)?;
+        for _ in 0..runs {
+            let start = Instant::now();
+            let out = engine.generate(
+                &GenerateRequest::greedy(prompt.clone(), tokens),
+                &mut |_| true,
+            )?;
+            let generated = start.elapsed();
+            let ids: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+            let finish = match out.finish {
+                agora_inference::FinishReason::Length => Finish::Length,
+                _ => Finish::Stop,
+            };
+            let answer = Answer {
+                prompt: &prompt,
+                tokens: &ids,
+                mode: Mode::Greedy,
+                finish,
+                max_tokens: tokens,
+                claimed_tokens: ids.len(),
+            };
+            let start = Instant::now();
+            let verdict = verify::verify(&engine, &answer, eos)?;
+            let verified = start.elapsed();
+            if verdict != Verdict::Pass {
+                bail!("the engine's own answer to prompt {p} failed verification: {verdict:?}");
+            }
+            println!(
+                "{:<6} {:>7} {:>12} {:>12} {:>7}",
+                p,
+                ids.len(),
+                generated.as_millis(),
+                verified.as_millis(),
+                share(verified, generated)
+            );
+            gen_total += generated;
+            verify_total += verified;
+            answered += ids.len();
+        }
+    }
+    let n = (PROMPTS.len() * runs).max(1) as u32;
+    println!(
+        "bench verify/answer_tokens_mean {} tokens",
+        answered / n as usize
+    );
+    println!(
+        "bench verify/generate_ms_mean {} ms",
+        (gen_total / n).as_millis()
+    );
+    println!(
+        "bench verify/verify_ms_mean {} ms",
+        (verify_total / n).as_millis()
+    );
+    println!(
+        "bench verify/share_of_generation {}",
+        share(verify_total, gen_total)
+    );
+    Ok(())
+}
+
+/// `a / b` with three decimals, in integers.
+fn share(a: Duration, b: Duration) -> String {
+    let x1000 = a.as_micros() * 1000 / b.as_micros().max(1);
+    format!("{}.{:03}", x1000 / 1000, x1000 % 1000)
+}

@@ -1,0 +1,559 @@
+//! The subnet validator role: challenge every serving miner, verify and time the answers, keep
+//! scores, and set weights with commit and reveal.
+//!
+//! Two tasks run side by side:
+//! - **Evaluation** (not for copiers): a round at a time. Each round draws its challenges from
+//!   BLAKE3(latest finalized block hash, validator hotkey, round number), so a miner cannot know
+//!   them before that block, and two validators do not send the same prompts. Challenges go
+//!   through the validator's own [`Gateway`] to one chosen miner each, sealed, on the same
+//!   protocol and paid like any client's request: a miner cannot tell them from client traffic.
+//!   Each answer is verified ([`crate::verify`]) by teacher forcing it through the validator's
+//!   own copy of the model, and timed from arrival times ([`crate::scoring`]).
+//! - **Weights**: whenever a new epoch (`height / tempo`) starts and no commitment is waiting,
+//!   commit BLAKE3(netuid, uids, values, salt) of the current weights; in the reveal window
+//!   (`commit_reveal_period` tempos after the commit's block) reveal them. With commit-reveal
+//!   off (period 0), set them directly once per epoch.
+//!
+//! A **copier** (for tests of the incentive: a validator that does not evaluate) skips
+//! evaluation and, each epoch, commits the stake-weighted mean of the weights the other
+//! validators last revealed on chain. Commit-reveal makes what it copies a tempo old, and its
+//! bonds trail the honest validators'.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agora_inference::{ChatMessage, Engine};
+use agora_ledger::State;
+use agora_primitives::{Address, Call, Hash, NetUid};
+use agora_serve::gateway::{ChatRequest, Completion, Gateway};
+use agora_serve::protocol::Message;
+use futures::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::challenge::{self, Challenge};
+use crate::scoring::{Observation, Scores};
+use crate::verify::{self, Answer, Failure, Finish, Mode, Verdict};
+
+/// What the validator needs of the chain.
+pub trait ChainAccess: Send + Sync {
+    /// The latest finalized state and its block's hash.
+    fn latest(&self) -> (Arc<State>, Hash);
+    /// Sign `call` with the validator's hotkey and hand it to the mempool.
+    fn submit(&self, call: Call) -> Result<(), String>;
+}
+
+/// The system prompt of every challenge (what a typical client sends).
+pub const SYSTEM_PROMPT: &str = "You are a helpful AI assistant.";
+/// Temperature of sampled challenges.
+pub const SAMPLED_TEMPERATURE: f32 = 0.7;
+/// A miner not seen advertising this long after the validator starts counts as failing.
+pub const ADVERT_GRACE: Duration = Duration::from_secs(60);
+
+/// Validator settings.
+#[derive(Clone, Debug)]
+pub struct ValidatorConfig {
+    /// The subnet.
+    pub netuid: NetUid,
+    /// Copy the other validators' revealed weights instead of evaluating (for tests).
+    pub copier: bool,
+    /// Challenges per miner per round (alternating greedy and sampled).
+    pub per_miner: usize,
+    /// Tokens asked for per challenge.
+    pub tokens: std::ops::RangeInclusive<u32>,
+    /// Pause between rounds.
+    pub pause: Duration,
+    /// Challenges in flight at once (each to a different miner when there are enough).
+    pub parallel: usize,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        Self {
+            netuid: 1,
+            copier: false,
+            per_miner: 2,
+            tokens: 32..=64,
+            pause: Duration::from_secs(30),
+            parallel: 1,
+        }
+    }
+}
+
+/// The result of one challenge, for logs and tests.
+#[derive(Clone, Debug)]
+pub struct ChallengeResult {
+    /// The miner.
+    pub miner: Address,
+    /// What was measured.
+    pub observation: Observation,
+    /// Pass, or why not.
+    pub verdict: Verdict,
+}
+
+/// A running subnet validator.
+pub struct Validator {
+    hotkey: Address,
+    engine: Arc<dyn Engine>,
+    gateway: Arc<Gateway>,
+    chain: Arc<dyn ChainAccess>,
+    config: ValidatorConfig,
+    scores: Mutex<Scores>,
+    rounds: AtomicU64,
+    reveals: AtomicU64,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("hotkey", &self.hotkey)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A commitment waiting for its reveal.
+#[derive(Clone, Debug)]
+struct Pending {
+    hash: Hash,
+    uids: Vec<u16>,
+    values: Vec<u16>,
+    salt: [u8; 32],
+}
+
+#[derive(Debug, Default)]
+struct WeightState {
+    pending: Option<Pending>,
+    last_commit_epoch: Option<u64>,
+    last_set_epoch: Option<u64>,
+    quiet_until: u64,
+}
+
+impl Validator {
+    /// A validator with its hotkey (which signs its weights), its copy of the registered model,
+    /// the gateway its challenges go through (paying from its own escrow) and the chain.
+    pub fn new(
+        hotkey: Address,
+        engine: Arc<dyn Engine>,
+        gateway: Arc<Gateway>,
+        chain: Arc<dyn ChainAccess>,
+        config: ValidatorConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            hotkey,
+            engine,
+            gateway,
+            chain,
+            config,
+            scores: Mutex::new(Scores::default()),
+            rounds: AtomicU64::new(0),
+            reveals: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    }
+
+    /// The hotkey.
+    pub fn hotkey(&self) -> Address {
+        self.hotkey
+    }
+
+    /// Whether it copies instead of evaluating.
+    pub fn is_copier(&self) -> bool {
+        self.config.copier
+    }
+
+    /// Rounds of challenges finished.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Weight reveals (or direct sets) submitted.
+    pub fn reveals(&self) -> u64 {
+        self.reveals.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the scores.
+    pub fn scores(&self) -> Scores {
+        match self.scores.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Start the evaluation loop (unless a copier) and the weight loop.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if !self.config.copier {
+            let me = self.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let evaluated = me.evaluate_round().await;
+                    let pause = if evaluated {
+                        me.config.pause.max(Duration::from_millis(200))
+                    } else {
+                        Duration::from_secs(1)
+                    };
+                    tokio::time::sleep(pause).await;
+                }
+            }));
+        }
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut w = WeightState::default();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                me.weights_tick(&mut w);
+            }
+        }));
+        tasks
+    }
+
+    /// Serving miners of the subnet, `(uid, hotkey, registered model hash)`, not counting
+    /// this validator.
+    fn serving_miners(&self, state: &State) -> Vec<(u16, Address, Hash)> {
+        state
+            .subnets
+            .get(&self.config.netuid)
+            .map(|s| {
+                s.neurons
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.hotkey != self.hotkey)
+                    .filter_map(|(uid, n)| {
+                        n.serve
+                            .as_ref()
+                            .map(|info| (uid as u16, n.hotkey, info.model_hash))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// One round over every serving miner; false when there was nobody to challenge.
+    pub async fn evaluate_round(&self) -> bool {
+        let (state, tip) = self.chain.latest();
+        self.gateway.set_height(state.height);
+        let miners = self.serving_miners(&state);
+        if miners.is_empty() {
+            return false;
+        }
+        let round = self.rounds.load(Ordering::Relaxed);
+        let mut seed_input = tip.0.to_vec();
+        seed_input.extend_from_slice(&self.hotkey.0);
+        seed_input.extend_from_slice(&round.to_le_bytes());
+        let seed = agora_crypto::hash(&seed_input);
+        let challenges = challenge::round(
+            &seed,
+            miners.len(),
+            self.config.per_miner,
+            self.config.tokens.clone(),
+        );
+        let grace_over = self.started.elapsed() > ADVERT_GRACE;
+        // Challenge j of every miner, then j + 1: consecutive requests go to different miners.
+        let mut jobs = Vec::new();
+        for j in 0..self.config.per_miner {
+            for ((_, hotkey, model), cs) in miners.iter().zip(&challenges) {
+                if !self.gateway.knows(hotkey) && !grace_over {
+                    // Its advert has not reached us yet; do not judge it on our start-up.
+                    continue;
+                }
+                if let Some(c) = cs.get(j) {
+                    jobs.push((*hotkey, c.clone(), *model));
+                }
+            }
+        }
+        let observed: Vec<(Address, Observation)> = futures::stream::iter(jobs)
+            .map(|(hotkey, c, model)| async move {
+                let result = self.challenge(hotkey, &c, model).await;
+                match &result.verdict {
+                    Verdict::Pass => {
+                        debug!(validator = %self.hotkey, miner = %hotkey, "challenge passed")
+                    }
+                    Verdict::Fail(f) => {
+                        info!(validator = %self.hotkey, miner = %hotkey, failure = ?f, "challenge failed")
+                    }
+                }
+                (result.miner, result.observation)
+            })
+            .buffer_unordered(self.config.parallel.max(1))
+            .collect()
+            .await;
+        if observed.is_empty() {
+            return false;
+        }
+        let summary = match self.scores.lock() {
+            Ok(mut s) => {
+                s.record_round(&observed);
+                s.summary()
+            }
+            Err(p) => {
+                let mut s = p.into_inner();
+                s.record_round(&observed);
+                s.summary()
+            }
+        };
+        info!(validator = %self.hotkey, round, %summary, "round done");
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Send one challenge to `miner`, verify and time the answer.
+    pub async fn challenge(
+        &self,
+        miner: Address,
+        c: &Challenge,
+        registered_model: Hash,
+    ) -> ChallengeResult {
+        let request = ChatRequest {
+            messages: vec![
+                Message {
+                    role: "system".into(),
+                    content: SYSTEM_PROMPT.into(),
+                },
+                Message {
+                    role: "user".into(),
+                    content: c.prompt.clone(),
+                },
+            ],
+            max_tokens: c.max_tokens,
+            temperature: if c.sampled_seed.is_some() {
+                SAMPLED_TEMPERATURE
+            } else {
+                0.0
+            },
+            top_p: 1.0,
+            seed: c.sampled_seed.unwrap_or(0),
+            stop: Vec::new(),
+            max_price_per_1k: None,
+        };
+        let failed = |verdict| ChallengeResult {
+            miner,
+            observation: Observation::failed(),
+            verdict,
+        };
+        let completion = match self.gateway.complete_with(&miner, &request).await {
+            Ok(c) => c,
+            Err(e) => return failed(Verdict::Fail(Failure::NoAnswer(e.to_string()))),
+        };
+        let engine = self.engine.clone();
+        let challenge = c.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            check_completion(engine.as_ref(), &challenge, &completion, registered_model)
+                .map(|v| (v, completion))
+        })
+        .await;
+        match checked {
+            Ok(Ok((verdict, completion))) => {
+                let observation = Observation {
+                    passed: verdict == Verdict::Pass,
+                    ttft: completion.arrivals.first().copied().unwrap_or_default(),
+                    total: completion.arrivals.last().copied().unwrap_or_default(),
+                    tokens: completion.tokens.len(),
+                };
+                ChallengeResult {
+                    miner,
+                    observation,
+                    verdict,
+                }
+            }
+            Ok(Err(e)) => {
+                // The answer could not even be scored (for example, unknown token ids).
+                failed(Verdict::Fail(Failure::NoAnswer(format!("unscorable: {e}"))))
+            }
+            Err(e) => failed(Verdict::Fail(Failure::NoAnswer(e.to_string()))),
+        }
+    }
+
+    /// The weights to commit now: the scores, or for a copier the others' revealed weights.
+    fn weights_now(&self, state: &State) -> Option<(Vec<u16>, Vec<u16>)> {
+        if self.config.copier {
+            return copy_revealed(state, self.config.netuid, &self.hotkey);
+        }
+        let uids: Vec<(u16, Address)> = self
+            .serving_miners(state)
+            .into_iter()
+            .map(|(uid, hotkey, _)| (uid, hotkey))
+            .collect();
+        self.scores().weights(&uids)
+    }
+
+    fn submit(&self, call: Call, what: &str) -> bool {
+        match self.chain.submit(call) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(validator = %self.hotkey, %e, "{what} refused");
+                false
+            }
+        }
+    }
+
+    fn weights_tick(&self, w: &mut WeightState) {
+        let (state, _) = self.chain.latest();
+        let netuid = self.config.netuid;
+        let Some(subnet) = state.subnets.get(&netuid) else {
+            return;
+        };
+        let Some(me) = subnet.neurons.iter().find(|n| n.hotkey == self.hotkey) else {
+            return;
+        };
+        let height = state.height;
+        if height < w.quiet_until {
+            return;
+        }
+        let tempo = u64::from(subnet.params.tempo.max(1));
+        let period = u64::from(subnet.params.commit_reveal_period);
+        let epoch = height / tempo;
+        if period == 0 {
+            if w.last_set_epoch != Some(epoch)
+                && let Some((uids, values)) = self.weights_now(&state)
+            {
+                let call = Call::RevealWeights {
+                    netuid,
+                    uids,
+                    values,
+                    salt: [0; 32],
+                };
+                if self.submit(call, "setting weights") {
+                    w.last_set_epoch = Some(epoch);
+                    self.reveals.fetch_add(1, Ordering::Relaxed);
+                }
+                w.quiet_until = height + 2;
+            }
+            return;
+        }
+        if let Some(p) = &w.pending {
+            match &me.commit {
+                Some(c) if c.hash == p.hash => {
+                    let opens = c.block / tempo + period;
+                    if epoch < opens {
+                        return;
+                    }
+                    if epoch == opens {
+                        let call = Call::RevealWeights {
+                            netuid,
+                            uids: p.uids.clone(),
+                            values: p.values.clone(),
+                            salt: p.salt,
+                        };
+                        if self.submit(call, "revealing weights") {
+                            self.reveals.fetch_add(1, Ordering::Relaxed);
+                        }
+                        w.quiet_until = height + 3;
+                        return;
+                    }
+                    // The window passed: commit afresh.
+                    w.pending = None;
+                }
+                // Revealed (the commitment is cleared) or replaced.
+                _ => w.pending = None,
+            }
+        }
+        if w.last_commit_epoch == Some(epoch) {
+            return;
+        }
+        let Some((uids, values)) = self.weights_now(&state) else {
+            return;
+        };
+        let mut salt = [0u8; 32];
+        if getrandom::getrandom(&mut salt).is_err() {
+            // A guessable salt would leak the weights before the reveal; skip this epoch.
+            warn!("no randomness for a weights salt");
+            return;
+        }
+        let hash = agora_crypto::weights_commit(netuid, &uids, &values, &salt);
+        info!(validator = %self.hotkey, epoch, ?uids, ?values, "committing weights");
+        if self.submit(
+            Call::CommitWeights {
+                netuid,
+                commit: hash,
+            },
+            "committing weights",
+        ) {
+            w.pending = Some(Pending {
+                hash,
+                uids,
+                values,
+                salt,
+            });
+            w.last_commit_epoch = Some(epoch);
+        }
+        w.quiet_until = height + 2;
+    }
+}
+
+/// The stake-weighted mean of the weights the other validators of `netuid` last revealed,
+/// scaled so the largest is 65535 (what a copier commits).
+pub fn copy_revealed(state: &State, netuid: NetUid, me: &Address) -> Option<(Vec<u16>, Vec<u16>)> {
+    let subnet = state.subnets.get(&netuid)?;
+    let mut sums = vec![0u128; subnet.neurons.len()];
+    for n in subnet.neurons.iter().filter(|n| n.hotkey != *me) {
+        let stake = state.hotkey_stake(&n.hotkey).0;
+        for &(uid, v) in &n.weights {
+            if let Some(s) = sums.get_mut(usize::from(uid)) {
+                *s = s.saturating_add(stake.saturating_mul(u128::from(v)));
+            }
+        }
+    }
+    let best = sums.iter().copied().max().unwrap_or(0);
+    if best == 0 {
+        return None;
+    }
+    let (uids, values): (Vec<u16>, Vec<u16>) = sums
+        .iter()
+        .enumerate()
+        .map(|(uid, s)| (uid as u16, (s.saturating_mul(65535) / best) as u16))
+        .filter(|(_, v)| *v > 0)
+        .unzip();
+    Some((uids, values))
+}
+
+/// Judge a completion of `c` against the validator's model: a receipt for the registered
+/// model, text that is the text of the ids, and the teacher-forcing rules of [`verify`].
+pub fn check_completion(
+    engine: &dyn Engine,
+    c: &Challenge,
+    completion: &Completion,
+    registered_model: Hash,
+) -> Result<Verdict, agora_inference::Error> {
+    let fail = |f| Ok(Verdict::Fail(f));
+    let Some(receipt) = &completion.receipt else {
+        return fail(Failure::NoReceipt);
+    };
+    if receipt.model_hash != registered_model {
+        return fail(Failure::WrongModelHash);
+    }
+    let vocab = engine.info().vocab_size;
+    if completion.tokens.iter().any(|&t| t as usize >= vocab) {
+        return fail(Failure::TextMismatch);
+    }
+    if engine.detokenize(&completion.tokens)? != completion.text {
+        return fail(Failure::TextMismatch);
+    }
+    let rendered = engine.render_chat(&[
+        ChatMessage {
+            role: "system".into(),
+            content: SYSTEM_PROMPT.into(),
+        },
+        ChatMessage::user(c.prompt.clone()),
+    ])?;
+    let prompt = engine.tokenize(&rendered)?;
+    let answer = Answer {
+        prompt: &prompt,
+        tokens: &completion.tokens,
+        mode: if c.sampled_seed.is_some() {
+            Mode::Sampled
+        } else {
+            Mode::Greedy
+        },
+        finish: if completion.finish_reason == "length" {
+            Finish::Length
+        } else {
+            Finish::Stop
+        },
+        max_tokens: c.max_tokens as usize,
+        claimed_tokens: receipt.completion_tokens as usize,
+    };
+    verify::verify(engine, &answer, engine.info().eos_token)
+}

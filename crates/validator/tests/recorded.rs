@@ -1,0 +1,92 @@
+//! The verifier on recorded answers (`tests/fixtures/answers.json`, written by
+//! `examples/record_answers.rs`): honest answers pass, every forgery fails, and the verdict for
+//! a given answer is the same every time. Needs the model (fetched like `agora model fetch`).
+
+use std::sync::OnceLock;
+
+use agora_inference::{ChatMessage, Engine};
+use agora_inference_candle::CandleEngine;
+use agora_validator::verify::{Answer, Finish, Mode, Verdict, verify};
+
+fn engine() -> &'static CandleEngine {
+    static ENGINE: OnceLock<CandleEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let dir = agora_inference::model::default_dir();
+        let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
+        CandleEngine::load(&path).expect("load the model")
+    })
+}
+
+fn verdict(e: &CandleEngine, r: &serde_json::Value) -> Verdict {
+    let text = e
+        .render_chat(&[
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful AI assistant.".into(),
+            },
+            ChatMessage::user(r["prompt"].as_str().unwrap()),
+        ])
+        .unwrap();
+    let prompt = e.tokenize(&text).unwrap();
+    let tokens: Vec<u32> = r["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let answer = Answer {
+        prompt: &prompt,
+        tokens: &tokens,
+        mode: if r["sampled_seed"].is_null() {
+            Mode::Greedy
+        } else {
+            Mode::Sampled
+        },
+        finish: if r["finish"] == "length" {
+            Finish::Length
+        } else {
+            Finish::Stop
+        },
+        max_tokens: r["max_tokens"].as_u64().unwrap() as usize,
+        claimed_tokens: tokens.len(),
+    };
+    verify(e, &answer, e.info().eos_token).unwrap()
+}
+
+#[test]
+fn recorded_honest_answers_pass_and_every_recorded_forgery_fails_deterministically() {
+    let fixture: Vec<serde_json::Value> =
+        serde_json::from_str(include_str!("fixtures/answers.json")).unwrap();
+    let e = engine();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for (i, r) in fixture.iter().enumerate() {
+        let v = verdict(e, r);
+        let expect = r["expect"].as_str().unwrap();
+        match expect {
+            "pass" => assert_eq!(
+                v,
+                Verdict::Pass,
+                "answer {i} ({}): {}",
+                r["kind"],
+                r["prompt"]
+            ),
+            _ => assert!(
+                matches!(v, Verdict::Fail(_)),
+                "answer {i} ({}) should fail: {}",
+                r["kind"],
+                r["prompt"]
+            ),
+        }
+        // The same answer, the same verdict.
+        assert_eq!(verdict(e, r), v, "answer {i}");
+        *kinds
+            .entry(r["kind"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for kind in ["honest", "wrong-model", "copycat", "random", "early-stop"] {
+        assert!(
+            kinds.get(kind).copied().unwrap_or(0) >= 3,
+            "{kind}: {kinds:?}"
+        );
+    }
+}
