@@ -61,6 +61,7 @@ fn validators_pay_honest_miners_and_evaluating_validators() {
             )
         })
         .collect();
+    println!("final metagraph:{report}");
     for key in [
         "uid",
         "hotkey",

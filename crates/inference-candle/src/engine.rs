@@ -347,23 +347,14 @@ impl Engine for CandleEngine {
                 limit: self.info.context_length,
             });
         }
+        // One pass over the prompt and the continuation but its last token; row k predicts
+        // continuation token k. The model treats every position on its own, so these are the
+        // generator's own numbers, bit for bit.
         let mut cache = self.weights.cache();
-        // The prompt exactly as generation feeds it, then the continuation (but its last token)
-        // in one more pass whose attention runs position by position as decoding does: the
-        // scores are the generator's own numbers. Row k predicts continuation token k.
-        let first = self
+        let logits = self
             .weights
-            .forward_from(prompt, &mut cache, prompt.len() - 1)
+            .forward_from(&all[..all.len() - 1], &mut cache, prompt.len() - 1)
             .map_err(backend)?;
-        let logits = if continuation.len() > 1 {
-            let rest = self
-                .weights
-                .forward_as_decoded(&continuation[..continuation.len() - 1], &mut cache)
-                .map_err(backend)?;
-            Tensor::cat(&[&first, &rest], 0).map_err(backend)?
-        } else {
-            first
-        };
         continuation
             .iter()
             .enumerate()

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::float_arithmetic)] // Not consensus-visible: logits and probabilities are floats.
 
+mod attention;
 mod engine;
 mod model;
 mod q4_1;

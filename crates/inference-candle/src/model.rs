@@ -85,10 +85,11 @@ impl std::fmt::Debug for Weights {
     }
 }
 
-/// One sequence's key-value cache.
+/// One sequence's key-value cache: per layer, keys and values laid out
+/// `[position][kv_head][dim]` (rounded through f16 as llama.cpp keeps them).
 #[derive(Debug, Default)]
 pub struct Cache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
     /// Tokens already in the cache.
     pub len: usize,
 }
@@ -209,7 +210,7 @@ impl Weights {
     /// A fresh cache.
     pub fn cache(&self) -> Cache {
         Cache {
-            layers: vec![None; self.blocks.len()],
+            layers: vec![(Vec::new(), Vec::new()); self.blocks.len()],
             len: 0,
         }
     }
@@ -222,32 +223,16 @@ impl Weights {
     /// Feed `tokens` after what the cache holds; logits for the fed positions from `first_row`
     /// on, `(len - first_row, vocab)`.
     ///
-    /// The output projection (the largest matrix) runs only for the rows asked for, one
-    /// position at a time as decoding runs it: generation asks for the last prompt position
-    /// alone, scoring for the positions that predict the continuation.
+    /// Every operation treats each position on its own (per-row quantization and norms, one
+    /// dot product per row and output, attention row by row in [`crate::attention`]), so a
+    /// position's logits are the same, bit for bit, whether it is fed alone (decoding) or with
+    /// others (a prompt, or a continuation being scored). The output projection (the largest
+    /// matrix) runs only for the rows asked for.
     pub fn forward_from(
         &self,
         tokens: &[u32],
         cache: &mut Cache,
         first_row: usize,
-    ) -> Result<Tensor> {
-        self.forward_inner(tokens, cache, first_row, false)
-    }
-
-    /// As [`Model::forward_from`], but each position attends on its own, exactly as decoding
-    /// one token at a time does: the same logits, bit for bit, as generating these tokens
-    /// (activations are quantized to 8 bits, so a batched attention's different rounding can
-    /// flip a quantization step and move a log-probability by tenths of a nat).
-    pub fn forward_as_decoded(&self, tokens: &[u32], cache: &mut Cache) -> Result<Tensor> {
-        self.forward_inner(tokens, cache, 0, true)
-    }
-
-    fn forward_inner(
-        &self,
-        tokens: &[u32],
-        cache: &mut Cache,
-        first_row: usize,
-        row_by_row: bool,
     ) -> Result<Tensor> {
         let c = &self.config;
         let device = self.embeddings.device();
@@ -257,22 +242,10 @@ impl Weights {
         let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?; // (1, seq, emb)
         let cos = self.cos.narrow(0, start, seq)?;
         let sin = self.sin.narrow(0, start, seq)?;
-        let mask = if seq > 1 {
-            let kv = start + seq;
-            let m: Vec<f32> = (0..seq)
-                .flat_map(|i| {
-                    (0..kv).map(move |j| {
-                        if j > start + i {
-                            f32::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                })
-                .collect();
-            Some(Tensor::from_vec(m, (1, 1, seq, kv), device)?)
-        } else {
-            None
+        let shape = crate::attention::Shape {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps as f32)?;
@@ -299,43 +272,16 @@ impl Weights {
             // decoding follows the reference at near-ties.
             let k = k.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
             let v = v.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
-            let (k, v) = match &cache.layers[layer] {
-                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                None => (k, v.contiguous()?),
-            };
-            cache.layers[layer] = Some((k.clone(), v.clone()));
-            let rep = c.heads / c.kv_heads;
-            let (k, v) = if rep > 1 {
-                let kv_len = k.dim(2)?;
-                (
-                    Tensor::cat(&vec![&k; rep], 2)?.reshape((1, c.heads, kv_len, c.head_dim))?,
-                    Tensor::cat(&vec![&v; rep], 2)?.reshape((1, c.heads, kv_len, c.head_dim))?,
-                )
-            } else {
-                (k, v)
-            };
-            let attend = |q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>| {
-                let scores = (q.matmul(&k.t()?)? / (c.head_dim as f64).sqrt())?;
-                let scores = match mask {
-                    Some(m) => scores.broadcast_add(m)?,
-                    None => scores,
-                };
-                candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
-            };
-            let attn = if row_by_row && seq > 1 {
-                let rows = (0..seq)
-                    .map(|i| {
-                        let len = start + i + 1;
-                        let k = k.narrow(2, 0, len)?.contiguous()?;
-                        let v = v.narrow(2, 0, len)?.contiguous()?;
-                        attend(&q.narrow(2, i, 1)?.contiguous()?, &k, &v, None)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&rows, 2)?
-            } else {
-                attend(&q, &k, &v, mask.as_ref())?
-            };
-            let attn = attn.transpose(1, 2)?.reshape((1, seq, c.embedding))?;
+            // Append to the cache as [position][kv_head][dim].
+            let (keys, values) = &mut cache.layers[layer];
+            for (new, store) in [(&k, &mut *keys), (&v, &mut *values)] {
+                // (1, kv_heads, seq, dim) -> (seq, kv_heads, dim)
+                let t = new.i(0)?.transpose(0, 1)?.contiguous()?;
+                store.extend(t.flatten_all()?.to_vec1::<f32>()?);
+            }
+            let qv = q.flatten_all()?.to_vec1::<f32>()?; // [head][row][dim]
+            let out = crate::attention::causal(&qv, keys, values, shape, start, seq);
+            let attn = Tensor::from_vec(out, (1, seq, c.embedding), device)?;
             x = (x + block.wo.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;
             let gated = (block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?;
@@ -343,9 +289,12 @@ impl Weights {
         }
         cache.len += seq;
         let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_eps as f32)?;
-        let rows = (first_row.min(seq)..seq)
-            .map(|i| self.output.forward(&x.narrow(1, i, 1)?))
-            .collect::<Result<Vec<_>>>()?;
-        Tensor::cat(&rows, 1)?.i(0)?.to_dtype(DType::F32)
+        // Every row's activations are quantized on their own and each output is one dot product
+        // per row and column, so projecting the rows together gives each row's numbers exactly.
+        let first = first_row.min(seq);
+        let logits = self
+            .output
+            .forward(&x.narrow(1, first, seq - first)?.contiguous()?)?;
+        logits.i(0)?.to_dtype(DType::F32)
     }
 }

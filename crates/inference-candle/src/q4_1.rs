@@ -93,8 +93,22 @@ impl Q41Matrix {
                 for (i, o) in out.chunks_mut(m).enumerate() {
                     let c = chunk * CHUNK + i;
                     let w = &self.blocks[c * per_row..(c + 1) * per_row];
-                    for (r, v) in o.iter_mut().enumerate() {
-                        *v = dot_row(w, &acts[r * per_row..(r + 1) * per_row]);
+                    let act = |r: usize| &acts[r * per_row..(r + 1) * per_row];
+                    // Four rows at a time share each weight block's unpacking; the rest one
+                    // by one. Both give each row the same numbers (the same operations in
+                    // the same order).
+                    let mut quads = o.chunks_exact_mut(4);
+                    let mut r = 0;
+                    for q in &mut quads {
+                        q.copy_from_slice(&dot_rows4(
+                            w,
+                            [act(r), act(r + 1), act(r + 2), act(r + 3)],
+                        ));
+                        r += 4;
+                    }
+                    for v in quads.into_remainder() {
+                        *v = dot_row(w, act(r));
+                        r += 1;
                     }
                 }
             });
@@ -150,6 +164,45 @@ fn dot_row(w: &[WeightBlock], a: &[ActBlock]) -> f32 {
     sum
 }
 
+/// [`dot_row`] for four activation rows at once: each weight block is unpacked once. Each
+/// row's result is exactly `dot_row`'s (integer block sums, then the same f32 operations in the
+/// same order).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma",
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn dot_rows4(w: &[WeightBlock], a: [&[ActBlock]; 4]) -> [f32; 4] {
+    // Four sums in registers: the per-block float updates of the four rows overlap instead of
+    // waiting on each other.
+    let (mut s0, mut s1, mut s2, mut s3) = (0f32, 0f32, 0f32, 0f32);
+    let [a0, a1, a2, a3] = a;
+    for (b, wb) in w.iter().enumerate() {
+        let mut wq = [0i16; BLOCK];
+        for j in 0..16 {
+            wq[j] = i16::from(wb.qs[j] & 15);
+            wq[j + 16] = i16::from(wb.qs[j] >> 4);
+        }
+        let block = |ab: &ActBlock| -> f32 {
+            let mut sumi = 0i32;
+            #[allow(
+                clippy::needless_range_loop,
+                reason = "the indexed loop vectorises; the iterator form measured 60% slower"
+            )]
+            for k in 0..BLOCK {
+                sumi += i32::from(wq[k]) * i32::from(ab.qs[k]);
+            }
+            (wb.d * ab.d) * sumi as f32 + wb.m * ab.s
+        };
+        let (t0, t1, t2, t3) = (block(&a0[b]), block(&a1[b]), block(&a2[b]), block(&a3[b]));
+        s0 += t0;
+        s1 += t1;
+        s2 += t2;
+        s3 += t3;
+    }
+    [s0, s1, s2, s3]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +211,7 @@ mod tests {
     #[test]
     fn matches_a_straightforward_dequantised_product() {
         // Random weights quantized to Q4_1 by candle, activations in [-2, 2].
-        let (n, k, m) = (40, 96, 3);
+        let (n, k, m) = (40, 96, 7);
         let mut seed = 1u64;
         let mut next = || {
             seed = seed

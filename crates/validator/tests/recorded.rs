@@ -1,6 +1,11 @@
 //! The verifier on recorded answers (`tests/fixtures/answers.json`, written by
 //! `examples/record_answers.rs`): honest answers pass, every forgery fails, and the verdict for
 //! a given answer is the same every time. Needs the model (fetched like `agora model fetch`).
+//!
+//! The fixture is tied to the engine's arithmetic: after a change to it, an honest answer
+//! recorded before may sit at a near-tie wider than the verifier's 0.05 nats (that is what the
+//! tolerance is for across machines, not across engine versions); regenerate the fixture with
+//! the example.
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,240 @@
+//! Causal attention over the key-value cache, computed the same way for every query row
+//! however many rows are processed at once.
+//!
+//! Each output row `(i, head)` is computed by one thread, in a fixed order: scores
+//! `q . k_j / sqrt(head_dim)` (q rounded to f16 as llama.cpp does; an 8-lane dot product, lanes
+//! summed in a fixed tree), a softmax over positions `0..=start + i` (maximum, then `exp` and
+//! the sum in position order; probabilities rounded to f16 as llama.cpp does), and the weighted
+//! sum of values in position order. Nothing depends on the batch: a position scored
+//! in one pass of many tokens gets exactly the numbers it gets when decoded on its own, so
+//! scoring reproduces generation bit for bit, and the thread count changes nothing.
+#![allow(
+    clippy::float_arithmetic,
+    reason = "inference is not consensus-visible; the arithmetic is fixed-order and tested"
+)]
+
+use rayon::prelude::*;
+
+/// Heads and their size.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Query heads.
+    pub heads: usize,
+    /// Key-value heads (each serves `heads / kv_heads` query heads).
+    pub kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+}
+
+/// Work below this many multiply-adds runs on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// `q` holds `seq` query rows for positions `start..start + seq`, laid out `[head][row][dim]`;
+/// `keys` and `values` hold positions `0..start + seq`, laid out `[position][kv_head][dim]`.
+/// Returns the attention output laid out `[row][head][dim]`.
+pub fn causal(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    shape: Shape,
+    start: usize,
+    seq: usize,
+) -> Vec<f32> {
+    let Shape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+    } = shape;
+    let rep = (heads / kv_heads.max(1)).max(1);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
+    let q16: Vec<f32> = q.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let mut out = vec![0f32; seq * heads * hd];
+    let one = |item: usize, o: &mut [f32]| {
+        let (i, h) = (item / heads, item % heads);
+        let qrow = &q16[(h * seq + i) * hd..(h * seq + i + 1) * hd];
+        let rows = Rows {
+            keys,
+            values,
+            kv_heads,
+            kvh: h / rep,
+            hd,
+        };
+        attend_one(qrow, &rows, start + i, scale, o);
+    };
+    let work = seq * heads * (start + seq) * hd;
+    if work >= PARALLEL_MIN {
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(item, o)| one(item, o));
+    } else {
+        out.chunks_mut(hd)
+            .enumerate()
+            .for_each(|(item, o)| one(item, o));
+    }
+    out
+}
+
+/// Where one key-value head's rows are.
+struct Rows<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    kv_heads: usize,
+    kvh: usize,
+    hd: usize,
+}
+
+impl Rows<'_> {
+    fn at(&self, j: usize) -> std::ops::Range<usize> {
+        let s = (j * self.kv_heads + self.kvh) * self.hd;
+        s..s + self.hd
+    }
+}
+
+/// One query row of one head against positions `0..=last`. Compiled for AVX-512 and AVX2
+/// besides the baseline; every version does the same operations in the same order.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
+    "x86_64+avx2+fma+f16c"
+))]
+fn attend_one(qrow: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut [f32]) {
+    let mut scores: Vec<f32> = (0..=last)
+        .map(|j| dot(qrow, &rows.keys[rows.at(j)]) * scale)
+        .collect();
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for s in &mut scores {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    // Normalised probabilities, rounded to f16 as llama.cpp feeds them to its f16 product with
+    // the values.
+    let inv = 1.0 / sum;
+    for (j, s) in scores.iter().enumerate() {
+        let w = half::f16::from_f32(s * inv).to_f32();
+        for (od, vd) in o.iter_mut().zip(&rows.values[rows.at(j)]) {
+            *od += w * vd;
+        }
+    }
+}
+
+/// A dot product in eight lanes, summed in a fixed tree (vectorisable, and the same result
+/// everywhere it runs).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Reorder `[head][row][dim]` rows `lo..hi` of a `seq`-row query.
+    fn rows(q: &[f32], shape: Shape, seq: usize, lo: usize, hi: usize) -> Vec<f32> {
+        let hd = shape.head_dim;
+        (0..shape.heads)
+            .flat_map(|h| (lo..hi).flat_map(move |i| (0..hd).map(move |d| (h, i, d))))
+            .map(|(h, i, d)| q[(h * seq + i) * hd + d])
+            .collect()
+    }
+
+    #[test]
+    fn matches_a_straightforward_softmax_attention() {
+        let shape = Shape {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 12,
+        };
+        let (start, seq) = (3, 5);
+        let total = start + seq;
+        let q = numbers(shape.heads * seq * shape.head_dim, 1);
+        let k = numbers(total * shape.kv_heads * shape.head_dim, 2);
+        let v = numbers(total * shape.kv_heads * shape.head_dim, 3);
+        let got = causal(&q, &k, &v, shape, start, seq);
+        let hd = shape.head_dim;
+        for i in 0..seq {
+            for h in 0..shape.heads {
+                let kvh = h / 3;
+                let s: Vec<f64> = (0..=start + i)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| {
+                                f64::from(q[(h * seq + i) * hd + d])
+                                    * f64::from(k[(j * 2 + kvh) * hd + d])
+                            })
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..hd {
+                    let want: f64 = e
+                        .iter()
+                        .enumerate()
+                        .map(|(j, w)| w * f64::from(v[(j * 2 + kvh) * hd + d]))
+                        .sum::<f64>()
+                        / z;
+                    let g = f64::from(got[(i * shape.heads + h) * hd + d]);
+                    // q and the probabilities are rounded to f16 (relative error 2^-11).
+                    assert!(
+                        (g - want).abs() < 2e-3,
+                        "row {i} head {h} dim {d}: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_numbers_alone_or_in_a_batch_and_on_any_thread_count() {
+        let shape = Shape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let seq = 40;
+        let q = numbers(shape.heads * seq * shape.head_dim, 4);
+        let k = numbers(seq * shape.kv_heads * shape.head_dim, 5);
+        let v = numbers(seq * shape.kv_heads * shape.head_dim, 6);
+        let batched = causal(&q, &k, &v, shape, 0, seq);
+        let row = shape.heads * shape.head_dim;
+        for i in [0, 1, 17, 39] {
+            let alone = causal(&rows(&q, shape, seq, i, i + 1), &k, &v, shape, i, 1);
+            assert_eq!(alone, batched[i * row..(i + 1) * row], "row {i}");
+        }
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| causal(&q, &k, &v, shape, 0, seq)), batched);
+        }
+    }
+}
