@@ -62,6 +62,9 @@ enum Target {
         /// Model cache directory (default as `agora model fetch`).
         #[arg(long, value_name = "DIR")]
         model_dir: Option<std::path::PathBuf>,
+        /// Serve the tiny test engine (no model compute): isolates the path's own cost.
+        #[arg(long)]
+        tiny: bool,
     },
     /// Time to verify an answer (teacher forcing through the model) as a share of the time to
     /// generate it, on greedy answers of up to `--tokens` tokens to four prompts.
@@ -104,7 +107,8 @@ pub fn run(args: Args) -> ExitCode {
             tokens,
             rounds,
             model_dir,
-        } => match crate::bench_gateway::bench_gateway(tokens.max(1), rounds, model_dir) {
+            tiny,
+        } => match crate::bench_gateway::bench_gateway(tokens.max(1), rounds, model_dir, tiny) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

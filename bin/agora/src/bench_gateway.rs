@@ -62,13 +62,18 @@ pub fn bench_gateway(
     tokens: usize,
     rounds: usize,
     model_dir: Option<std::path::PathBuf>,
+    tiny: bool,
 ) -> Result<()> {
-    let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
-    let path = agora_inference::model::locate(&dir)?;
-    let engine: Arc<dyn Engine> = Arc::new(
-        agora_inference_candle::CandleEngine::load(&path)
-            .with_context(|| format!("loading {}", path.display()))?,
-    );
+    let engine: Arc<dyn Engine> = if tiny {
+        Arc::new(agora_inference::TinyEngine::new())
+    } else {
+        let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
+        let path = agora_inference::model::locate(&dir)?;
+        Arc::new(
+            agora_inference_candle::CandleEngine::load(&path)
+                .with_context(|| format!("loading {}", path.display()))?,
+        )
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -490,8 +490,14 @@ impl Miner {
                 Some(match copied {
                     Some(a) => {
                         let mut pieces = a.pieces;
-                        pieces.truncate(req.max_tokens as usize);
-                        (pieces, a.finish)
+                        let max = req.max_tokens as usize;
+                        let finish = if pieces.len() > max {
+                            pieces.truncate(max);
+                            agora_inference::FinishReason::Length
+                        } else {
+                            a.finish
+                        };
+                        (pieces, finish)
                     }
                     None => {
                         let text = "I am not sure.";
