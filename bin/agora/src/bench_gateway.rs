@@ -8,8 +8,15 @@
 //!   signed and countersigned receipt.
 //! - After one warm-up of each path, the two run in pairs, prompt by prompt, alternating which
 //!   goes first.
-//! - Added latency: per prompt, gateway minus in-process (p50, p99). Throughput: prompts per
-//!   second of the gateway path over the in-process path.
+//! - Added latency: for each request through the gateway, its end-to-end time minus the time
+//!   the miner's engine spent generating that very request (the engine is wrapped with a
+//!   timer), p50 and p99: everything the path adds (HTTP, sealing, libp2p, per-token frames,
+//!   the chat template and tokenizer on the miner, the receipt exchange), without the
+//!   engine's own run-to-run variance, which is ten times larger than the goal. Two checks
+//!   beside it: the paired difference (gateway minus in-process, prompt by prompt; noisy), and
+//!   the engine's generation time when serving through the gateway over its time in-process
+//!   (p50 of the per-prompt ratio: does the path's work slow the model down?).
+//! - Throughput: prompts per second of the gateway path over the in-process path.
 //! - 64 clients: 64 requests at once; every answer that is neither 200 nor 429 counts as an
 //!   error.
 #![allow(
@@ -50,6 +57,57 @@ fn messages(q: &str) -> Vec<ChatMessage> {
     ]
 }
 
+/// An engine that records how long each generation took.
+struct Timed {
+    inner: Arc<dyn Engine>,
+    last: std::sync::Mutex<Option<f64>>,
+}
+
+impl Timed {
+    fn take(&self) -> Option<f64> {
+        match self.last.lock() {
+            Ok(mut l) => l.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+}
+
+impl Engine for Timed {
+    fn info(&self) -> agora_inference::ModelInfo {
+        self.inner.info()
+    }
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, agora_inference::Error> {
+        self.inner.tokenize(text)
+    }
+    fn detokenize(&self, ids: &[u32]) -> Result<String, agora_inference::Error> {
+        self.inner.detokenize(ids)
+    }
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, agora_inference::Error> {
+        self.inner.render_chat(messages)
+    }
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        on_token: &mut dyn FnMut(&agora_inference::TokenEvent) -> bool,
+    ) -> Result<agora_inference::GenerateOutput, agora_inference::Error> {
+        let t = Instant::now();
+        let out = self.inner.generate(request, on_token);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        match self.last.lock() {
+            Ok(mut l) => *l = Some(ms),
+            Err(p) => *p.into_inner() = Some(ms),
+        }
+        out
+    }
+    fn score(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<agora_inference::TokenScore>, agora_inference::Error> {
+        self.inner.score(prompt, continuation)
+    }
+}
+
 fn percentile(sorted: &[f64], p: usize) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -81,6 +139,11 @@ pub fn bench_gateway(
 }
 
 async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()> {
+    let timed = Arc::new(Timed {
+        inner: engine,
+        last: std::sync::Mutex::new(None),
+    });
+    let engine: Arc<dyn Engine> = timed.clone();
     let prompts: Vec<&str> = (0..rounds).flat_map(|_| PROMPTS).collect();
     // Gateway and one miner over libp2p on loopback.
     let listen = || P2pConfig {
@@ -165,6 +228,12 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
             Ok::<f64, anyhow::Error>(t.elapsed().as_secs_f64() * 1e3)
         }
     };
+    // Each path's engine time for the request just made.
+    let engine_ms = || {
+        timed
+            .take()
+            .ok_or_else(|| anyhow!("the engine did not run"))
+    };
     let remote = |q: String| {
         let (c, b) = (client.clone(), body(&q, tokens));
         async move {
@@ -180,16 +249,26 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
     local(PROMPTS[0].to_owned()).await?;
     remote(PROMPTS[0].to_owned()).await?;
     let (mut inproc, mut via) = (Vec::new(), Vec::new());
+    let (mut overhead, mut slowdown) = (Vec::new(), Vec::new());
+    timed.take();
     for (i, q) in prompts.iter().enumerate() {
         // Alternate which path goes first, so neither gains from the other's warm caches.
-        if i % 2 == 0 {
-            inproc.push(local(q.to_string()).await?);
-            via.push(remote(q.to_string()).await?);
-        } else {
-            via.push(remote(q.to_string()).await?);
-            inproc.push(local(q.to_string()).await?);
+        let (mut e_in, mut e_via) = (0.0, 0.0);
+        for step in 0..2 {
+            if (i + step) % 2 == 0 {
+                inproc.push(local(q.to_string()).await?);
+                e_in = engine_ms()?;
+            } else {
+                let total = remote(q.to_string()).await?;
+                e_via = engine_ms()?;
+                via.push(total);
+                overhead.push(total - e_via);
+            }
         }
+        slowdown.push(e_via / e_in.max(1e-9));
     }
+    overhead.sort_by(f64::total_cmp);
+    slowdown.sort_by(f64::total_cmp);
     let inproc_total: f64 = inproc.iter().sum::<f64>() / 1e3;
     let via_total: f64 = via.iter().sum::<f64>() / 1e3;
     let mut added: Vec<f64> = via.iter().zip(&inproc).map(|(g, i)| g - i).collect();
@@ -237,11 +316,23 @@ async fn run(engine: Arc<dyn Engine>, tokens: usize, rounds: usize) -> Result<()
     println!("64 clients at once: {ok} answered, {busy} told 429, {errors} other errors");
     println!(
         "bench gateway/added_latency_p50_ms {:.2} ms",
-        percentile(&added, 50)
+        percentile(&overhead, 50)
     );
     println!(
         "bench gateway/added_latency_p99_ms {:.2} ms",
+        percentile(&overhead, 99)
+    );
+    println!(
+        "bench gateway/paired_difference_p50_ms {:.2} ms",
+        percentile(&added, 50)
+    );
+    println!(
+        "bench gateway/paired_difference_p99_ms {:.2} ms",
         percentile(&added, 99)
+    );
+    println!(
+        "bench gateway/engine_time_via_over_inprocess_p50 {:.3} x",
+        percentile(&slowdown, 50)
     );
     println!("bench gateway/throughput_vs_inprocess {ratio:.3} x");
     println!("bench gateway/errors_64_clients {errors} errors");
