@@ -4,22 +4,13 @@
 //!
 //! `cargo run --release -p agora-validator --example record_answers > crates/validator/tests/fixtures/answers.json`
 
-use agora_inference::{ChatMessage, Engine, FinishReason, GenerateRequest, Sampling};
+use agora_inference::{Engine, FinishReason, GenerateRequest, Sampling};
 use agora_inference_candle::CandleEngine;
 use agora_primitives::Hash;
 use agora_validator::challenge;
 
 fn prompt(e: &dyn Engine, q: &str) -> Vec<u32> {
-    let text = e
-        .render_chat(&[
-            ChatMessage {
-                role: "system".into(),
-                content: "You are a helpful AI assistant.".into(),
-            },
-            ChatMessage::user(q),
-        ])
-        .expect("render");
-    e.tokenize(&text).expect("tokenize")
+    agora_validator::role::prompt_tokens(e, q).expect("render and tokenize")
 }
 
 fn generate(e: &dyn Engine, p: &[u32], max: u32, seed: Option<u64>) -> (Vec<u32>, &'static str) {

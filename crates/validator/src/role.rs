@@ -509,6 +509,19 @@ pub fn copy_revealed(state: &State, netuid: NetUid, me: &Address) -> Option<(Vec
     Some((uids, values))
 }
 
+/// The prompt tokens of a challenge whose user message is `user`: the model's chat template
+/// with [`SYSTEM_PROMPT`], tokenized (what the miner renders too).
+pub fn prompt_tokens(engine: &dyn Engine, user: &str) -> Result<Vec<u32>, agora_inference::Error> {
+    let rendered = engine.render_chat(&[
+        ChatMessage {
+            role: "system".into(),
+            content: SYSTEM_PROMPT.into(),
+        },
+        ChatMessage::user(user),
+    ])?;
+    engine.tokenize(&rendered)
+}
+
 /// Judge a completion of `c` against the validator's model: a receipt for the registered
 /// model, text that is the text of the ids, and the teacher-forcing rules of [`verify`].
 pub fn check_completion(
@@ -531,14 +544,7 @@ pub fn check_completion(
     if engine.detokenize(&completion.tokens)? != completion.text {
         return fail(Failure::TextMismatch);
     }
-    let rendered = engine.render_chat(&[
-        ChatMessage {
-            role: "system".into(),
-            content: SYSTEM_PROMPT.into(),
-        },
-        ChatMessage::user(c.prompt.clone()),
-    ])?;
-    let prompt = engine.tokenize(&rendered)?;
+    let prompt = prompt_tokens(engine, &c.prompt)?;
     let answer = Answer {
         prompt: &prompt,
         tokens: &completion.tokens,

@@ -7,32 +7,15 @@
 //! tolerance is for across machines, not across engine versions); regenerate the fixture with
 //! the example.
 
-use std::sync::OnceLock;
+mod common;
 
-use agora_inference::{ChatMessage, Engine};
+use agora_inference::Engine;
 use agora_inference_candle::CandleEngine;
 use agora_validator::verify::{Answer, Finish, Mode, Verdict, verify};
-
-fn engine() -> &'static CandleEngine {
-    static ENGINE: OnceLock<CandleEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let dir = agora_inference::model::default_dir();
-        let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
-        CandleEngine::load(&path).expect("load the model")
-    })
-}
+use common::{engine, prompt};
 
 fn verdict(e: &CandleEngine, r: &serde_json::Value) -> Verdict {
-    let text = e
-        .render_chat(&[
-            ChatMessage {
-                role: "system".into(),
-                content: "You are a helpful AI assistant.".into(),
-            },
-            ChatMessage::user(r["prompt"].as_str().unwrap()),
-        ])
-        .unwrap();
-    let prompt = e.tokenize(&text).unwrap();
+    let prompt = prompt(r["prompt"].as_str().unwrap());
     let tokens: Vec<u32> = r["tokens"]
         .as_array()
         .unwrap()

@@ -1,36 +1,13 @@
 //! The verifier on answers produced by the real model (fetched like `agora model fetch` when
 //! missing): honest answers pass, each kind of forgery fails, verdicts are deterministic.
 
-use std::sync::OnceLock;
+mod common;
 
-use agora_inference::{ChatMessage, Engine, FinishReason, GenerateRequest, Sampling};
-use agora_inference_candle::CandleEngine;
+use agora_inference::{Engine, FinishReason, GenerateRequest, Sampling};
 use agora_primitives::Hash;
 use agora_validator::challenge::challenges;
 use agora_validator::verify::{Answer, Failure, Finish, Mode, Verdict, verify};
-
-fn engine() -> &'static CandleEngine {
-    static ENGINE: OnceLock<CandleEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let dir = agora_inference::model::default_dir();
-        let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
-        CandleEngine::load(&path).expect("load the model")
-    })
-}
-
-fn prompt(q: &str) -> Vec<u32> {
-    let e = engine();
-    let text = e
-        .render_chat(&[
-            ChatMessage {
-                role: "system".into(),
-                content: "You are a helpful AI assistant.".into(),
-            },
-            ChatMessage::user(q),
-        ])
-        .unwrap();
-    e.tokenize(&text).unwrap()
-}
+use common::{engine, prompt};
 
 fn generate(prompt: &[u32], max: usize, sampling: Sampling) -> (Vec<u32>, Finish) {
     let out = engine()
