@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 use agora_chain::devnet;
 use agora_chain::node::{self, NodeConfig, RunningNode};
 use agora_chain::shared::Shared;
-use agora_crypto::Keypair;
 use agora_inference::Engine;
 use agora_p2p::{P2p, P2pConfig};
-use agora_primitives::{Amount, Call, Hash, ServeInfo, SignedTransaction, Transaction};
+use agora_primitives::{Amount, Call, Hash, ServeInfo, SignedTransaction};
 use agora_serve::gateway::{Gateway, GatewayConfig};
 use agora_serve::miner::{Miner, MinerConfig, MinerMode};
 use agora_serve::protocol::ADVERT_TOPIC;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::node::{init_logging_with, runtime, until_ctrl_c};
+pub(crate) use crate::serving::sign;
 
 /// `agora devnet`: the whole network on this machine.
 #[derive(Debug, clap::Args)]
@@ -97,22 +97,6 @@ fn load_engine(args: &DevnetArgs) -> Result<(Arc<dyn Engine>, Option<PathBuf>)> 
     let engine = agora_inference_candle::CandleEngine::load(&path)
         .with_context(|| format!("loading {}", path.display()))?;
     Ok((Arc::new(engine), Some(path)))
-}
-
-pub(crate) fn sign(shared: &Shared, key: &Keypair, call: Call) -> SignedTransaction {
-    let snapshot = shared.snapshot();
-    let nonce = shared.mempool().next_nonce(&snapshot.state, &key.address());
-    agora_crypto::sign_tx(
-        key,
-        Transaction {
-            chain_id: shared.chain_id.clone(),
-            sender: key.address(),
-            nonce,
-            fee: Amount(1_000),
-            expiry_height: snapshot.state.height + 100,
-            call,
-        },
-    )
 }
 
 pub(crate) async fn submit_and_wait(shared: &Shared, tx: SignedTransaction) -> Result<u64> {

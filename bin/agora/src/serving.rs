@@ -274,10 +274,32 @@ impl agora_validator::role::ChainAccess for LocalChain {
 
     fn submit(&self, call: Call) -> Result<(), String> {
         self.shared
-            .submit(crate::devnet::sign(&self.shared, &self.key, call))
+            .submit(sign(&self.shared, &self.key, call))
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
+
+/// Sign `call` from `key` with the next nonce the node's mempool expects, a 1,000 base-unit fee
+/// and an expiry 100 blocks ahead.
+pub fn sign(
+    shared: &Shared,
+    key: &agora_crypto::Keypair,
+    call: Call,
+) -> agora_primitives::SignedTransaction {
+    let snapshot = shared.snapshot();
+    let nonce = shared.mempool().next_nonce(&snapshot.state, &key.address());
+    agora_crypto::sign_tx(
+        key,
+        Transaction {
+            chain_id: shared.chain_id.clone(),
+            sender: key.address(),
+            nonce,
+            fee: Amount(1_000),
+            expiry_height: snapshot.state.height + 100,
+            call,
+        },
+    )
 }
 
 /// Hand gossiped miner adverts to the gateway.
@@ -342,19 +364,11 @@ pub async fn settle(miner: Arc<Miner>, key: Arc<agora_crypto::Keypair>, shared: 
         if receipts.is_empty() {
             continue;
         }
-        let snapshot = shared.snapshot();
-        let nonce = shared.mempool().next_nonce(&snapshot.state, &key.address());
-        let tx = agora_crypto::sign_tx(
+        let tx = sign(
+            &shared,
             &key,
-            Transaction {
-                chain_id: shared.chain_id.clone(),
-                sender: key.address(),
-                nonce,
-                fee: Amount(1_000),
-                expiry_height: snapshot.state.height + 100,
-                call: Call::Settle {
-                    receipts: receipts.clone(),
-                },
+            Call::Settle {
+                receipts: receipts.clone(),
             },
         );
         if let Err(e) = shared.submit(tx) {

@@ -158,16 +158,6 @@ impl AnswerBoard {
         };
         a.iter().max_by_key(|b| score(b)).cloned()
     }
-
-    /// Answers on the board.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Miner settings.

@@ -100,7 +100,6 @@ pub struct Validator {
     config: ValidatorConfig,
     scores: Mutex<Scores>,
     rounds: AtomicU64,
-    reveals: AtomicU64,
     started: Instant,
 }
 
@@ -148,7 +147,6 @@ impl Validator {
             config,
             scores: Mutex::new(Scores::default()),
             rounds: AtomicU64::new(0),
-            reveals: AtomicU64::new(0),
             started: Instant::now(),
         })
     }
@@ -166,11 +164,6 @@ impl Validator {
     /// Rounds of challenges finished.
     pub fn rounds(&self) -> u64 {
         self.rounds.load(Ordering::Relaxed)
-    }
-
-    /// Weight reveals (or direct sets) submitted.
-    pub fn reveals(&self) -> u64 {
-        self.reveals.load(Ordering::Relaxed)
     }
 
     /// A copy of the scores.
@@ -417,7 +410,6 @@ impl Validator {
                 };
                 if self.submit(call, "setting weights") {
                     w.last_set_epoch = Some(epoch);
-                    self.reveals.fetch_add(1, Ordering::Relaxed);
                 }
                 w.quiet_until = height + 2;
             }
@@ -437,9 +429,7 @@ impl Validator {
                             values: p.values.clone(),
                             salt: p.salt,
                         };
-                        if self.submit(call, "revealing weights") {
-                            self.reveals.fetch_add(1, Ordering::Relaxed);
-                        }
+                        self.submit(call, "revealing weights");
                         w.quiet_until = height + 3;
                         return;
                     }
