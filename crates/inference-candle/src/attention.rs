@@ -29,7 +29,7 @@ pub struct Shape {
 /// Work below this many multiply-adds runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// `q` holds `seq` query rows for positions `start..start + seq`, laid out `[head][row][dim]`;
+/// `q` holds `seq` query rows for positions `start..start + seq`, laid out `[row][head][dim]`;
 /// `keys` and `values` hold positions `0..start + seq`, laid out `[position][kv_head][dim]`.
 /// Returns the attention output laid out `[row][head][dim]`.
 pub fn causal(
@@ -52,7 +52,7 @@ pub fn causal(
     let mut out = vec![0f32; seq * heads * hd];
     let one = |item: usize, o: &mut [f32]| {
         let (i, h) = (item / heads, item % heads);
-        let qrow = &q16[(h * seq + i) * hd..(h * seq + i + 1) * hd];
+        let qrow = &q16[item * hd..(item + 1) * hd];
         let rows = Rows {
             keys,
             values,
@@ -154,15 +154,6 @@ mod tests {
             .collect()
     }
 
-    /// Reorder `[head][row][dim]` rows `lo..hi` of a `seq`-row query.
-    fn rows(q: &[f32], shape: Shape, seq: usize, lo: usize, hi: usize) -> Vec<f32> {
-        let hd = shape.head_dim;
-        (0..shape.heads)
-            .flat_map(|h| (lo..hi).flat_map(move |i| (0..hd).map(move |d| (h, i, d))))
-            .map(|(h, i, d)| q[(h * seq + i) * hd + d])
-            .collect()
-    }
-
     #[test]
     fn matches_a_straightforward_softmax_attention() {
         let shape = Shape {
@@ -184,7 +175,7 @@ mod tests {
                     .map(|j| {
                         (0..hd)
                             .map(|d| {
-                                f64::from(q[(h * seq + i) * hd + d])
+                                f64::from(q[(i * shape.heads + h) * hd + d])
                                     * f64::from(k[(j * 2 + kvh) * hd + d])
                             })
                             .sum::<f64>()
@@ -226,7 +217,7 @@ mod tests {
         let batched = causal(&q, &k, &v, shape, 0, seq);
         let row = shape.heads * shape.head_dim;
         for i in [0, 1, 17, 39] {
-            let alone = causal(&rows(&q, shape, seq, i, i + 1), &k, &v, shape, i, 1);
+            let alone = causal(&q[i * row..(i + 1) * row], &k, &v, shape, i, 1);
             assert_eq!(alone, batched[i * row..(i + 1) * row], "row {i}");
         }
         for threads in [1, 3] {

@@ -6,10 +6,10 @@ use agora_inference::{
     ChatMessage, Engine, Error, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, Sampling,
     TokenEvent, TokenScore,
 };
+use candle_core::Device;
 use candle_core::quantized::gguf_file;
-use candle_core::{Device, Tensor};
 
-use crate::model::Weights;
+use crate::model::{Cache, Segment, Weights};
 use crate::tokenizer::Tokenizer;
 
 /// SmolLM2 on candle's CPU backend.
@@ -21,6 +21,34 @@ pub struct CandleEngine {
     info: ModelInfo,
     /// Tokens that end generation: the GGUF's end of sequence and `<|endoftext|>`.
     stop_ids: Vec<u32>,
+    batcher: Batcher,
+}
+
+/// Sequences decoded together: at most this many per pass.
+const MAX_BATCH: usize = 32;
+
+/// Batched decoding. Every generation that needs its next token's logits leaves its token and
+/// cache here; whichever waiting caller finds no pass running takes everything waiting (up to
+/// [`MAX_BATCH`]), runs one pass for all of it and hands each caller its logits and cache
+/// back. No extra thread: the callers take turns leading. Concurrent generations thus share
+/// each pass over the weights, and since the model treats every row on its own, each gets the
+/// same numbers as if it ran alone.
+#[derive(Debug, Default)]
+struct Batcher {
+    state: std::sync::Mutex<BatchState>,
+    changed: std::sync::Condvar,
+}
+
+type StepResult = (Cache, Result<Vec<f32>, Error>);
+
+#[derive(Debug, Default)]
+struct BatchState {
+    next_id: u64,
+    waiting: Vec<(u64, u32, Cache)>,
+    done: std::collections::BTreeMap<u64, StepResult>,
+    leading: bool,
+    /// The most sequences decoded in one pass so far.
+    largest: usize,
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -101,7 +129,73 @@ impl CandleEngine {
             template,
             info,
             stop_ids,
+            batcher: Batcher::default(),
         })
+    }
+
+    /// The most generations decoded together in one pass so far.
+    pub fn largest_batch(&self) -> usize {
+        let st = self.batcher.state.lock();
+        st.unwrap_or_else(std::sync::PoisonError::into_inner)
+            .largest
+    }
+
+    /// The next position's logits after feeding `token`, decoded together with whatever other
+    /// generations are waiting (see [`Batcher`]).
+    fn decode(&self, token: u32, cache: Cache) -> StepResult {
+        let b = &self.batcher;
+        let lock = || {
+            b.state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let mut st = lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.waiting.push((id, token, cache));
+        loop {
+            if let Some(done) = st.done.remove(&id) {
+                return done;
+            }
+            if !st.leading && !st.waiting.is_empty() {
+                st.leading = true;
+                let take = st.waiting.len().min(MAX_BATCH);
+                st.largest = st.largest.max(take);
+                let mut batch: Vec<(u64, u32, Cache)> = st.waiting.drain(..take).collect();
+                drop(st);
+                let tokens: Vec<u32> = batch.iter().map(|(_, t, _)| *t).collect();
+                let mut segments: Vec<Segment<'_>> = batch
+                    .iter_mut()
+                    .zip(&tokens)
+                    .map(|((_, _, cache), t)| Segment {
+                        tokens: std::slice::from_ref(t),
+                        cache,
+                        first_row: 0,
+                    })
+                    .collect();
+                let logits = self.weights.forward_segments(&mut segments);
+                drop(segments);
+                let vocab = self.weights.vocab();
+                st = lock();
+                for (k, (rid, _, cache)) in batch.into_iter().enumerate() {
+                    let row = match &logits {
+                        Ok(l) => l
+                            .get(k * vocab..(k + 1) * vocab)
+                            .map(<[f32]>::to_vec)
+                            .ok_or_else(|| Error::Backend(format!("no logits for row {k}"))),
+                        Err(e) => Err(backend(e)),
+                    };
+                    st.done.insert(rid, (cache, row));
+                }
+                st.leading = false;
+                b.changed.notify_all();
+                continue;
+            }
+            st = b
+                .changed
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 
     /// Load the model file with its norm weights perturbed by `seed` (see
@@ -109,15 +203,16 @@ impl CandleEngine {
     /// claiming the registered one (its info still names the file's hash).
     pub fn load_perturbed(path: &Path, seed: u64) -> Result<Self, Error> {
         let mut engine = Self::load(path)?;
-        engine.weights.perturb_norms(seed, 0.25).map_err(backend)?;
+        engine.weights.perturb_norms(seed, 0.25);
         Ok(engine)
     }
 
-    fn logits_row(logits: &Tensor, row: usize) -> Result<Vec<f32>, Error> {
+    fn logits_row(&self, logits: &[f32], row: usize) -> Result<Vec<f32>, Error> {
+        let vocab = self.weights.vocab();
         logits
-            .get(row)
-            .and_then(|r| r.to_vec1::<f32>())
-            .map_err(backend)
+            .get(row * vocab..(row + 1) * vocab)
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| Error::Backend(format!("no logits for row {row}")))
     }
 }
 
@@ -248,7 +343,7 @@ impl Engine for CandleEngine {
             .weights
             .forward_from(&request.prompt, &mut cache, request.prompt.len() - 1)
             .map_err(backend)?;
-        let mut row = Self::logits_row(&logits, 0)?;
+        let mut row = self.logits_row(&logits, 0)?;
         let mut rng = Rng(request.sampling.seed);
         let mut tokens = Vec::new();
         let mut bytes: Vec<u8> = Vec::new();
@@ -317,8 +412,9 @@ impl Engine for CandleEngine {
             if tokens.len() == request.max_tokens {
                 break;
             }
-            let logits = self.weights.forward(&[id], &mut cache).map_err(backend)?;
-            row = Self::logits_row(&logits, 0)?;
+            let (back, next) = self.decode(id, cache);
+            cache = back;
+            row = next?;
         }
         Ok(GenerateOutput {
             tokens,
@@ -359,7 +455,7 @@ impl Engine for CandleEngine {
             .iter()
             .enumerate()
             .map(|(k, &id)| {
-                let row = Self::logits_row(&logits, k)?;
+                let row = self.logits_row(&logits, k)?;
                 let logprobs = log_softmax(&row);
                 let best = argmax(&row);
                 Ok(TokenScore {

@@ -26,8 +26,9 @@
 mod attention;
 mod engine;
 mod model;
-mod q4_1;
+pub mod quant;
 pub mod tokenizer;
 
 pub use agora_inference::Error;
 pub use engine::CandleEngine;
+pub use quant::Kernel;

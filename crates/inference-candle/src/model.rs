@@ -10,9 +10,10 @@
 //! ```
 
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 
-use crate::q4_1::Q41Matrix;
+use crate::quant::q4_1::Q41Matrix;
+use crate::quant::q8_0::Q80Matrix;
 
 /// Hyperparameters read from the GGUF.
 #[derive(Clone, Debug)]
@@ -25,55 +26,127 @@ pub struct Config {
     pub context_length: usize,
 }
 
-/// A weight matrix: Q4_1 through our vectorisable kernel, anything else through candle.
+/// A weight matrix: Q4_1 and Q8_0 through our kernels, anything else through candle.
 enum Linear {
     Q41(Q41Matrix),
-    Candle(QMatMul),
+    Q80(Q80Matrix),
+    Candle(QMatMul, usize),
 }
 
 impl Linear {
     fn new(t: QTensor) -> Result<Self> {
-        match Q41Matrix::from_qtensor(&t)? {
-            Some(m) => Ok(Linear::Q41(m)),
-            None => Ok(Linear::Candle(QMatMul::from_qtensor(t)?)),
+        if let Some(m) = Q41Matrix::from_qtensor(&t)? {
+            return Ok(Linear::Q41(m));
+        }
+        if let Some(m) = Q80Matrix::from_qtensor(&t)? {
+            return Ok(Linear::Q80(m));
+        }
+        let (rows, _) = t.shape().dims2()?;
+        Ok(Linear::Candle(QMatMul::from_qtensor(t)?, rows))
+    }
+
+    /// Outputs per row.
+    fn rows(&self) -> usize {
+        match self {
+            Linear::Q41(m) => m.rows(),
+            Linear::Q80(m) => m.rows(),
+            Linear::Candle(_, rows) => *rows,
         }
     }
 
-    /// `x` is `(1, seq, k)`; the result `(1, seq, n)`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x` holds rows of inputs; the result the same number of rows of outputs.
+    fn forward(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
         match self {
-            Linear::Candle(q) => q.forward(x),
-            Linear::Q41(m) => {
-                let (b, seq, _) = x.dims3()?;
-                let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
-                let out = m.matmul(&flat);
-                Tensor::from_vec(out, (b, seq, m.rows()), x.device())
+            Linear::Q41(m) => Ok(m.matmul(x)),
+            Linear::Q80(m) => Ok(m.matmul(x)),
+            Linear::Candle(q, _) => {
+                let t = Tensor::from_slice(x, (x.len() / cols, cols), &Device::Cpu)?;
+                q.forward(&t)?.flatten_all()?.to_vec1()
+            }
+        }
+    }
+}
+
+/// Projections of the same input computed as one matrix (their rows stacked) when they share a
+/// format: one pass over the input and one parallel region instead of several. Each output
+/// row holds the projections side by side.
+enum Stacked {
+    One(Linear),
+    Parts(Vec<Linear>),
+}
+
+impl Stacked {
+    fn new(parts: Vec<Linear>) -> Stacked {
+        if !parts.iter().all(|p| matches!(p, Linear::Q41(_))) {
+            return Stacked::Parts(parts);
+        }
+        let ms: Vec<Q41Matrix> = parts
+            .into_iter()
+            .filter_map(|p| match p {
+                Linear::Q41(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        match Q41Matrix::stack(ms) {
+            Ok(m) => Stacked::One(Linear::Q41(m)),
+            Err(ms) => Stacked::Parts(ms.into_iter().map(Linear::Q41).collect()),
+        }
+    }
+
+    /// Outputs per row, all projections together.
+    fn width(&self) -> usize {
+        match self {
+            Stacked::One(l) => l.rows(),
+            Stacked::Parts(ps) => ps.iter().map(Linear::rows).sum(),
+        }
+    }
+
+    fn forward(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
+        match self {
+            Stacked::One(l) => l.forward(x, cols),
+            Stacked::Parts(ps) => {
+                let m = x.len() / cols;
+                let width = self.width();
+                let mut out = vec![0f32; m * width];
+                let mut at = 0;
+                for p in ps {
+                    let n = p.rows();
+                    let y = p.forward(x, cols)?;
+                    for (o, yr) in out.chunks_exact_mut(width).zip(y.chunks_exact(n)) {
+                        o[at..at + n].copy_from_slice(yr);
+                    }
+                    at += n;
+                }
+                Ok(out)
             }
         }
     }
 }
 
 struct Block {
-    attn_norm: Tensor,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    attn_norm: Vec<f32>,
+    /// Query, key and value projections side by side.
+    qkv: Stacked,
     wo: Linear,
-    ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
+    ffn_norm: Vec<f32>,
+    /// Gate and up projections side by side.
+    gate_up: Stacked,
     down: Linear,
 }
 
 /// The weights (shared, read-only).
 pub struct Weights {
     pub config: Config,
-    embeddings: Tensor,
+    /// The token embeddings, dequantized; `None` when they are the Q8_0 output matrix (tied
+    /// embeddings), whose rows are then dequantized one token at a time.
+    embeddings: Option<Vec<f32>>,
     blocks: Vec<Block>,
-    norm: Tensor,
+    norm: Vec<f32>,
     output: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    /// Rotary tables `[position][i]` for `i < head_dim / 2`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    ffn: usize,
 }
 
 impl std::fmt::Debug for Weights {
@@ -103,6 +176,38 @@ fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {
     }
 }
 
+/// RMS norm of each row of `x`: `x / sqrt(mean(x^2) + eps) * weight`, all in f32, the squares
+/// summed in order. (llama.cpp sums the squares in f64 and multiplies by the reciprocal; that
+/// variant measured slightly further from llama.cpp's own greedy tokens on the fixture prompts,
+/// 303 instead of 307 of 320 teacher-forced argmax agreements, because activations are
+/// re-quantized to 8 bits at every product and small differences move roundings.)
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let n = weight.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(n) {
+        let sum: f32 = row.iter().map(|&v| v * v).sum();
+        let m = (sum / n as f32 + eps).sqrt();
+        out.extend(row.iter().zip(weight).map(|(&v, &w)| v / m * w));
+    }
+    out
+}
+
+/// Rotate interleaved pairs `(x[2i], x[2i + 1])` of each head by the position's angles.
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for head in x.chunks_exact_mut(2 * half) {
+        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos[i] - b * sin[i];
+            pair[1] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
 impl Weights {
     /// Load from a GGUF file.
     pub fn load<R: std::io::Read + std::io::Seek>(
@@ -115,6 +220,7 @@ impl Weights {
         let embedding = md_u32(ct, "llama.embedding_length")?;
         let layers = md_u32(ct, "llama.block_count")?;
         let context_length = md_u32(ct, "llama.context_length")?;
+        let ffn = md_u32(ct, "llama.feed_forward_length")?;
         let rms_eps = match ct.metadata.get("llama.attention.layer_norm_rms_epsilon") {
             Some(v) => f64::from(v.to_f32()?),
             None => 1e-5,
@@ -123,16 +229,33 @@ impl Weights {
             Some(v) => v.to_f32()?,
             None => 10_000.0,
         };
+        if heads == 0 || kv_heads == 0 || embedding % heads != 0 || heads % kv_heads != 0 {
+            candle_core::bail!(
+                "unsupported head layout: {heads} heads, {kv_heads} key-value heads, embedding {embedding}"
+            );
+        }
         let head_dim = embedding / heads;
         let tensor = |r: &mut R, name: &str| ct.tensor(r, name, device);
-        let embeddings = tensor(r, "token_embd.weight")?.dequantize(device)?;
-        let output = if ct.tensor_infos.contains_key("output.weight") {
-            Linear::new(tensor(r, "output.weight")?)?
-        } else {
-            // Tied embeddings: the output projection is the embedding matrix.
-            Linear::new(tensor(r, "token_embd.weight")?)?
+        let vector = |r: &mut R, name: &str| -> Result<Vec<f32>> {
+            tensor(r, name)?.dequantize(device)?.to_vec1::<f32>()
         };
-        let norm = tensor(r, "output_norm.weight")?.dequantize(device)?;
+        let embd = tensor(r, "token_embd.weight")?;
+        let dequantized = |t: &QTensor| -> Result<Vec<f32>> {
+            t.dequantize(device)?.flatten_all()?.to_vec1::<f32>()
+        };
+        let (embeddings, output) = if ct.tensor_infos.contains_key("output.weight") {
+            (
+                Some(dequantized(&embd)?),
+                Linear::new(tensor(r, "output.weight")?)?,
+            )
+        } else {
+            // Tied embeddings: the output projection is the embedding matrix, kept once.
+            match Q80Matrix::from_qtensor(&embd)? {
+                Some(m) => (None, Linear::Q80(m)),
+                None => (Some(dequantized(&embd)?), Linear::new(embd)?),
+            }
+        };
+        let norm = vector(r, "output_norm.weight")?;
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
             let p = format!("blk.{i}");
@@ -140,14 +263,11 @@ impl Weights {
                 Linear::new(tensor(r, &format!("{p}.{n}.weight"))?)
             };
             blocks.push(Block {
-                attn_norm: tensor(r, &format!("{p}.attn_norm.weight"))?.dequantize(device)?,
-                wq: q(r, "attn_q")?,
-                wk: q(r, "attn_k")?,
-                wv: q(r, "attn_v")?,
+                attn_norm: vector(r, &format!("{p}.attn_norm.weight"))?,
+                qkv: Stacked::new(vec![q(r, "attn_q")?, q(r, "attn_k")?, q(r, "attn_v")?]),
                 wo: q(r, "attn_output")?,
-                ffn_norm: tensor(r, &format!("{p}.ffn_norm.weight"))?.dequantize(device)?,
-                gate: q(r, "ffn_gate")?,
-                up: q(r, "ffn_up")?,
+                ffn_norm: vector(r, &format!("{p}.ffn_norm.weight"))?,
+                gate_up: Stacked::new(vec![q(r, "ffn_gate")?, q(r, "ffn_up")?]),
                 down: q(r, "ffn_down")?,
             });
         }
@@ -156,11 +276,15 @@ impl Weights {
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / rope_base.powf(2.0 * i as f32 / head_dim as f32))
             .collect();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-        let positions = Tensor::arange(0u32, context_length as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((context_length, 1))?;
-        let angles = positions.matmul(&inv_freq)?;
+        let mut cos = Vec::with_capacity(context_length * half);
+        let mut sin = Vec::with_capacity(context_length * half);
+        for pos in 0..context_length {
+            for &f in &inv_freq {
+                let angle = pos as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
         let config = Config {
             heads,
             kv_heads,
@@ -175,15 +299,16 @@ impl Weights {
             blocks,
             norm,
             output,
-            cos: angles.cos()?,
-            sin: angles.sin()?,
+            cos,
+            sin,
+            ffn,
         })
     }
 
     /// Scale every RMS-norm weight by a factor drawn from `[1 - spread, 1 + spread]` with `seed`
     /// (a splitmix64 stream): the same architecture and file hash, another model. For testing
     /// that validators catch a miner serving the wrong model.
-    pub fn perturb_norms(&mut self, seed: u64, spread: f32) -> Result<()> {
+    pub fn perturb_norms(&mut self, seed: u64, spread: f32) {
         let mut state = seed;
         let mut next = move || {
             state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -194,17 +319,16 @@ impl Weights {
             // A uniform draw in [-1, 1).
             (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
         };
-        let mut scale = |t: &Tensor| -> Result<Tensor> {
-            let v: Vec<f32> = t.to_vec1::<f32>()?;
-            let v: Vec<f32> = v.into_iter().map(|x| x * (1.0 + spread * next())).collect();
-            Tensor::from_vec(v, t.dims1()?, t.device())
+        let mut scale = |v: &mut Vec<f32>| {
+            for x in v.iter_mut() {
+                *x *= 1.0 + spread * next();
+            }
         };
         for b in &mut self.blocks {
-            b.attn_norm = scale(&b.attn_norm)?;
-            b.ffn_norm = scale(&b.ffn_norm)?;
+            scale(&mut b.attn_norm);
+            scale(&mut b.ffn_norm);
         }
-        self.norm = scale(&self.norm)?;
-        Ok(())
+        scale(&mut self.norm);
     }
 
     /// A fresh cache.
@@ -215,86 +339,157 @@ impl Weights {
         }
     }
 
-    /// Feed `tokens` after what the cache holds; logits for every fed position `(len, vocab)`.
-    pub fn forward(&self, tokens: &[u32], cache: &mut Cache) -> Result<Tensor> {
-        self.forward_from(tokens, cache, 0)
+    /// Vocabulary size (rows of the output projection).
+    pub fn vocab(&self) -> usize {
+        self.output.rows()
     }
 
     /// Feed `tokens` after what the cache holds; logits for the fed positions from `first_row`
-    /// on, `(len - first_row, vocab)`.
-    ///
-    /// Every operation treats each position on its own (per-row quantization and norms, one
-    /// dot product per row and output, attention row by row in [`crate::attention`]), so a
-    /// position's logits are the same, bit for bit, whether it is fed alone (decoding) or with
-    /// others (a prompt, or a continuation being scored). The output projection (the largest
-    /// matrix) runs only for the rows asked for.
+    /// on, row-major `(len - first_row, vocab)`.
     pub fn forward_from(
         &self,
         tokens: &[u32],
         cache: &mut Cache,
         first_row: usize,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
+        self.forward_segments(&mut [Segment {
+            tokens,
+            cache,
+            first_row,
+        }])
+    }
+
+    /// Feed several sequences at once, each after what its own cache holds (batched decoding:
+    /// one pass over the weights for every sequence); logits for each segment's positions from
+    /// its `first_row` on, the segments' rows one after another.
+    ///
+    /// Every operation treats each position on its own (per-row quantization and norms, one
+    /// dot product per row and output, attention row by row in [`crate::attention`] against the
+    /// row's own cache), so a position's logits are the same, bit for bit, whether it is fed
+    /// alone (decoding), with the rest of its sequence (a prompt, or a continuation being
+    /// scored) or beside other sequences. The output projection (the largest matrix) runs only
+    /// for the rows asked for.
+    ///
+    /// The pass runs on rayon's pool (the calling thread waits), so its serial parts and its
+    /// parallel products share the pool's threads instead of competing with them.
+    pub fn forward_segments(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
+        rayon::scope(|_| self.segments_on_pool(segments))
+    }
+
+    fn segments_on_pool(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
+        use rayon::prelude::*;
         let c = &self.config;
-        let device = self.embeddings.device();
-        let seq = tokens.len();
-        let start = cache.len;
-        let ids = Tensor::new(tokens, device)?;
-        let mut x = self.embeddings.index_select(&ids, 0)?.unsqueeze(0)?; // (1, seq, emb)
-        let cos = self.cos.narrow(0, start, seq)?;
-        let sin = self.sin.narrow(0, start, seq)?;
+        let emb = c.embedding;
+        let vocab = self.vocab();
+        let starts: Vec<usize> = segments.iter().map(|s| s.cache.len).collect();
+        let mut x: Vec<f32> = Vec::new();
+        for (seg, &start) in segments.iter().zip(&starts) {
+            if start + seg.tokens.len() > c.context_length {
+                candle_core::bail!(
+                    "{} positions exceed the context of {}",
+                    start + seg.tokens.len(),
+                    c.context_length
+                );
+            }
+            if seg.cache.layers.len() != self.blocks.len() {
+                candle_core::bail!("the cache was not made for this model");
+            }
+            for &t in seg.tokens {
+                let t = t as usize;
+                if t >= vocab {
+                    candle_core::bail!("token {t} is outside the vocabulary");
+                }
+                match (&self.embeddings, &self.output) {
+                    (Some(e), _) => x.extend_from_slice(&e[t * emb..(t + 1) * emb]),
+                    (None, Linear::Q80(m)) => x.extend(m.row(t)),
+                    (None, _) => candle_core::bail!("tied embeddings must be a Q8_0 matrix"),
+                }
+            }
+        }
+        let half = c.head_dim / 2;
+        let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let eps = c.rms_eps as f32;
         let shape = crate::attention::Shape {
             heads: c.heads,
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
         };
         for (layer, block) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps as f32)?;
-            let q = block
-                .wq
-                .forward(&h)?
-                .reshape((1, seq, c.heads, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let k = block
-                .wk
-                .forward(&h)?
-                .reshape((1, seq, c.kv_heads, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            let v = block
-                .wv
-                .forward(&h)?
-                .reshape((1, seq, c.kv_heads, c.head_dim))?
-                .transpose(1, 2)?;
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
-            // llama.cpp keeps the key-value cache in f16; round the same way so that greedy
-            // decoding follows the reference at near-ties.
-            let k = k.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
-            let v = v.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
-            // Append to the cache as [position][kv_head][dim].
-            let (keys, values) = &mut cache.layers[layer];
-            for (new, store) in [(&k, &mut *keys), (&v, &mut *values)] {
-                // (1, kv_heads, seq, dim) -> (seq, kv_heads, dim)
-                let t = new.i(0)?.transpose(0, 1)?.contiguous()?;
-                store.extend(t.flatten_all()?.to_vec1::<f32>()?);
+            let h = rms_norm(&x, &block.attn_norm, eps);
+            let qkv = block.qkv.forward(&h, emb)?;
+            // Per segment: its queries (rotated), and its keys and values appended to its cache.
+            let mut rows = qkv.chunks_exact(qn + 2 * kvn);
+            let mut queries: Vec<Vec<f32>> = Vec::with_capacity(segments.len());
+            for (seg, &start) in segments.iter_mut().zip(&starts) {
+                let (keys, values) = &mut seg.cache.layers[layer];
+                let mut q = Vec::with_capacity(seg.tokens.len() * qn);
+                for (i, row) in (&mut rows).take(seg.tokens.len()).enumerate() {
+                    let pos = start + i;
+                    let (cos, sin) = (
+                        &self.cos[pos * half..(pos + 1) * half],
+                        &self.sin[pos * half..(pos + 1) * half],
+                    );
+                    let at = q.len();
+                    q.extend_from_slice(&row[..qn]);
+                    rope(&mut q[at..], cos, sin);
+                    // llama.cpp keeps the key-value cache in f16; round the same way so that
+                    // greedy decoding follows the reference at near-ties.
+                    let at = keys.len();
+                    keys.extend_from_slice(&row[qn..qn + kvn]);
+                    rope(&mut keys[at..], cos, sin);
+                    for k in &mut keys[at..] {
+                        *k = round_f16(*k);
+                    }
+                    values.extend(row[qn + kvn..].iter().map(|&v| round_f16(v)));
+                }
+                queries.push(q);
             }
-            let qv = q.flatten_all()?.to_vec1::<f32>()?; // [head][row][dim]
-            let out = crate::attention::causal(&qv, keys, values, shape, start, seq);
-            let attn = Tensor::from_vec(out, (1, seq, c.embedding), device)?;
-            x = (x + block.wo.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps as f32)?;
-            let gated = (block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?;
-            x = (x + block.down.forward(&gated)?)?;
+            let attn: Vec<f32> = segments
+                .par_iter()
+                .zip(&starts)
+                .zip(&queries)
+                .map(|((seg, &start), q)| {
+                    let (keys, values) = &seg.cache.layers[layer];
+                    crate::attention::causal(q, keys, values, shape, start, seg.tokens.len())
+                })
+                .collect::<Vec<Vec<f32>>>()
+                .concat();
+            for (xv, o) in x.iter_mut().zip(block.wo.forward(&attn, qn)?) {
+                *xv += o;
+            }
+            let h = rms_norm(&x, &block.ffn_norm, eps);
+            let gu = block.gate_up.forward(&h, emb)?;
+            let mut gated = Vec::with_capacity(gu.len() / 2);
+            for row in gu.chunks_exact(2 * self.ffn) {
+                let (g, u) = row.split_at(self.ffn);
+                gated.extend(g.iter().zip(u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u));
+            }
+            for (xv, o) in x.iter_mut().zip(block.down.forward(&gated, self.ffn)?) {
+                *xv += o;
+            }
         }
-        cache.len += seq;
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_eps as f32)?;
-        // Every row's activations are quantized on their own and each output is one dot product
-        // per row and column, so projecting the rows together gives each row's numbers exactly.
-        let first = first_row.min(seq);
-        let logits = self
-            .output
-            .forward(&x.narrow(1, first, seq - first)?.contiguous()?)?;
-        logits.i(0)?.to_dtype(DType::F32)
+        // The rows asked for: each segment's from its first_row on. Every row's activations
+        // are quantized on their own and each output is one dot product per row and column, so
+        // projecting the rows together gives each row's numbers exactly.
+        let mut wanted: Vec<f32> = Vec::new();
+        let mut at = 0;
+        for seg in segments.iter_mut() {
+            let seq = seg.tokens.len();
+            let first = seg.first_row.min(seq);
+            wanted.extend_from_slice(&x[(at + first) * emb..(at + seq) * emb]);
+            at += seq;
+            seg.cache.len += seq;
+        }
+        let x = rms_norm(&wanted, &self.norm, eps);
+        self.output.forward(&x, emb)
     }
+}
+
+/// One sequence's part of a batched pass: tokens fed after what its cache holds, and from which
+/// of them logits are wanted.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut Cache,
+    pub first_row: usize,
 }

@@ -48,7 +48,7 @@ fn main() {
     let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
     let honest = CandleEngine::load(&path).expect("load");
     let wrong = CandleEngine::load_perturbed(&path, 3).expect("load perturbed");
-    let rounds = challenge::round(&Hash([42; 32]), 6, 2, 24..=40);
+    let rounds = challenge::round(&Hash([42; 32]), 8, 2, 24..=40);
     let mut out = Vec::new();
     let mut record = |kind: &str,
                       q: &str,

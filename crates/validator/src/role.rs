@@ -257,22 +257,36 @@ impl Validator {
                 }
             }
         }
-        let observed: Vec<(Address, Observation)> = futures::stream::iter(jobs)
-            .map(|(hotkey, c, model)| async move {
-                let result = self.challenge(hotkey, &c, model).await;
-                match &result.verdict {
-                    Verdict::Pass => {
-                        debug!(validator = %self.hotkey, miner = %hotkey, "challenge passed")
-                    }
-                    Verdict::Fail(f) => {
-                        info!(validator = %self.hotkey, miner = %hotkey, failure = ?f, "challenge failed")
-                    }
+        // Measure first, verify after: every answer of the round is received (and timed) before
+        // any is teacher-forced, so this validator's own verification passes never slow down
+        // the miners it is timing.
+        let answers: Vec<(Address, Challenge, Hash, Result<Completion, String>)> =
+            futures::stream::iter(jobs)
+                .map(|(hotkey, c, model)| async move {
+                    let request = Self::request(&c);
+                    let answer = self
+                        .gateway
+                        .complete_with(&hotkey, &request)
+                        .await
+                        .map_err(|e| e.to_string());
+                    (hotkey, c, model, answer)
+                })
+                .buffer_unordered(self.config.parallel.max(1))
+                .collect()
+                .await;
+        let mut observed: Vec<(Address, Observation)> = Vec::with_capacity(answers.len());
+        for (hotkey, c, model, answer) in answers {
+            let result = self.judge(hotkey, &c, model, answer).await;
+            match &result.verdict {
+                Verdict::Pass => {
+                    debug!(validator = %self.hotkey, miner = %hotkey, "challenge passed")
                 }
-                (result.miner, result.observation)
-            })
-            .buffer_unordered(self.config.parallel.max(1))
-            .collect()
-            .await;
+                Verdict::Fail(f) => {
+                    info!(validator = %self.hotkey, miner = %hotkey, failure = ?f, "challenge failed")
+                }
+            }
+            observed.push((result.miner, result.observation));
+        }
         if observed.is_empty() {
             return false;
         }
@@ -292,14 +306,9 @@ impl Validator {
         true
     }
 
-    /// Send one challenge to `miner`, verify and time the answer.
-    pub async fn challenge(
-        &self,
-        miner: Address,
-        c: &Challenge,
-        registered_model: Hash,
-    ) -> ChallengeResult {
-        let request = ChatRequest {
+    /// The request a challenge sends: the validator's system message and the prompt.
+    fn request(c: &Challenge) -> ChatRequest {
+        ChatRequest {
             messages: vec![
                 Message {
                     role: "system".into(),
@@ -320,15 +329,40 @@ impl Validator {
             seed: c.sampled_seed.unwrap_or(0),
             stop: Vec::new(),
             max_price_per_1k: None,
-        };
+        }
+    }
+
+    /// Send one challenge to `miner`, then verify and time the answer.
+    pub async fn challenge(
+        &self,
+        miner: Address,
+        c: &Challenge,
+        registered_model: Hash,
+    ) -> ChallengeResult {
+        let answer = self
+            .gateway
+            .complete_with(&miner, &Self::request(c))
+            .await
+            .map_err(|e| e.to_string());
+        self.judge(miner, c, registered_model, answer).await
+    }
+
+    /// Verify and time one received answer (or its absence).
+    async fn judge(
+        &self,
+        miner: Address,
+        c: &Challenge,
+        registered_model: Hash,
+        answer: Result<Completion, String>,
+    ) -> ChallengeResult {
         let failed = |verdict| ChallengeResult {
             miner,
             observation: Observation::failed(),
             verdict,
         };
-        let completion = match self.gateway.complete_with(&miner, &request).await {
+        let completion = match answer {
             Ok(c) => c,
-            Err(e) => return failed(Verdict::Fail(Failure::NoAnswer(e.to_string()))),
+            Err(e) => return failed(Verdict::Fail(Failure::NoAnswer(e))),
         };
         let engine = self.engine.clone();
         let challenge = c.clone();

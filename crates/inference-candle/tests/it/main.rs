@@ -324,3 +324,48 @@ fn scoring_reproduces_the_generators_own_numbers() {
         }
     }
 }
+
+/// Concurrent generations are decoded together (one pass over the weights for all of them) and
+/// each gets exactly the tokens and log-probabilities it gets alone.
+#[test]
+fn concurrent_generations_are_batched_and_each_gets_its_own_answer() {
+    let e = engine();
+    let questions = [
+        "Name a large mammal.",
+        "What is two plus two?",
+        "Write a haiku about rain.",
+        "Which planet is closest to the sun?",
+        "Say hello in French.",
+        "What color is the sky?",
+    ];
+    let requests: Vec<GenerateRequest> = questions
+        .iter()
+        .map(|q| {
+            let prompt = e.render_chat(&[ChatMessage::user(*q)]).unwrap();
+            GenerateRequest::greedy(e.tokenize(&prompt).unwrap(), 24)
+        })
+        .collect();
+    let alone: Vec<_> = requests
+        .iter()
+        .map(|r| e.generate(r, &mut |_| true).unwrap())
+        .collect();
+    let barrier = std::sync::Barrier::new(requests.len());
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|r| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    e.generate(r, &mut |_| true).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+    assert!(
+        e.largest_batch() >= 2,
+        "the generations were never decoded together"
+    );
+}

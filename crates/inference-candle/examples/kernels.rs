@@ -1,0 +1,68 @@
+//! Throughput of the quantized matrix kernels on random weights, in billions of multiply-adds
+//! per second: `cargo run --release -p agora-inference-candle --example kernels [KERNEL]`.
+#![allow(clippy::float_arithmetic, reason = "timing arithmetic")]
+
+use agora_inference_candle::quant::Kernel;
+use agora_inference_candle::quant::q4_1::Q41Matrix;
+use agora_inference_candle::quant::q8_0::Q80Matrix;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use std::time::Instant;
+
+/// A matrix product under test.
+type Product<'a> = &'a dyn Fn(&[f32]) -> Vec<f32>;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn main() {
+    // An optional argument picks one kernel by name.
+    let only = std::env::args().nth(1);
+    // An optional second argument: one row count.
+    let rows: Vec<usize> = match std::env::args().nth(2).and_then(|m| m.parse().ok()) {
+        Some(m) => vec![m],
+        None => vec![1, 4, 168],
+    };
+    let (n, k) = (1536, 576);
+    let w = Tensor::from_vec(random(n * k, 1), (n, k), &Device::Cpu).unwrap();
+    let q41 = Q41Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap())
+        .unwrap()
+        .unwrap();
+    let q80 = Q80Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap())
+        .unwrap()
+        .unwrap();
+    for m in rows {
+        let x = random(m * k, 2);
+        for kernel in [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar] {
+            if kernel > Kernel::best() || only.as_deref().is_some_and(|o| o != kernel.name()) {
+                continue;
+            }
+            let reps = (2000 / m).max(20);
+            let runs: [(&str, Product); 2] = [
+                ("q4_1", &|x| q41.matmul_with(kernel, x)),
+                ("q8_0", &|x| q80.matmul_with(kernel, x)),
+            ];
+            for (name, f) in runs {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(f(&x));
+                }
+                let s = t.elapsed().as_secs_f64() / reps as f64;
+                let gmacs = (n * k * m) as f64 / s / 1e9;
+                println!(
+                    "bench kernels/{name}_{}_m{m} {gmacs:.1} GMAC/s",
+                    kernel.name()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Quantized matrix products with SIMD kernels (AVX-512 VNNI, AVX2) and a scalar reference that
+//! compute the same numbers bit for bit.
+//!
+//! Candle's Q4_1 dot product is scalar; these kernels keep the file's quantized weights (Q4_1
+//! and Q8_0, the same bytes per weight) and quantize each block of 32 activations to 8 bits as
+//! llama.cpp does (`d = max|x| / 127`, `q = round(x / d)`, `d` rounded to f16; Q8_1's
+//! `s = f16(d * sum(q))` for Q4_1).
+//!
+//! # Layout
+//!
+//! Weights are stored in *panels*: one block (32 inputs) of 16 consecutive output rows, the rows
+//! interleaved four inputs at a time, so that one 64-byte vector holds four inputs of sixteen
+//! rows. A SIMD lane is then one output row: an AVX-512 `vpdpbusd` multiplies four weights of
+//! each of 16 rows by the same four activations (broadcast) and adds them into that row's lane,
+//! and no horizontal sums are needed. Rows are padded to a multiple of 16.
+//!
+//! # The arithmetic (every kernel computes exactly this)
+//!
+//! For output row `c` and activation row `r`, over the blocks `b` of the row in order:
+//!
+//! ```text
+//! P    = sum over the block of q_w * q_x                  an exact integer
+//! A    = fma(P, d_w[b] * d_x[b], A)                        d_w * d_x rounded to f32
+//! M    = fma(m_w[b], s_x[b], M)                            Q4_1 only (its minimums)
+//! out  = A + M                                             (Q8_0: A)
+//! ```
+//!
+//! starting from `A = M = 0`. The integer sums are exact whatever order the instructions take
+//! them in and every float operation is fixed (fused multiply-adds included), so the AVX-512,
+//! AVX2 and scalar kernels agree bit for bit: a validator on one CPU reproduces a miner's numbers
+//! on another (the tests compare all three). Each output is computed by one thread, so the
+//! thread count does not change results either, and a row's outputs do not depend on the other
+//! rows it is multiplied with.
+
+pub mod q4_1;
+pub mod q8_0;
+
+use half::f16;
+
+/// Values per quantization block.
+const BLOCK: usize = 32;
+/// Output rows per panel (one SIMD lane each).
+const PANEL: usize = 16;
+
+/// Which kernel computes the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kernel {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// x86-64 with AVX2, FMA and F16C.
+    Avx2,
+    /// x86-64 with AVX-512 (F, BW, VL) and VNNI.
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The best kernel this CPU runs.
+    pub fn best() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c");
+            if avx2
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                return Kernel::Avx512Vnni;
+            }
+            if avx2 {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+/// One block of 32 activations quantized to 8 bits.
+#[derive(Clone, Copy, Debug)]
+pub struct ActBlock {
+    q: [i8; BLOCK],
+    /// The scale, rounded to f16.
+    d: f32,
+    /// `d * sum(q)` rounded to f16 (Q8_1's `s`).
+    s: f32,
+    /// `-128 * sum(q)`: the correction when weights are fed to `vpdpbusd` as `q_w + 128`.
+    offset: i32,
+}
+
+const ZERO_ACT: ActBlock = ActBlock {
+    q: [0; BLOCK],
+    d: 0.0,
+    s: 0.0,
+    offset: 0,
+};
+
+/// Quantize one row of activations, appending `blocks` blocks (zero blocks after its end).
+fn quantize_row(x: &[f32], blocks: usize, out: &mut Vec<ActBlock>) {
+    let mut chunks = x.chunks_exact(BLOCK);
+    for _ in 0..blocks {
+        let Some(b) = chunks.next() else {
+            out.push(ZERO_ACT);
+            continue;
+        };
+        let amax = b.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut q = [0i8; BLOCK];
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(b) {
+            *q = (v * id).round() as i8;
+            sum += i32::from(*q);
+        }
+        out.push(ActBlock {
+            q,
+            d: f16::from_f32(d).to_f32(),
+            s: f16::from_f32(sum as f32 * d).to_f32(),
+            offset: -128 * sum,
+        });
+    }
+}
+
+/// A weight format: its panel, and the kernels.
+pub trait Format {
+    /// One block of 16 rows.
+    type Panel: Sync + Send + std::fmt::Debug;
+    /// Every output of a chunk: `panels` holds whole panel rows (`blocks` panels each); `out`
+    /// takes, for each panel row and then each activation row (`acts.len() / blocks` of them),
+    /// its 16 outputs.
+    fn outputs(
+        kernel: Kernel,
+        panels: &[Self::Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        out: &mut [f32],
+    );
+}
+
+/// A weight matrix of `rows` outputs by `cols` inputs in format `F`.
+#[derive(Debug)]
+pub struct QMatrix<F: Format> {
+    rows: usize,
+    cols: usize,
+    /// Blocks per row (the last zero-padded when `cols` is not a multiple of 32).
+    blocks: usize,
+    /// Panel rows (of 16 output rows) by blocks.
+    panels: Vec<F::Panel>,
+}
+
+impl<F: Format> QMatrix<F> {
+    /// Outputs.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Several matrices with the same inputs and whole panels (rows a multiple of 16) as one,
+    /// their rows in order; the parts back otherwise.
+    pub fn stack(parts: Vec<QMatrix<F>>) -> Result<QMatrix<F>, Vec<QMatrix<F>>> {
+        let Some(first) = parts.first() else {
+            return Err(parts);
+        };
+        let (cols, blocks) = (first.cols, first.blocks);
+        if parts.iter().any(|p| p.cols != cols || p.rows % PANEL != 0) {
+            return Err(parts);
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut panels = Vec::with_capacity(rows / PANEL * blocks);
+        for p in parts {
+            panels.extend(p.panels);
+        }
+        Ok(QMatrix {
+            rows,
+            cols,
+            blocks,
+            panels,
+        })
+    }
+
+    /// `x` is `m` rows of `cols` values; returns `m` rows of `rows` values, with the best
+    /// kernel for this CPU.
+    pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
+        self.matmul_with(Kernel::best(), x)
+    }
+
+    /// [`QMatrix::matmul`] with a given kernel (at most the best this CPU runs). Output rows are
+    /// split among rayon's threads in fixed chunks of whole panels; each output is computed by
+    /// one thread.
+    pub fn matmul_with(&self, kernel: Kernel, x: &[f32]) -> Vec<f32> {
+        use rayon::prelude::*;
+        /// Panels per parallel task.
+        const CHUNK: usize = 2;
+        let kernel = kernel.min(Kernel::best());
+        let m = x.len() / self.cols;
+        let mut acts = Vec::with_capacity(m * self.blocks);
+        for row in x.chunks_exact(self.cols) {
+            quantize_row(row, self.blocks, &mut acts);
+        }
+        let acts = &acts;
+        let padded = self.panels.len() / self.blocks.max(1) * PANEL;
+        // Panel-major scratch: for panel row g and activation row r, the 16 outputs at
+        // (g * m + r) * 16.
+        let mut scratch = vec![0f32; padded * m];
+        scratch
+            .par_chunks_mut(CHUNK * PANEL * m)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let first = chunk * CHUNK * self.blocks;
+                let n = out.len() / (PANEL * m) * self.blocks;
+                F::outputs(
+                    kernel,
+                    &self.panels[first..first + n],
+                    self.blocks,
+                    acts,
+                    out,
+                );
+            });
+        if m == 1 {
+            scratch.truncate(self.rows);
+            return scratch;
+        }
+        let mut out = vec![0f32; m * self.rows];
+        out.par_chunks_mut(self.rows)
+            .enumerate()
+            .for_each(|(r, o)| {
+                for (g, o) in o.chunks_mut(PANEL).enumerate() {
+                    let at = (g * m + r) * PANEL;
+                    o.copy_from_slice(&scratch[at..at + o.len()]);
+                }
+            });
+        out
+    }
+}
+
+/// Split a GGUF tensor's bytes into rows of `blocks` blocks of `block_bytes` each and build
+/// panels with `panel(rows_of_the_panel, block_index)`; rows past the end are `None`.
+fn panels<P>(
+    data: &[u8],
+    rows: usize,
+    blocks: usize,
+    block_bytes: usize,
+    panel: impl Fn(&[Option<&[u8]>; PANEL]) -> P,
+) -> Vec<P> {
+    let row_bytes = blocks * block_bytes;
+    let mut out = Vec::with_capacity(rows.div_ceil(PANEL) * blocks);
+    for g in 0..rows.div_ceil(PANEL) {
+        for b in 0..blocks {
+            let rows_here: [Option<&[u8]>; PANEL] = std::array::from_fn(|i| {
+                let row = g * PANEL + i;
+                (row < rows).then(|| {
+                    let at = row * row_bytes + b * block_bytes;
+                    &data[at..at + block_bytes]
+                })
+            });
+            out.push(panel(&rows_here));
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Pieces the SIMD kernels share.
+
+    /// Every output of a chunk: each panel row against activation rows four at a time, then
+    /// one at a time, with `$tile::<R>(panel_row, act_rows) -> [[f32; 16]; R]`.
+    macro_rules! outputs_tiled {
+        ($panels:expr, $blocks:expr, $acts:expr, $out:expr, $tile:ident) => {{
+            let blocks: usize = $blocks;
+            let m = $acts.len() / blocks;
+            for (p, o) in $panels
+                .chunks_exact(blocks)
+                .zip($out.chunks_exact_mut(super::super::PANEL * m))
+            {
+                let mut quads = $acts.chunks_exact(4 * blocks);
+                let mut r0 = 0;
+                let mut put = |r0: usize, v: &[[f32; 16]]| {
+                    for (r, lanes) in v.iter().enumerate() {
+                        o[(r0 + r) * 16..(r0 + r + 1) * 16].copy_from_slice(lanes);
+                    }
+                };
+                for a in &mut quads {
+                    let a: [&[_]; 4] = std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
+                    put(r0, &$tile::<4>(p, a));
+                    r0 += 4;
+                }
+                for a in quads.remainder().chunks_exact(blocks) {
+                    put(r0, &$tile::<1>(p, [a]));
+                    r0 += 1;
+                }
+            }
+        }};
+    }
+    pub(super) use outputs_tiled;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    pub(super) fn numbers(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// Random weights quantized by candle to `dtype`.
+    pub(super) fn quantized(n: usize, k: usize, seed: u64, dtype: GgmlDType) -> QTensor {
+        let wt = Tensor::from_vec(numbers(n * k, seed), (n, k), &Device::Cpu).unwrap();
+        QTensor::quantize(&wt, dtype).unwrap()
+    }
+
+    /// The product against candle's dequantized weights and our quantized activations, in f64.
+    /// `slack(c, r)` bounds the error beyond f32 rounding.
+    pub(super) fn matches_dequantized<F: Format>(
+        dtype: GgmlDType,
+        load: impl Fn(&QTensor) -> QMatrix<F>,
+        slack: impl Fn(&QMatrix<F>, &[ActBlock], usize, usize) -> f64,
+    ) {
+        // 18 blocks per row and 40 rows: a partial last panel.
+        let (n, k, m) = (40, 576, 7);
+        let q = quantized(n, k, 1, dtype);
+        let ours = load(&q);
+        let x = numbers(m * k, 2);
+        let deq = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut acts = Vec::new();
+        for row in x.chunks_exact(k) {
+            quantize_row(row, ours.blocks, &mut acts);
+        }
+        let value = |r: usize, i: usize| {
+            let a = &acts[r * ours.blocks + i / BLOCK];
+            f64::from(a.q[i % BLOCK]) * f64::from(a.d)
+        };
+        let got = ours.matmul(&x);
+        for r in 0..m {
+            for c in 0..n {
+                let exact: f64 = (0..k).map(|i| f64::from(deq[c][i]) * value(r, i)).sum();
+                let g = f64::from(got[r * n + c]);
+                let bound = slack(&ours, &acts, c, r) + 1e-4 * (1.0 + exact.abs());
+                assert!(
+                    (g - exact).abs() <= bound,
+                    "r{r} c{c}: {g} vs {exact} (bound {bound})"
+                );
+            }
+        }
+    }
+
+    /// Every kernel this CPU runs, on 1 to 3 threads, gives the scalar kernel's bits; a row
+    /// alone gives the same bits as in a batch.
+    pub(super) fn every_kernel_agrees<F: Format>(
+        dtype: GgmlDType,
+        load: impl Fn(&QTensor) -> QMatrix<F>,
+    ) {
+        let best = Kernel::best();
+        eprintln!("best kernel here: {}", best.name());
+        let kernels: Vec<Kernel> = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni]
+            .into_iter()
+            .filter(|&k| k <= best)
+            .collect();
+        let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        // Whole and partial panels, odd block counts; row counts that exercise the four-row
+        // and single-row paths.
+        for (n, k, m) in [(37, 512, 9), (48, 576, 7), (33, 96, 5), (70, 1536, 1)] {
+            let ours = load(&quantized(n, k, 7, dtype));
+            let x = numbers(m * k, k as u64);
+            let reference = pools[0].install(|| ours.matmul_with(Kernel::Scalar, &x));
+            for &kernel in &kernels {
+                for pool in &pools {
+                    let got = pool.install(|| ours.matmul_with(kernel, &x));
+                    let same = got
+                        .iter()
+                        .zip(&reference)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{} differs from scalar at {n}x{k}, {m} rows",
+                        kernel.name()
+                    );
+                }
+            }
+            let alone = ours.matmul(&x[..k]);
+            assert_eq!(alone[..], pools[1].install(|| ours.matmul(&x))[..n]);
+        }
+    }
+
+    #[test]
+    fn stacking_keeps_every_row() {
+        let a = q4_1::Q41Matrix::from_qtensor(&quantized(32, 64, 1, GgmlDType::Q4_1))
+            .unwrap()
+            .unwrap();
+        let b = q4_1::Q41Matrix::from_qtensor(&quantized(16, 64, 2, GgmlDType::Q4_1))
+            .unwrap()
+            .unwrap();
+        let x = numbers(3 * 64, 3);
+        let (ya, yb) = (a.matmul(&x), b.matmul(&x));
+        let both = QMatrix::stack(vec![a, b]).unwrap();
+        let y = both.matmul(&x);
+        for r in 0..3 {
+            assert_eq!(y[r * 48..r * 48 + 32], ya[r * 32..r * 32 + 32]);
+            assert_eq!(y[r * 48 + 32..r * 48 + 48], yb[r * 16..r * 16 + 16]);
+        }
+        let odd = q4_1::Q41Matrix::from_qtensor(&quantized(20, 64, 4, GgmlDType::Q4_1))
+            .unwrap()
+            .unwrap();
+        let c = q4_1::Q41Matrix::from_qtensor(&quantized(16, 64, 5, GgmlDType::Q4_1))
+            .unwrap()
+            .unwrap();
+        assert!(
+            QMatrix::stack(vec![odd, c]).is_err(),
+            "a partial panel cannot be stacked"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! Q4_1 weights (`w = d * q + m`: 32 four-bit values, `d` and `m` in f16, 20 bytes per block as
+//! in the file) times Q8_1 activations. The arithmetic is the module's, minimums included.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+
+use super::{ActBlock, BLOCK, Format, Kernel, PANEL, QMatrix};
+
+/// One block of 16 rows. `qs[j][4i + t]` is row `i`'s file byte `4j + t`: its low nibble is the
+/// row's value `4j + t`, its high nibble the value `16 + 4j + t`. Then the 16 scales and the 16
+/// minimums as f16 bits.
+#[derive(Clone, Copy, Debug)]
+pub struct Panel {
+    qs: [[u8; 64]; 4],
+    d: [u16; PANEL],
+    m: [u16; PANEL],
+}
+
+/// The Q4_1 format.
+#[derive(Debug)]
+pub struct Q41;
+
+/// A Q4_1 weight matrix.
+pub type Q41Matrix = QMatrix<Q41>;
+
+impl Q41Matrix {
+    /// From a GGUF tensor of type Q4_1; `None` for any other type.
+    pub fn from_qtensor(t: &QTensor) -> candle_core::Result<Option<Self>> {
+        if t.dtype() != GgmlDType::Q4_1 {
+            return Ok(None);
+        }
+        let (rows, cols) = t.shape().dims2()?;
+        if cols % BLOCK != 0 {
+            return Ok(None);
+        }
+        let data = t.data()?;
+        let blocks = cols / BLOCK;
+        if data.len() != rows * blocks * 20 {
+            candle_core::bail!(
+                "Q4_1 tensor has {} bytes, expected {}",
+                data.len(),
+                rows * blocks * 20
+            );
+        }
+        let panels = super::panels(&data, rows, blocks, 20, |rows| {
+            let mut p = Panel {
+                qs: [[0; 64]; 4],
+                d: [0; PANEL],
+                m: [0; PANEL],
+            };
+            for (i, b) in rows.iter().enumerate() {
+                let Some(b) = b else { continue };
+                p.d[i] = u16::from_le_bytes([b[0], b[1]]);
+                p.m[i] = u16::from_le_bytes([b[2], b[3]]);
+                for (j, chunk) in p.qs.iter_mut().enumerate() {
+                    chunk[4 * i..4 * i + 4].copy_from_slice(&b[4 + 4 * j..8 + 4 * j]);
+                }
+            }
+            p
+        });
+        Ok(Some(QMatrix {
+            rows,
+            cols,
+            blocks,
+            panels,
+        }))
+    }
+}
+
+impl Format for Q41 {
+    type Panel = Panel;
+
+    fn outputs(
+        kernel: Kernel,
+        panels: &[Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        out: &mut [f32],
+    ) {
+        outputs(kernel, panels, blocks, acts, out);
+    }
+}
+
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c",
+    "x86_64+avx2+fma+f16c"
+))]
+fn outputs(kernel: Kernel, panels: &[Panel], blocks: usize, acts: &[ActBlock], out: &mut [f32]) {
+    multiversion::target::match_target! {
+        "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => match kernel {
+            Kernel::Avx512Vnni => x86::outputs_avx512(panels, blocks, acts, out),
+            Kernel::Avx2 => x86::outputs_avx2(panels, blocks, acts, out),
+            Kernel::Scalar => scalar::outputs(panels, blocks, acts, out),
+        },
+        "x86_64+avx2+fma+f16c" => match kernel {
+            Kernel::Scalar => scalar::outputs(panels, blocks, acts, out),
+            _ => x86::outputs_avx2(panels, blocks, acts, out),
+        },
+        _ => {
+            let _ = kernel;
+            scalar::outputs(panels, blocks, acts, out)
+        },
+    }
+}
+
+/// The reference kernel, one output at a time as the module documentation states.
+mod scalar {
+    use super::{ActBlock, PANEL, Panel};
+    use half::f16;
+
+    pub(super) fn outputs(panels: &[Panel], blocks: usize, acts: &[ActBlock], out: &mut [f32]) {
+        let m = acts.len() / blocks;
+        for (p, o) in panels
+            .chunks_exact(blocks)
+            .zip(out.chunks_exact_mut(PANEL * m))
+        {
+            for (a, o) in acts.chunks_exact(blocks).zip(o.chunks_exact_mut(PANEL)) {
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = dot(p, i, a);
+                }
+            }
+        }
+    }
+
+    /// Row `i` of a panel row against one activation row.
+    fn dot(p: &[Panel], i: usize, a: &[ActBlock]) -> f32 {
+        let (mut acc, mut mins) = (0f32, 0f32);
+        for (pb, ab) in p.iter().zip(a) {
+            let mut sum = 0i32;
+            for (j, chunk) in pb.qs.iter().enumerate() {
+                for t in 0..4 {
+                    let byte = chunk[4 * i + t];
+                    sum += i32::from(byte & 15) * i32::from(ab.q[4 * j + t])
+                        + i32::from(byte >> 4) * i32::from(ab.q[16 + 4 * j + t]);
+                }
+            }
+            let dw = f16::from_bits(pb.d[i]).to_f32();
+            let mw = f16::from_bits(pb.m[i]).to_f32();
+            acc = (sum as f32).mul_add(dw * ab.d, acc);
+            mins = mw.mul_add(ab.s, mins);
+        }
+        acc + mins
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The SIMD kernels. Vectors are loaded from arrays with `bytemuck::cast` (a plain load);
+    //! the intrinsics are safe to call inside functions that enable their features.
+
+    use super::super::x86::outputs_tiled;
+    use super::{ActBlock, Panel};
+    use bytemuck::cast;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) fn outputs_avx512(
+        panels: &[Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        out: &mut [f32],
+    ) {
+        outputs_tiled!(panels, blocks, acts, out, tile_avx512)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn outputs_avx2(
+        panels: &[Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        out: &mut [f32],
+    ) {
+        outputs_tiled!(panels, blocks, acts, out, tile_avx2)
+    }
+
+    /// A panel row (16 outputs, one per lane) against `R` activation rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    fn tile_avx512<const R: usize>(p: &[Panel], a: [&[ActBlock]; R]) -> [[f32; 16]; R] {
+        let n = p.len();
+        let a = a.map(|row| &row[..n]);
+        let mask = _mm512_set1_epi8(15);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut mins = [_mm512_setzero_ps(); R];
+        for (b, pb) in p.iter().enumerate() {
+            let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
+                let q: __m512i = cast(pb.qs[j]);
+                (
+                    _mm512_and_si512(q, mask),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(q), mask),
+                )
+            });
+            let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
+            let mw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.m));
+            for r in 0..R {
+                let ab = &a[r][b];
+                let x: [i32; 8] = cast(ab.q);
+                // Low nibbles meet values 0..16, high nibbles values 16..32: two chains.
+                let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for (j, &(l, h)) in nibbles.iter().enumerate() {
+                    lo = _mm512_dpbusd_epi32(lo, l, _mm512_set1_epi32(x[j]));
+                    hi = _mm512_dpbusd_epi32(hi, h, _mm512_set1_epi32(x[4 + j]));
+                }
+                let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(ab.d));
+                acc[r] = _mm512_fmadd_ps(sum, scale, acc[r]);
+                mins[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab.s), mins[r]);
+            }
+        }
+        std::array::from_fn(|r| cast(_mm512_add_ps(acc[r], mins[r])))
+    }
+
+    /// A panel row against `R` activation rows, in two halves of 8 lanes (rows 0-7, 8-15).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn tile_avx2<const R: usize>(p: &[Panel], a: [&[ActBlock]; R]) -> [[f32; 16]; R] {
+        let n = p.len();
+        let a = a.map(|row| &row[..n]);
+        let mask = _mm256_set1_epi8(15);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut mins = [[_mm256_setzero_ps(); 2]; R];
+        for (b, pb) in p.iter().enumerate() {
+            let dw: [__m256; 2] = std::array::from_fn(|h| {
+                _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
+            });
+            let mw: [__m256; 2] = std::array::from_fn(|h| {
+                _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.m)[h]))
+            });
+            for h in 0..2 {
+                let nibbles: [(__m256i, __m256i); 4] = std::array::from_fn(|j| {
+                    let q: __m256i = cast::<_, [__m256i; 2]>(pb.qs[j])[h];
+                    (
+                        _mm256_and_si256(q, mask),
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask),
+                    )
+                });
+                for r in 0..R {
+                    let ab = &a[r][b];
+                    let x: [i32; 8] = cast(ab.q);
+                    let mut sum = _mm256_setzero_si256();
+                    for (j, &(l, hn)) in nibbles.iter().enumerate() {
+                        // Products of pairs in 16 bits (at most 2 * 15 * 127, two of those
+                        // added: no saturation), then pairs of pairs in 32 bits: exact.
+                        let p16 = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(l, _mm256_set1_epi32(x[j])),
+                            _mm256_maddubs_epi16(hn, _mm256_set1_epi32(x[4 + j])),
+                        );
+                        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p16, ones));
+                    }
+                    let scale = _mm256_mul_ps(dw[h], _mm256_set1_ps(ab.d));
+                    acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, acc[r][h]);
+                    mins[r][h] = _mm256_fmadd_ps(mw[h], _mm256_set1_ps(ab.s), mins[r][h]);
+                }
+            }
+        }
+        std::array::from_fn(|r| {
+            cast([
+                _mm256_add_ps(acc[r][0], mins[r][0]),
+                _mm256_add_ps(acc[r][1], mins[r][1]),
+            ])
+        })
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{every_kernel_agrees, matches_dequantized};
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn matches_a_straightforward_dequantised_product() {
+        // The minimum term uses s = f16(d * sum(q)) as llama.cpp does: an error of at most
+        // |m * s| * 2^-11 per block, besides f32 rounding.
+        matches_dequantized(
+            GgmlDType::Q4_1,
+            |t| Q41Matrix::from_qtensor(t).unwrap().unwrap(),
+            |w, acts, c, r| {
+                (0..w.blocks)
+                    .map(|b| {
+                        let p = &w.panels[(c / PANEL) * w.blocks + b];
+                        let mw = f16::from_bits(p.m[c % PANEL]).to_f32();
+                        f64::from((mw * acts[r * w.blocks + b].s).abs()) / 2048.0
+                    })
+                    .sum()
+            },
+        );
+    }
+
+    #[test]
+    fn every_kernel_and_thread_count_gives_the_same_bits() {
+        every_kernel_agrees(GgmlDType::Q4_1, |t| {
+            Q41Matrix::from_qtensor(t).unwrap().unwrap()
+        });
+    }
+}
