@@ -389,7 +389,7 @@ fn bench_inference(
     let ours_gen = rate(generated, gen_time);
     let ours_streams = rate(streamed, eight);
     println!(
-        "agora (candle), {threads} threads, {} prompt tokens, {tokens} generated:",
+        "agora (own kernels), {threads} threads, {} prompt tokens, {tokens} generated:",
         prompt.len()
     );
     println!("bench inference/prompt_tokens_per_s {ours_prompt} tok/s");
