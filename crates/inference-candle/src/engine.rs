@@ -51,6 +51,32 @@ struct BatchState {
     largest: usize,
 }
 
+/// Ends a lead that unwinds: every caller in its pass gets an error, and the lead is free.
+struct LeadGuard<'a> {
+    batcher: &'a Batcher,
+    /// Callers still owed an answer (empty once the pass has answered them).
+    ids: Vec<u64>,
+}
+
+impl Drop for LeadGuard<'_> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut st = self
+            .batcher
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in self.ids.drain(..) {
+            let failed = Err(Error::Backend("the decoding pass failed".into()));
+            st.done.insert(id, (Cache::default(), failed));
+        }
+        st.leading = false;
+        self.batcher.changed.notify_all();
+    }
+}
+
 fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
@@ -163,6 +189,12 @@ impl CandleEngine {
                 st.largest = st.largest.max(take);
                 let mut batch: Vec<(u64, u32, Cache)> = st.waiting.drain(..take).collect();
                 drop(st);
+                // Should the pass unwind, the callers in it get an error instead of waiting
+                // forever, and another caller can lead.
+                let mut guard = LeadGuard {
+                    batcher: b,
+                    ids: batch.iter().map(|(rid, _, _)| *rid).collect(),
+                };
                 let tokens: Vec<u32> = batch.iter().map(|(_, t, _)| *t).collect();
                 let mut segments: Vec<Segment<'_>> = batch
                     .iter_mut()
@@ -188,6 +220,7 @@ impl CandleEngine {
                     st.done.insert(rid, (cache, row));
                 }
                 st.leading = false;
+                guard.ids.clear();
                 b.changed.notify_all();
                 continue;
             }
