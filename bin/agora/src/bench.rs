@@ -36,6 +36,10 @@ enum Target {
         /// Model cache directory (default as `agora model fetch`).
         #[arg(long, value_name = "DIR")]
         model_dir: Option<std::path::PathBuf>,
+        /// Where the engine runs: cpu, cuda or cuda:N (default: AGORA_DEVICE, else cpu). On a
+        /// GPU, also how its greedy answers re-score on the CPU (as a validator would).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Run 1 and 4 validators on loopback and measure finalized transfers/s (saturated) and
     /// finality latency p50/p99 (at half that rate).
@@ -144,7 +148,8 @@ pub fn run(args: Args) -> ExitCode {
             tokens,
             llama_python,
             model_dir,
-        } => match bench_inference(tokens.max(1), &llama_python, model_dir) {
+            device,
+        } => match bench_inference(tokens.max(1), &llama_python, model_dir, device.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -323,19 +328,98 @@ fn parse_x100(s: &str) -> Option<u128> {
     Some(whole.parse::<u128>().ok()? * 100 + frac.parse::<u128>().ok()?)
 }
 
+/// How a GPU engine's greedy answers fare on the CPU engine: the tokens both generate alike
+/// before they first differ, and the share of the GPU's tokens that the CPU, teacher-forced
+/// (as a validator re-scores a miner), also ranks first, and how far below the CPU's best the
+/// others fall (a validator accepts gaps up to its near-tie tolerance).
+#[allow(clippy::float_arithmetic)] // Reporting log-probability gaps.
+fn gpu_against_cpu(
+    gpu: &agora_inference_candle::CandleEngine,
+    path: &std::path::Path,
+    bench_answer: &[u32],
+    bench_prompt: &[u32],
+) -> anyhow::Result<()> {
+    use agora_inference::{ChatMessage, Engine, GenerateRequest};
+    let cpu =
+        agora_inference_candle::CandleEngine::load_on(path, agora_inference_candle::Device::Cpu)?;
+    let questions = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Explain what a hash function is in two sentences.",
+        "List three prime numbers.",
+        "How do I reverse a string in Python?",
+    ];
+    let mut cases = vec![(bench_prompt.to_vec(), bench_answer.to_vec())];
+    for q in questions {
+        let prompt = gpu.tokenize(&gpu.render_chat(&[ChatMessage::user(q)])?)?;
+        let answer = gpu.generate(&GenerateRequest::greedy(prompt.clone(), 48), &mut |_| true)?;
+        cases.push((prompt, answer.tokens.iter().map(|t| t.id).collect()));
+    }
+    let (mut same_prefix, mut total, mut argmax) = (0usize, 0usize, 0usize);
+    let (mut worst_gap, mut rejected) = (0f32, 0usize);
+    for (prompt, answer) in &cases {
+        let mine = cpu.generate(
+            &GenerateRequest::greedy(prompt.clone(), answer.len()),
+            &mut |_| true,
+        )?;
+        same_prefix += mine
+            .tokens
+            .iter()
+            .zip(answer)
+            .take_while(|(a, b)| a.id == **b)
+            .count();
+        if answer.is_empty() {
+            continue;
+        }
+        let scores = cpu.score(prompt, answer)?;
+        argmax += scores.iter().filter(|s| s.is_argmax).count();
+        for s in &scores {
+            let gap = s.best_logprob - s.logprob;
+            worst_gap = worst_gap.max(gap);
+            if !s.is_argmax && gap > agora_validator::verify::NEAR_TIE {
+                rejected += 1;
+            }
+        }
+        total += answer.len();
+    }
+    println!(
+        "the GPU's greedy answers on the CPU engine ({} prompts, {total} tokens):",
+        cases.len()
+    );
+    println!("bench inference/gpu_cpu_same_prefix {same_prefix} tokens");
+    println!("bench inference/gpu_total_tokens {total} tokens");
+    println!(
+        "bench inference/gpu_tokens_argmax_on_cpu {} %",
+        ratio_x100(argmax as u128 * 100, total.max(1) as u128)
+    );
+    println!("bench inference/gpu_worst_gap_on_cpu {worst_gap:.4} nats");
+    println!(
+        "tokens a validator would reject (gap above its near-tie tolerance of {} nats):",
+        agora_validator::verify::NEAR_TIE
+    );
+    println!("bench inference/gpu_tokens_beyond_near_tie {rejected} tokens");
+    Ok(())
+}
+
 fn bench_inference(
     tokens: usize,
     llama_python: &str,
     model_dir: Option<std::path::PathBuf>,
+    device: Option<&str>,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use agora_inference::scheduler::{Limits, Scheduler};
     use agora_inference::{Engine, GenerateRequest};
+    use agora_inference_candle::{CandleEngine, Device};
 
     let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
     let path = agora_inference::model::locate(&dir)?;
-    let engine = Arc::new(agora_inference_candle::CandleEngine::load(&path)?);
+    let device = match device {
+        Some(d) => Device::parse(d).map_err(anyhow::Error::msg)?,
+        None => Device::from_env().map_err(anyhow::Error::msg)?,
+    };
+    let engine = Arc::new(CandleEngine::load_on(&path, device)?);
     // A 108-token prompt, as in the reference measurement.
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(12);
     let mut prompt = engine.tokenize(&text)?;
@@ -369,38 +453,82 @@ fn bench_inference(
             queue: 0,
         },
     ));
+    // Each stream notes when it emits every token; the steady-state rate counts the tokens all
+    // streams emit while all eight are generating (from the last one's first token to the
+    // first one's last), which is what batching decides. The end-to-end rate also counts the
+    // eight prompts' processing.
     let start = Instant::now();
     let handles: Vec<_> = (0..8)
         .map(|_| {
             let sched = Arc::clone(&sched);
             let req = GenerateRequest::greedy(prompt.clone(), tokens);
-            std::thread::spawn(move || sched.generate(&req, &mut |_| true).map(|o| o.tokens.len()))
+            std::thread::spawn(move || {
+                let mut times = Vec::new();
+                sched
+                    .generate(&req, &mut |_| {
+                        times.push(start.elapsed());
+                        true
+                    })
+                    .map(|_| times)
+            })
         })
         .collect();
-    let mut streamed = 0;
+    let mut streams = Vec::new();
     for h in handles {
-        streamed += h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a stream panicked"))??;
+        streams.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a stream panicked"))??,
+        );
     }
     let eight = start.elapsed();
+    let streamed: usize = streams.iter().map(Vec::len).sum();
+    let all_going = streams.iter().filter_map(|t| t.first()).max().copied();
+    let first_done = streams.iter().filter_map(|t| t.last()).min().copied();
+    let steady = match (all_going, first_done) {
+        (Some(a), Some(b)) if b > a => {
+            let emitted = streams
+                .iter()
+                .flatten()
+                .filter(|&&t| t > a && t <= b)
+                .count();
+            Some(rate(emitted, b - a))
+        }
+        _ => None,
+    };
 
     let ours_prompt = rate(prompt.len(), prompt_time);
     let ours_gen = rate(generated, gen_time);
-    let ours_streams = rate(streamed, eight);
+    let ours_streams_e2e = rate(streamed, eight);
+    let on = match device {
+        Device::Cpu => format!("{threads} threads"),
+        Device::Cuda(_) => engine.device_name(),
+    };
     println!(
-        "agora (own kernels), {threads} threads, {} prompt tokens, {tokens} generated:",
+        "agora (own kernels), {on}, {} prompt tokens, {tokens} generated:",
         prompt.len()
     );
     println!("bench inference/prompt_tokens_per_s {ours_prompt} tok/s");
     println!("bench inference/gen_tokens_per_s {ours_gen} tok/s");
     println!("bench inference/ttft {} ms", millis(ttft));
-    println!("bench inference/streams8_tokens_per_s {ours_streams} tok/s");
-    if let (Some(a), Some(b)) = (parse_x100(&ours_streams), parse_x100(&ours_gen)) {
-        println!("bench inference/streams8_vs_1 {} x", ratio_x100(a, b));
+    println!("bench inference/streams8_e2e_tokens_per_s {ours_streams_e2e} tok/s");
+    match &steady {
+        Some(st) => {
+            println!("bench inference/streams8_tokens_per_s {st} tok/s");
+            if let (Some(a), Some(b)) = (parse_x100(st), parse_x100(&ours_gen)) {
+                println!("bench inference/streams8_vs_1 {} x", ratio_x100(a, b));
+            }
+        }
+        None => println!(
+            "8-stream steady state not measured: no moment had all eight streams generating (raise --tokens)"
+        ),
     }
     if let Some(rss) = peak_rss_mib() {
         println!("bench inference/peak_rss {rss} MiB");
+    }
+    if device != Device::Cpu {
+        let answer: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+        gpu_against_cpu(&engine, &path, &answer, &prompt)?;
+        return Ok(());
     }
 
     let script = concat!(

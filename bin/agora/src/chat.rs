@@ -33,6 +33,9 @@ pub struct Args {
     /// Model cache directory (default as `agora model fetch`).
     #[arg(long, value_name = "DIR")]
     model_dir: Option<PathBuf>,
+    /// Where the model runs: cpu, cuda or cuda:N (default: AGORA_DEVICE, else cpu).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -40,8 +43,12 @@ pub fn run(args: Args) -> Result<()> {
         .model_dir
         .unwrap_or_else(agora_inference::model::default_dir);
     let path = agora_inference::model::locate(&dir)?;
-    let engine = agora_inference_candle::CandleEngine::load(&path)
-        .with_context(|| format!("loading {}", path.display()))?;
+    let device = match &args.device {
+        Some(d) => agora_inference_candle::Device::parse(d).map_err(anyhow::Error::msg)?,
+        None => agora_inference_candle::Device::from_env().map_err(anyhow::Error::msg)?,
+    };
+    let engine = agora_inference_candle::CandleEngine::load_on(&path, device)
+        .with_context(|| format!("loading {} on {device}", path.display()))?;
     let mut messages = Vec::new();
     if !args.system.is_empty() {
         messages.push(ChatMessage {

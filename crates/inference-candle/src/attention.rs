@@ -104,7 +104,7 @@ fn attend_one(qrow: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut [f
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for s in &mut scores {
-        *s = (*s - max).exp();
+        *s = crate::exp::exp(*s - max);
         sum += *s;
     }
     // Normalised probabilities, rounded to f16 as llama.cpp feeds them to its f16 product with

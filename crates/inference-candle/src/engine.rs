@@ -6,10 +6,9 @@ use agora_inference::{
     ChatMessage, Engine, Error, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, Sampling,
     TokenEvent, TokenScore,
 };
-use candle_core::Device;
 use candle_core::quantized::gguf_file;
 
-use crate::model::{Cache, Segment, Weights};
+use crate::model::{Cache, Device, Segment, Weights};
 use crate::tokenizer::Tokenizer;
 
 /// SmolLM2 on candle's CPU backend.
@@ -94,8 +93,15 @@ fn md_strings(ct: &gguf_file::Content, key: &str) -> Result<Vec<String>, String>
 }
 
 impl CandleEngine {
-    /// Load the model file (its BLAKE3 becomes the model hash).
+    /// Load the model file (its BLAKE3 becomes the model hash) onto the device `AGORA_DEVICE`
+    /// names (`cpu`, the default, `cuda` or `cuda:N`).
     pub fn load(path: &Path) -> Result<Self, Error> {
+        let device = Device::from_env().map_err(Error::Backend)?;
+        Self::load_on(path, device)
+    }
+
+    /// Load the model file onto `device`.
+    pub fn load_on(path: &Path, device: Device) -> Result<Self, Error> {
         if !path.exists() {
             return Err(Error::ModelMissing(path.to_owned()));
         }
@@ -129,8 +135,10 @@ impl CandleEngine {
             .and_then(|v| v.to_u32().ok())
             .ok_or_else(|| invalid("tokenizer.ggml.eos_token_id is missing".into()))?;
         let tokenizer = Tokenizer::new(tokens, &types, &merges)?;
-        let weights =
-            Weights::load(&ct, &mut file, &Device::Cpu).map_err(|e| invalid(e.to_string()))?;
+        let weights = Weights::load(&ct, &mut file, device).map_err(|e| match device {
+            Device::Cpu => invalid(e.to_string()),
+            Device::Cuda(_) => Error::Backend(format!("loading the model on {device}: {e}")),
+        })?;
         let name = ct
             .metadata
             .get("general.basename")
@@ -157,6 +165,11 @@ impl CandleEngine {
             stop_ids,
             batcher: Batcher::default(),
         })
+    }
+
+    /// Where the engine's passes run, for reports: `cpu (KERNEL)` or the GPU's name.
+    pub fn device_name(&self) -> String {
+        self.weights.device_name()
     }
 
     /// The most generations decoded together in one pass so far.
@@ -235,7 +248,7 @@ impl CandleEngine {
     /// [`Weights::perturb_norms`]): a stand-in for a miner that serves another model while
     /// claiming the registered one (its info still names the file's hash).
     pub fn load_perturbed(path: &Path, seed: u64) -> Result<Self, Error> {
-        let mut engine = Self::load(path)?;
+        let mut engine = Self::load_on(path, Device::Cpu)?;
         engine.weights.perturb_norms(seed, 0.25);
         Ok(engine)
     }

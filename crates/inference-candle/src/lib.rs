@@ -25,10 +25,12 @@
 
 mod attention;
 mod engine;
+mod exp;
 mod model;
 pub mod quant;
 pub mod tokenizer;
 
 pub use agora_inference::Error;
 pub use engine::CandleEngine;
+pub use model::Device;
 pub use quant::Kernel;

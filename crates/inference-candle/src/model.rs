@@ -10,7 +10,7 @@
 //! ```
 
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 
 use crate::quant::q4_1::Q41Matrix;
 use crate::quant::q8_0::Q80Matrix;
@@ -60,7 +60,7 @@ impl Linear {
             Linear::Q41(m) => Ok(m.matmul(x)),
             Linear::Q80(m) => Ok(m.matmul(x)),
             Linear::Candle(q, _) => {
-                let t = Tensor::from_slice(x, (x.len() / cols, cols), &Device::Cpu)?;
+                let t = Tensor::from_slice(x, (x.len() / cols, cols), &candle_core::Device::Cpu)?;
                 q.forward(&t)?.flatten_all()?.to_vec1()
             }
         }
@@ -147,6 +147,51 @@ pub struct Weights {
     cos: Vec<f32>,
     sin: Vec<f32>,
     ffn: usize,
+    /// The same model on a GPU, which then runs every pass (the CPU weights above stay loaded
+    /// but idle).
+    gpu: Option<agora_inference_cuda::Model>,
+}
+
+/// Where the forward pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// This machine's CPU cores, with the best SIMD kernels they run.
+    Cpu,
+    /// NVIDIA GPU number `n` (`cuda:n`).
+    Cuda(usize),
+}
+
+impl Device {
+    /// `cpu`, `cuda` (GPU 0) or `cuda:N`.
+    pub fn parse(s: &str) -> std::result::Result<Device, String> {
+        match s.trim() {
+            "" | "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("unknown device {other:?}: use cpu, cuda or cuda:N")),
+        }
+    }
+
+    /// The device `AGORA_DEVICE` names (the CPU when it is unset).
+    pub fn from_env() -> std::result::Result<Device, String> {
+        match std::env::var("AGORA_DEVICE") {
+            Ok(v) => Device::parse(&v).map_err(|e| format!("AGORA_DEVICE: {e}")),
+            Err(std::env::VarError::NotPresent) => Ok(Device::Cpu),
+            Err(e) => Err(format!("AGORA_DEVICE: {e}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Weights {
@@ -163,6 +208,8 @@ impl std::fmt::Debug for Weights {
 #[derive(Debug, Default)]
 pub struct Cache {
     layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The cache on the GPU, for a GPU model.
+    gpu: Option<agora_inference_cuda::Cache>,
     /// Tokens already in the cache.
     pub len: usize,
 }
@@ -204,17 +251,32 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// `silu(g) * u` for each pair, appended to `out` (compiled for AVX-512 and AVX2 besides the
+/// baseline, so that [`crate::exp::exp`]'s fused multiply-adds are instructions).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
+    "x86_64+avx2+fma+f16c"
+))]
+fn silu_mul(g: &[f32], u: &[f32], out: &mut Vec<f32>) {
+    out.extend(
+        g.iter()
+            .zip(u)
+            .map(|(&g, &u)| g / (1.0 + crate::exp::exp(-g)) * u),
+    );
+}
+
 fn round_f16(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
 impl Weights {
-    /// Load from a GGUF file.
+    /// Load from a GGUF file, onto `target`.
     pub fn load<R: std::io::Read + std::io::Seek>(
         ct: &gguf_file::Content,
         r: &mut R,
-        device: &Device,
+        target: Device,
     ) -> Result<Self> {
+        let device = &candle_core::Device::Cpu;
         let heads = md_u32(ct, "llama.attention.head_count")?;
         let kv_heads = md_u32(ct, "llama.attention.head_count_kv")?;
         let embedding = md_u32(ct, "llama.embedding_length")?;
@@ -293,7 +355,7 @@ impl Weights {
             rms_eps,
             context_length,
         };
-        Ok(Weights {
+        let mut weights = Weights {
             config,
             embeddings,
             blocks,
@@ -302,9 +364,149 @@ impl Weights {
             cos,
             sin,
             ffn,
-        })
+            gpu: None,
+        };
+        if let Device::Cuda(ordinal) = target {
+            weights.gpu = Some(weights.load_gpu(ct, r, ordinal)?);
+        }
+        Ok(weights)
     }
 
+    /// Where passes run: the CPU's kernel, or the GPU's name.
+    pub fn device_name(&self) -> String {
+        match &self.gpu {
+            Some(g) => g.device().to_string(),
+            None => format!("cpu ({})", crate::quant::Kernel::best().name()),
+        }
+    }
+
+    /// The same model on GPU `ordinal`: the layers' quantized blocks as the file holds them
+    /// (read again from it), with the norms, embeddings and rotary tables already loaded.
+    fn load_gpu<R: std::io::Read + std::io::Seek>(
+        &self,
+        ct: &gguf_file::Content,
+        r: &mut R,
+        ordinal: usize,
+    ) -> Result<agora_inference_cuda::Model> {
+        use agora_inference_cuda::{Format, HostEmbeddings, HostLayer, HostMatrix, HostModel};
+        use candle_core::quantized::GgmlDType;
+        // Raw blocks of one or more matrices stacked by rows (same format and width).
+        let raw = |r: &mut R, names: &[String]| -> Result<(Format, usize, usize, Vec<u8>)> {
+            let mut out: Option<(Format, usize, usize, Vec<u8>)> = None;
+            for name in names {
+                let t = ct.tensor(r, name, &candle_core::Device::Cpu)?;
+                let format = match t.dtype() {
+                    GgmlDType::Q4_1 => Format::Q4_1,
+                    GgmlDType::Q8_0 => Format::Q8_0,
+                    other => candle_core::bail!(
+                        "the CUDA path runs Q4_1 and Q8_0 weights; {name} is {other:?}"
+                    ),
+                };
+                let (rows, cols) = t.shape().dims2()?;
+                let data = t.data()?;
+                match &mut out {
+                    None => out = Some((format, rows, cols, data.into_owned())),
+                    Some((f, n, c, bytes)) if *f == format && *c == cols => {
+                        *n += rows;
+                        bytes.extend_from_slice(&data);
+                    }
+                    Some(_) => candle_core::bail!("{names:?} differ in format or width"),
+                }
+            }
+            out.ok_or_else(|| candle_core::Error::Msg("no tensors named".into()))
+        };
+        let names = |p: &str, ns: &[&str]| -> Vec<String> {
+            ns.iter().map(|n| format!("{p}.{n}.weight")).collect()
+        };
+        let mut mats = Vec::with_capacity(self.blocks.len());
+        for i in 0..self.blocks.len() {
+            let p = format!("blk.{i}");
+            mats.push([
+                raw(r, &names(&p, &["attn_q", "attn_k", "attn_v"]))?,
+                raw(r, &names(&p, &["attn_output"]))?,
+                raw(r, &names(&p, &["ffn_gate", "ffn_up"]))?,
+                raw(r, &names(&p, &["ffn_down"]))?,
+            ]);
+        }
+        let output_name = if ct.tensor_infos.contains_key("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let output = raw(r, &[output_name.to_string()])?;
+        fn view(m: &(Format, usize, usize, Vec<u8>)) -> HostMatrix<'_> {
+            HostMatrix {
+                format: m.0,
+                rows: m.1,
+                cols: m.2,
+                bytes: &m.3,
+            }
+        }
+        let layers = self
+            .blocks
+            .iter()
+            .zip(&mats)
+            .map(|(b, m)| HostLayer {
+                attn_norm: &b.attn_norm,
+                qkv: view(&m[0]),
+                wo: view(&m[1]),
+                ffn_norm: &b.ffn_norm,
+                gate_up: view(&m[2]),
+                down: view(&m[3]),
+            })
+            .collect();
+        let c = &self.config;
+        let host = HostModel {
+            config: agora_inference_cuda::Config {
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+                embedding: c.embedding,
+                ffn: self.ffn,
+                eps: c.rms_eps as f32,
+                context_length: c.context_length,
+            },
+            embeddings: match &self.embeddings {
+                Some(e) => HostEmbeddings::F32(e),
+                None => HostEmbeddings::Tied,
+            },
+            layers,
+            norm: &self.norm,
+            output: view(&output),
+            cos: &self.cos,
+            sin: &self.sin,
+        };
+        agora_inference_cuda::Model::load(ordinal, &host)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    /// A pass on the GPU: the same contract as [`Weights::forward_segments`].
+    fn forward_gpu(
+        gpu: &agora_inference_cuda::Model,
+        segments: &mut [Segment<'_>],
+    ) -> Result<Vec<f32>> {
+        let mut parts = Vec::with_capacity(segments.len());
+        for seg in segments.iter_mut() {
+            let start = seg.cache.len;
+            let Some(cache) = seg.cache.gpu.as_mut() else {
+                candle_core::bail!("the cache was not made for this model");
+            };
+            parts.push(agora_inference_cuda::Segment {
+                tokens: seg.tokens,
+                cache,
+                start,
+                first_row: seg.first_row,
+            });
+        }
+        let logits = gpu
+            .forward(&mut parts)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        drop(parts);
+        for seg in segments.iter_mut() {
+            seg.cache.len += seg.tokens.len();
+        }
+        Ok(logits)
+    }
     /// Scale every RMS-norm weight by a factor drawn from `[1 - spread, 1 + spread]` with `seed`
     /// (a splitmix64 stream): the same architecture and file hash, another model. For testing
     /// that validators catch a miner serving the wrong model.
@@ -333,8 +535,16 @@ impl Weights {
 
     /// A fresh cache.
     pub fn cache(&self) -> Cache {
+        if self.gpu.is_some() {
+            return Cache {
+                layers: Vec::new(),
+                gpu: Some(agora_inference_cuda::Cache::default()),
+                len: 0,
+            };
+        }
         Cache {
             layers: vec![(Vec::new(), Vec::new()); self.blocks.len()],
+            gpu: None,
             len: 0,
         }
     }
@@ -373,6 +583,9 @@ impl Weights {
     /// The pass runs on rayon's pool (the calling thread waits), so its serial parts and its
     /// parallel products share the pool's threads instead of competing with them.
     pub fn forward_segments(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
+        if let Some(gpu) = &self.gpu {
+            return Self::forward_gpu(gpu, segments);
+        }
         rayon::scope(|_| self.segments_on_pool(segments))
     }
 
@@ -462,7 +675,7 @@ impl Weights {
             let mut gated = Vec::with_capacity(gu.len() / 2);
             for row in gu.chunks_exact(2 * self.ffn) {
                 let (g, u) = row.split_at(self.ffn);
-                gated.extend(g.iter().zip(u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u));
+                silu_mul(g, u, &mut gated);
             }
             for (xv, o) in x.iter_mut().zip(block.down.forward(&gated, self.ffn)?) {
                 *xv += o;

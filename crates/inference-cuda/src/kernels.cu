@@ -1,0 +1,282 @@
+// The CUDA kernels of Agora's inference engine, compiled at run time by NVRTC (no CUDA toolkit is
+// needed to build Agora). Compiled with --fmad=false: no multiply and add is fused unless the
+// code says so (__fmaf_rn), so every float operation below is the one the CPU engine does.
+//
+// Layouts: activations row-major [row][col] f32; weights in the GGUF's own blocks (Q4_1: f16 d,
+// f16 m, 16 bytes of nibbles, element j in the low nibble of byte j and element j + 16 in its
+// high nibble; Q8_0: f16 d, 32 signed bytes); activations quantized per 32-block to 8 bits
+// (q, d, s) exactly as the CPU engine does (crates/inference-candle/src/quant/mod.rs).
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+__device__ __forceinline__ float h2f(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// Round to the nearest f16 (ties to even) and back.
+__device__ __forceinline__ float round_f16(float x) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h2f(h);
+}
+
+// e^x by the steps of crates/inference-candle/src/exp.rs, operation for operation, so the GPU
+// and the CPU compute the same bits (the CUDA library's expf differs in the last bit at times).
+__device__ __forceinline__ float pow2i(int k) { return __int_as_float((k + 127) << 23); }
+
+__device__ __forceinline__ float exp_agora(float x) {
+    if (x != x) return x;
+    if (x > 88.72284f) return __int_as_float(0x7f800000);
+    if (x < -103.97208f) return 0.0f;
+    float n = rintf(__fmul_rn(x, 1.44269504088896341f));
+    float r = __fmaf_rn(n, -0.693145751953125f, x);
+    r = __fmaf_rn(n, -1.428606765330187045e-06f, r);
+    float p = 1.0f / 5040.0f;
+    p = __fmaf_rn(p, r, 1.0f / 720.0f);
+    p = __fmaf_rn(p, r, 1.0f / 120.0f);
+    p = __fmaf_rn(p, r, 1.0f / 24.0f);
+    p = __fmaf_rn(p, r, 1.0f / 6.0f);
+    p = __fmaf_rn(p, r, 0.5f);
+    p = __fmaf_rn(p, r, 1.0f);
+    p = __fmaf_rn(p, r, 1.0f);
+    int k = (int)n;
+    int a = k / 2;
+    return __fmul_rn(__fmul_rn(p, pow2i(a)), pow2i(k - a));
+}
+
+__device__ __forceinline__ u16 ld16(const u8* p) {
+    return (u16)p[0] | (u16)((u16)p[1] << 8);
+}
+
+#define FULL 0xffffffffu
+
+// One warp per 32-block of activations (a lane per value): q = round(x / d) with
+// d = max|x| / 127; d and s = sum(q) * d rounded to f16. Maximum and integer sum are exact in any
+// order.
+extern "C" __global__ void quantize_act(const float* x, int count, signed char* q, float* d,
+                                        float* s) {
+    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (i >= count) return;
+    float v = x[(size_t)i * 32 + lane];
+    float amax = fabsf(v);
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
+    float dd = __fdiv_rn(amax, 127.0f);
+    float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
+    int qv = (int)roundf(__fmul_rn(v, id));
+    q[(size_t)i * 32 + lane] = (signed char)qv;
+    int sum = qv;
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(FULL, sum, off);
+    if (lane == 0) {
+        d[i] = round_f16(dd);
+        s[i] = round_f16(__fmul_rn((float)sum, dd));
+    }
+}
+
+// y[r][o] for n outputs and m rows. One warp per output: lane l takes blocks l, l + 32, ...
+// (reading the row's blocks side by side), computes each block's exact integer sum P and its
+// scale, and every lane then runs the blocks in order through the same chain:
+// A = fma(P, d_w * d_x, A), M = fma(m_w, s_x, M), y = A + M.
+extern "C" __global__ void matmul_q4_1(const u8* w, int n, int blocks, const signed char* q,
+                                       const float* d, const float* s, int m, float* y) {
+    int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.y;
+    if (o >= n || r >= m) return;
+    const u8* wr = w + (size_t)o * blocks * 20;
+    const int* qr = (const int*)(q + (size_t)r * blocks * 32);
+    float A = 0.0f, M = 0.0f;
+    for (int b0 = 0; b0 < blocks; b0 += 32) {
+        int b = b0 + lane;
+        int P = 0;
+        float t = 0.0f, mw = 0.0f, sx = 0.0f;
+        if (b < blocks) {
+            const u8* wb = wr + b * 20;
+            const u32* nib = (const u32*)(wb + 4);
+            for (int j = 0; j < 4; j++) {
+                u32 v = nib[j];
+                P = __dp4a((int)(v & 0x0F0F0F0Fu), qr[b * 8 + j], P);
+                P = __dp4a((int)((v >> 4) & 0x0F0F0F0Fu), qr[b * 8 + 4 + j], P);
+            }
+            int k = r * blocks + b;
+            t = __fmul_rn(h2f(ld16(wb)), d[k]);
+            mw = h2f(ld16(wb + 2));
+            sx = s[k];
+        }
+        int nb = min(32, blocks - b0);
+        for (int l = 0; l < nb; l++) {
+            A = __fmaf_rn((float)__shfl_sync(FULL, P, l), __shfl_sync(FULL, t, l), A);
+            M = __fmaf_rn(__shfl_sync(FULL, mw, l), __shfl_sync(FULL, sx, l), M);
+        }
+    }
+    if (lane == 0) y[(size_t)r * n + o] = __fadd_rn(A, M);
+}
+
+// The same for Q8_0 weights: A = fma(P, d_w * d_x, A), y = A.
+extern "C" __global__ void matmul_q8_0(const u8* w, int n, int blocks, const signed char* q,
+                                       const float* d, int m, float* y) {
+    int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int r = blockIdx.y;
+    if (o >= n || r >= m) return;
+    const u8* wr = w + (size_t)o * blocks * 34;
+    const int* qr = (const int*)(q + (size_t)r * blocks * 32);
+    float A = 0.0f;
+    for (int b0 = 0; b0 < blocks; b0 += 32) {
+        int b = b0 + lane;
+        int P = 0;
+        float t = 0.0f;
+        if (b < blocks) {
+            const u8* wb = wr + b * 34;
+            const u16* wq = (const u16*)(wb + 2);
+            for (int j = 0; j < 8; j++) {
+                int v = (int)((u32)wq[2 * j] | ((u32)wq[2 * j + 1] << 16));
+                P = __dp4a(v, qr[b * 8 + j], P);
+            }
+            t = __fmul_rn(h2f(ld16(wb)), d[r * blocks + b]);
+        }
+        int nb = min(32, blocks - b0);
+        for (int l = 0; l < nb; l++)
+            A = __fmaf_rn((float)__shfl_sync(FULL, P, l), __shfl_sync(FULL, t, l), A);
+    }
+    if (lane == 0) y[(size_t)r * n + o] = A;
+}
+
+// Embedding rows of a Q8_0 matrix: x[t][c] = q * d.
+extern "C" __global__ void embed_q8_0(const u8* w, int blocks, const u32* tokens, int n,
+                                      float* x) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int cols = blocks * 32;
+    if (i >= n * cols) return;
+    int t = i / cols, c = i % cols;
+    const u8* wb = w + ((size_t)tokens[t] * blocks + c / 32) * 34;
+    x[i] = __fmul_rn((float)(signed char)wb[2 + c % 32], h2f(ld16(wb)));
+}
+
+// RMS norm, one warp per row: lanes square 32 values side by side, and every lane adds them in
+// order (the CPU's sequential sum); then x / sqrt(sum / n + eps) * w.
+extern "C" __global__ void rms_norm(const float* x, const float* w, int rows, int n, float eps,
+                                    float* out) {
+    int r = blockIdx.x;
+    int lane = threadIdx.x;
+    if (r >= rows) return;
+    const float* xr = x + (size_t)r * n;
+    float sum = 0.0f;
+    for (int c0 = 0; c0 < n; c0 += 32) {
+        int c = c0 + lane;
+        float sq = c < n ? __fmul_rn(xr[c], xr[c]) : 0.0f;
+        int nb = min(32, n - c0);
+        for (int l = 0; l < nb; l++) sum = __fadd_rn(sum, __shfl_sync(FULL, sq, l));
+    }
+    float m = __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, (float)n), eps));
+    for (int c = lane; c < n; c += 32) out[(size_t)r * n + c] = __fmul_rn(__fdiv_rn(xr[c], m), w[c]);
+}
+
+__device__ __forceinline__ void rotate(float a, float b, float c, float s, float* o) {
+    o[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    o[1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+}
+
+// Queries: columns [0, heads * hd) of each qkv row (width wide), rotated by the row's position.
+// One thread per pair.
+extern "C" __global__ void rope_queries(const float* qkv, int rows, int width, int qn, int half,
+                                        const int* pos, const float* cos, const float* sin,
+                                        float* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int pairs = qn / 2;
+    if (i >= rows * pairs) return;
+    int r = i / pairs, p = i % pairs, k = p % half;
+    const float* src = qkv + (size_t)r * width + 2 * p;
+    size_t t = (size_t)pos[r] * half + k;
+    rotate(src[0], src[1], cos[t], sin[t], out + (size_t)r * qn + 2 * p);
+}
+
+// Keys (rotated) and values of `rows` qkv rows into a cache at positions start.., both rounded
+// to f16. Cache rows are kvn wide. One thread per pair.
+extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int qn, int kvn,
+                                    int half, int start, const float* cos, const float* sin,
+                                    float* keys, float* values) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int pairs = kvn / 2;
+    if (i >= rows * pairs) return;
+    int r = i / pairs, p = i % pairs, k = p % half;
+    const float* src = qkv + (size_t)r * width + qn + 2 * p;
+    size_t t = (size_t)(start + r) * half + k;
+    float o[2];
+    rotate(src[0], src[1], cos[t], sin[t], o);
+    size_t at = (size_t)(start + r) * kvn + 2 * p;
+    keys[at] = round_f16(o[0]);
+    keys[at + 1] = round_f16(o[1]);
+    values[at] = round_f16(src[kvn]);
+    values[at + 1] = round_f16(src[kvn + 1]);
+}
+
+// Causal attention of `rows` query rows (positions start..) against a cache; one warp per
+// (row, head). Scores as the CPU computes them (q rounded to f16, an eight-lane dot product
+// summed in a fixed tree, times scale), the softmax sum in position order, probabilities rounded
+// to f16, values summed in position order.
+extern "C" __global__ void attention(const float* q, int rows, int heads, int kv_heads, int hd,
+                                     int start, const float* keys, const float* values,
+                                     float scale, float* out) {
+    extern __shared__ float sc[];
+    int item = blockIdx.x;
+    if (item >= rows * heads) return;
+    int i = item / heads, h = item % heads, lane = threadIdx.x;
+    int kvh = h / (heads / kv_heads);
+    int last = start + i, kvn = kv_heads * hd;
+    const float* qr = q + (size_t)item * hd;
+    float mx = __int_as_float(0xff800000);  // -infinity
+    for (int j = lane; j <= last; j += 32) {
+        const float* kr = keys + (size_t)j * kvn + kvh * hd;
+        float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        int c = 0;
+        for (; c + 8 <= hd; c += 8)
+            for (int l = 0; l < 8; l++)
+                acc[l] = __fadd_rn(acc[l], __fmul_rn(round_f16(qr[c + l]), kr[c + l]));
+        float tail = 0.0f;
+        for (; c < hd; c++) tail = __fadd_rn(tail, __fmul_rn(round_f16(qr[c]), kr[c]));
+        float dot = __fadd_rn(__fadd_rn(__fadd_rn(acc[0], acc[1]), __fadd_rn(acc[2], acc[3])),
+                              __fadd_rn(__fadd_rn(acc[4], acc[5]), __fadd_rn(acc[6], acc[7])));
+        float sj = __fmul_rn(__fadd_rn(dot, tail), scale);
+        sc[j] = sj;
+        mx = fmaxf(mx, sj);
+    }
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, off));
+    __syncwarp();
+    for (int j = lane; j <= last; j += 32) sc[j] = exp_agora(__fsub_rn(sc[j], mx));
+    __syncwarp();
+    __shared__ float inv;
+    if (lane == 0) {
+        float sum = 0.0f;
+        for (int j = 0; j <= last; j++) sum = __fadd_rn(sum, sc[j]);
+        inv = __fdiv_rn(1.0f, sum);
+    }
+    __syncwarp();
+    float iv = inv;
+    const float* vb = values + kvh * hd;
+    for (int dd = lane; dd < hd; dd += 32) {
+        float o = 0.0f;
+        for (int j = 0; j <= last; j++)
+            o = __fadd_rn(o, __fmul_rn(round_f16(__fmul_rn(sc[j], iv)), vb[(size_t)j * kvn + dd]));
+        out[(size_t)item * hd + dd] = o;
+    }
+}
+
+// gated[r][i] = silu(g) * u for gate and up side by side in each row (2 * ffn wide).
+extern "C" __global__ void silu_mul(const float* gu, int rows, int ffn, float* out) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * ffn) return;
+    int r = i / ffn, c = i % ffn;
+    float g = gu[(size_t)r * 2 * ffn + c], u = gu[(size_t)r * 2 * ffn + ffn + c];
+    out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, exp_agora(-g))), u);
+}
+
+// x += y, elementwise.
+extern "C" __global__ void add(float* x, const float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = __fadd_rn(x[i], y[i]);
+}

@@ -1,0 +1,876 @@
+//! The inference engine's CUDA path: the llama forward pass of `agora-inference-candle` on an
+//! NVIDIA GPU.
+//!
+//! Stability: internal to the node; the interface is `agora_inference::Engine`, reached through
+//! `agora_inference_candle::CandleEngine` with the device set to CUDA (`AGORA_DEVICE=cuda`).
+//!
+//! # Design
+//! - **Nothing CUDA at build time.** The driver (`libcuda.so.1`) and NVRTC, CUDA's run-time
+//!   compiler (`libnvrtc.so`), are opened when a GPU model is made, and the kernels
+//!   (`kernels.cu`) are compiled then for the GPU at hand. Every Agora build can use a GPU, and a
+//!   machine without one never loads either library.
+//! - **The CPU engine's arithmetic.** Weights stay in the GGUF's own Q4_1 / Q8_0 blocks;
+//!   activations are quantized to 8 bits per 32-block exactly as on the CPU; each product output
+//!   is one thread summing blocks in order with the same fused multiply-adds; norms, rotary
+//!   embedding and attention do the CPU's operations in the CPU's order (kernels are compiled with
+//!   `--fmad=false`, so nothing else is fused). What can differ is `exp` (the softmax and SiLU),
+//!   whose last bit the CUDA library may round differently from the CPU's: a GPU miner's answers
+//!   re-score on a CPU validator as argmax except at rare near-ties (measured in BENCHMARKS.md).
+//! - **One stream, one pass at a time.** Passes are serialised by a lock; the engine batches
+//!   concurrent generations into one pass as on the CPU.
+//! - **Caches grow.** A sequence's key-value cache is one device buffer, `[layer][keys |
+//!   values][position][kv_head * head_dim]`, reallocated at twice the size when a pass needs
+//!   more positions.
+//!
+//! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); [`Kernels`]
+//! holds every launch, and each checks the buffer sizes its kernel indexes before launching.
+#![allow(clippy::float_arithmetic)] // Not consensus-visible: logits are floats.
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig,
+    PushKernelArg,
+};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+
+/// The kernels' source.
+pub const KERNELS: &str = include_str!("kernels.cu");
+
+/// Kernel entry points, in the order [`Kernels`] loads them.
+pub const KERNEL_NAMES: [&str; 10] = [
+    "quantize_act",
+    "matmul_q4_1",
+    "matmul_q8_0",
+    "embed_q8_0",
+    "rms_norm",
+    "rope_queries",
+    "store_kv",
+    "attention",
+    "silu_mul",
+    "add",
+];
+
+/// What can go wrong on the CUDA path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no CUDA driver found (libcuda.so.1): install the NVIDIA driver, or run on the CPU (AGORA_DEVICE=cpu)"
+    )]
+    NoDriver,
+    #[error(
+        "NVRTC, CUDA's run-time compiler, was not found (libnvrtc.so.13 or .12): install the CUDA toolkit, or the `nvidia-cuda-nvrtc` Python package, and put the directory holding libnvrtc on LD_LIBRARY_PATH"
+    )]
+    NoNvrtc,
+    #[error("CUDA driver error: {0}")]
+    Driver(String),
+    #[error("compiling the CUDA kernels failed: {0}")]
+    Compile(String),
+    #[error("CUDA model: {0}")]
+    Invalid(String),
+}
+
+impl From<cudarc::driver::DriverError> for Error {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        Error::Driver(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::Invalid(msg.into()))
+}
+
+/// Whether NVRTC can be opened on this machine (no GPU needed).
+#[allow(unsafe_code)]
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to open the library by its candidate names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Whether the CUDA driver library can be opened on this machine.
+#[allow(unsafe_code)]
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open the library by its candidate names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Compile [`KERNELS`] to PTX for a virtual architecture such as `compute_90`. Needs NVRTC but
+/// no GPU (the tests compile the kernels on machines without one).
+pub fn compile(arch: &str) -> Result<Ptx> {
+    if !nvrtc_present() {
+        return Err(Error::NoNvrtc);
+    }
+    let opts = CompileOptions {
+        fmad: Some(false),
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        ftz: Some(false),
+        options: vec![format!("--gpu-architecture={arch}")],
+        name: Some("agora_kernels.cu".into()),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| match e {
+        cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+            Error::Compile(log.to_string_lossy().into_owned())
+        }
+        other => Error::Compile(other.to_string()),
+    })
+}
+
+/// Stop the context tracking reads and writes with events (a cost on every launch).
+#[allow(unsafe_code)]
+fn single_stream(ctx: &Arc<CudaContext>) {
+    // SAFETY: every buffer of a model is used on its one stream, so the driver's stream order
+    // alone keeps each use after the writes before it.
+    unsafe { ctx.disable_event_tracking() };
+}
+
+/// A weight matrix's block format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// 32 weights in 20 bytes: f16 scale, f16 minimum, 16 bytes of nibbles.
+    Q4_1,
+    /// 32 weights in 34 bytes: f16 scale, 32 signed bytes.
+    Q8_0,
+}
+
+impl Format {
+    fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
+        }
+    }
+}
+
+/// A weight matrix as the GGUF stores it: `rows` rows of `cols / 32` blocks.
+#[derive(Clone, Copy, Debug)]
+pub struct HostMatrix<'a> {
+    pub format: Format,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: &'a [u8],
+}
+
+/// One transformer block's weights. `qkv` holds the query, key and value rows stacked (in that
+/// order), `gate_up` the gate and up rows.
+#[derive(Clone, Copy, Debug)]
+pub struct HostLayer<'a> {
+    pub attn_norm: &'a [f32],
+    pub qkv: HostMatrix<'a>,
+    pub wo: HostMatrix<'a>,
+    pub ffn_norm: &'a [f32],
+    pub gate_up: HostMatrix<'a>,
+    pub down: HostMatrix<'a>,
+}
+
+/// Hyperparameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub embedding: usize,
+    pub ffn: usize,
+    pub eps: f32,
+    pub context_length: usize,
+}
+
+/// Token embeddings: the rows of the (Q8_0) output matrix when they are tied, or their own f32
+/// table `[token][embedding]`.
+#[derive(Clone, Copy, Debug)]
+pub enum HostEmbeddings<'a> {
+    Tied,
+    F32(&'a [f32]),
+}
+
+/// Everything the GPU model is made from.
+#[derive(Clone, Debug)]
+pub struct HostModel<'a> {
+    pub config: Config,
+    pub embeddings: HostEmbeddings<'a>,
+    pub layers: Vec<HostLayer<'a>>,
+    pub norm: &'a [f32],
+    pub output: HostMatrix<'a>,
+    /// Rotary tables `[position][head_dim / 2]`.
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
+
+/// A weight matrix on the device.
+#[derive(Debug)]
+struct Matrix {
+    format: Format,
+    rows: usize,
+    cols: usize,
+    bytes: CudaSlice<u8>,
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: CudaSlice<f32>,
+    qkv: Matrix,
+    wo: Matrix,
+    ffn_norm: CudaSlice<f32>,
+    gate_up: Matrix,
+    down: Matrix,
+}
+
+#[derive(Debug)]
+enum Embeddings {
+    Tied,
+    F32(CudaSlice<f32>),
+}
+
+/// The loaded kernels, and every launch.
+#[derive(Debug)]
+struct Kernels {
+    f: Vec<CudaFunction>,
+}
+
+/// Threads per block for the element-wise kernels.
+const THREADS: u32 = 128;
+
+fn blocks_for(n: usize) -> Result<u32> {
+    u32::try_from(n.div_ceil(THREADS as usize)).or_else(|_| invalid("launch too large"))
+}
+
+fn linear(n: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (blocks_for(n)?, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// One warp per item (`THREADS / 32` items per block), `rows` times over.
+fn warps(items: usize, rows: usize) -> Result<LaunchConfig> {
+    let per_block = (THREADS / 32) as usize;
+    Ok(LaunchConfig {
+        grid_dim: (
+            u32::try_from(items.div_ceil(per_block)).or_else(|_| invalid("launch too large"))?,
+            u32::try_from(rows).or_else(|_| invalid("too many rows"))?,
+            1,
+        ),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+fn int(n: usize) -> Result<i32> {
+    i32::try_from(n).or_else(|_| invalid(format!("{n} does not fit a kernel's int")))
+}
+
+fn need(what: &str, have: usize, want: usize) -> Result<()> {
+    if have < want {
+        return invalid(format!("{what}: buffer of {have} where {want} are needed"));
+    }
+    Ok(())
+}
+
+/// A device buffer that the next kernel writes whole before anything reads it (no memset).
+#[allow(unsafe_code)]
+fn uninit<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, len: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: every caller hands the buffer to a kernel (or copies) that writes all `len`
+    // elements before any are read; plain-data element types have no invalid bit patterns
+    // that a read could observe.
+    Ok(unsafe { s.alloc::<T>(len.max(1)) }?)
+}
+
+/// Activations quantized per 32-block.
+#[derive(Debug)]
+struct Quantized {
+    q: CudaSlice<i8>,
+    d: CudaSlice<f32>,
+    s: CudaSlice<f32>,
+    rows: usize,
+    blocks: usize,
+}
+
+// SAFETY (for every launch below): the kernels index only within the sizes checked before each
+// launch (`need`), with the integer arguments passed; every buffer is a live device allocation
+// of the element type the kernel expects, on this context; and all work runs on one stream, so
+// a buffer is not freed or reused before the kernels using it finish.
+#[allow(unsafe_code)]
+impl Kernels {
+    fn load(ctx: &Arc<CudaContext>) -> Result<Kernels> {
+        let (major, minor) = ctx.compute_capability()?;
+        if major < 6 || (major == 6 && minor < 1) {
+            return invalid(format!(
+                "compute capability {major}.{minor} is too old (6.1 or newer is needed)"
+            ));
+        }
+        let ptx = compile(&format!("compute_{major}{minor}"))?;
+        let module = ctx.load_module(ptx)?;
+        let f = KERNEL_NAMES
+            .iter()
+            .map(|n| module.load_function(n))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Kernels { f })
+    }
+
+    fn quantize(
+        &self,
+        s: &Arc<CudaStream>,
+        x: &CudaView<'_, f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Quantized> {
+        if !cols.is_multiple_of(32) {
+            return invalid(format!("{cols} columns are not whole 32-blocks"));
+        }
+        need("quantize input", x.len(), rows * cols)?;
+        let blocks = cols / 32;
+        let count = rows * blocks;
+        let mut q = uninit::<i8>(s, count * 32)?;
+        let mut d = uninit::<f32>(s, count)?;
+        let mut sx = uninit::<f32>(s, count)?;
+        let c = int(count)?;
+        let mut b = s.launch_builder(&self.f[0]);
+        b.arg(x).arg(&c).arg(&mut q).arg(&mut d).arg(&mut sx);
+        unsafe { b.launch(warps(count, 1)?) }?;
+        Ok(Quantized {
+            q,
+            d,
+            s: sx,
+            rows,
+            blocks,
+        })
+    }
+
+    /// `rows` rows of `x` times the matrix: `[rows][m.rows]`.
+    fn matmul(
+        &self,
+        s: &Arc<CudaStream>,
+        m: &Matrix,
+        x: &CudaView<'_, f32>,
+        rows: usize,
+    ) -> Result<CudaSlice<f32>> {
+        let a = self.quantize(s, x, rows, m.cols)?;
+        need(
+            "matrix",
+            m.bytes.len(),
+            m.rows * a.blocks * m.format.block_bytes(),
+        )?;
+        let mut y = uninit::<f32>(s, rows * m.rows)?;
+        let cfg = warps(m.rows, a.rows)?;
+        let (n, nb, mr) = (int(m.rows)?, int(a.blocks)?, int(a.rows)?);
+        match m.format {
+            Format::Q4_1 => {
+                let mut b = s.launch_builder(&self.f[1]);
+                b.arg(&m.bytes)
+                    .arg(&n)
+                    .arg(&nb)
+                    .arg(&a.q)
+                    .arg(&a.d)
+                    .arg(&a.s)
+                    .arg(&mr)
+                    .arg(&mut y);
+                unsafe { b.launch(cfg) }?;
+            }
+            Format::Q8_0 => {
+                let mut b = s.launch_builder(&self.f[2]);
+                b.arg(&m.bytes)
+                    .arg(&n)
+                    .arg(&nb)
+                    .arg(&a.q)
+                    .arg(&a.d)
+                    .arg(&mr)
+                    .arg(&mut y);
+                unsafe { b.launch(cfg) }?;
+            }
+        }
+        Ok(y)
+    }
+
+    fn embed_q8_0(
+        &self,
+        s: &Arc<CudaStream>,
+        m: &Matrix,
+        tokens: &CudaSlice<u32>,
+        x: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let n = tokens.len();
+        need("embeddings", x.len(), n * m.cols)?;
+        let blocks = m.cols / 32;
+        need("embedding matrix", m.bytes.len(), m.rows * blocks * 34)?;
+        let (nb, nn) = (int(blocks)?, int(n)?);
+        let mut b = s.launch_builder(&self.f[3]);
+        b.arg(&m.bytes).arg(&nb).arg(tokens).arg(&nn).arg(x);
+        unsafe { b.launch(linear(n * m.cols)?) }?;
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        s: &Arc<CudaStream>,
+        x: &CudaView<'_, f32>,
+        w: &CudaSlice<f32>,
+        rows: usize,
+        eps: f32,
+    ) -> Result<CudaSlice<f32>> {
+        let n = w.len();
+        need("norm input", x.len(), rows * n)?;
+        let mut out = uninit::<f32>(s, rows * n)?;
+        let (r, nn) = (int(rows)?, int(n)?);
+        let mut b = s.launch_builder(&self.f[4]);
+        b.arg(x).arg(w).arg(&r).arg(&nn).arg(&eps).arg(&mut out);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                u32::try_from(rows).or_else(|_| invalid("too many rows"))?,
+                1,
+                1,
+            ),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe { b.launch(cfg) }?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rope_queries(
+        &self,
+        s: &Arc<CudaStream>,
+        qkv: &CudaSlice<f32>,
+        rows: usize,
+        width: usize,
+        qn: usize,
+        half: usize,
+        pos: &CudaSlice<i32>,
+        tables: (&CudaSlice<f32>, &CudaSlice<f32>),
+    ) -> Result<CudaSlice<f32>> {
+        need("qkv", qkv.len(), rows * width)?;
+        need("positions", pos.len(), rows)?;
+        let mut out = uninit::<f32>(s, rows * qn)?;
+        let (r, w, q, h) = (int(rows)?, int(width)?, int(qn)?, int(half)?);
+        let mut b = s.launch_builder(&self.f[5]);
+        b.arg(qkv)
+            .arg(&r)
+            .arg(&w)
+            .arg(&q)
+            .arg(&h)
+            .arg(pos)
+            .arg(tables.0)
+            .arg(tables.1)
+            .arg(&mut out);
+        unsafe { b.launch(linear(rows * qn / 2)?) }?;
+        Ok(out)
+    }
+
+    /// Keys and values of `rows` qkv rows into a cache layer at positions `start..`.
+    #[allow(clippy::too_many_arguments)]
+    fn store_kv(
+        &self,
+        s: &Arc<CudaStream>,
+        qkv: &CudaView<'_, f32>,
+        rows: usize,
+        width: usize,
+        qn: usize,
+        kvn: usize,
+        half: usize,
+        start: usize,
+        tables: (&CudaSlice<f32>, &CudaSlice<f32>),
+        keys: &mut CudaViewMut<'_, f32>,
+        values: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        need("qkv", qkv.len(), rows * width)?;
+        need("keys", keys.len(), (start + rows) * kvn)?;
+        need("values", values.len(), (start + rows) * kvn)?;
+        need(
+            "rotary table",
+            tables.0.len().min(tables.1.len()),
+            (start + rows) * half,
+        )?;
+        let (r, w, q, k, h, st) = (
+            int(rows)?,
+            int(width)?,
+            int(qn)?,
+            int(kvn)?,
+            int(half)?,
+            int(start)?,
+        );
+        let mut b = s.launch_builder(&self.f[6]);
+        b.arg(qkv)
+            .arg(&r)
+            .arg(&w)
+            .arg(&q)
+            .arg(&k)
+            .arg(&h)
+            .arg(&st)
+            .arg(tables.0)
+            .arg(tables.1)
+            .arg(&mut *keys)
+            .arg(&mut *values);
+        unsafe { b.launch(linear(rows * kvn / 2)?) }?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        s: &Arc<CudaStream>,
+        q: &CudaView<'_, f32>,
+        rows: usize,
+        c: &Config,
+        start: usize,
+        keys: &CudaView<'_, f32>,
+        values: &CudaView<'_, f32>,
+        scale: f32,
+        out: &mut CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        let (hd, kvn) = (c.head_dim, c.kv_heads * c.head_dim);
+        need("queries", q.len(), rows * c.heads * hd)?;
+        need("keys", keys.len(), (start + rows) * kvn)?;
+        need("values", values.len(), (start + rows) * kvn)?;
+        need("attention output", out.len(), rows * c.heads * hd)?;
+        let shared =
+            u32::try_from((start + rows) * 4 + 64).or_else(|_| invalid("context too long"))?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                u32::try_from(rows * c.heads).or_else(|_| invalid("too many rows"))?,
+                1,
+                1,
+            ),
+            block_dim: (32, 1, 1),
+            shared_mem_bytes: shared,
+        };
+        let (r, h, kh, d, st) = (
+            int(rows)?,
+            int(c.heads)?,
+            int(c.kv_heads)?,
+            int(hd)?,
+            int(start)?,
+        );
+        let mut b = s.launch_builder(&self.f[7]);
+        b.arg(q)
+            .arg(&r)
+            .arg(&h)
+            .arg(&kh)
+            .arg(&d)
+            .arg(&st)
+            .arg(keys)
+            .arg(values)
+            .arg(&scale)
+            .arg(&mut *out);
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+
+    fn silu_mul(
+        &self,
+        s: &Arc<CudaStream>,
+        gu: &CudaSlice<f32>,
+        rows: usize,
+        ffn: usize,
+    ) -> Result<CudaSlice<f32>> {
+        need("gate and up", gu.len(), rows * 2 * ffn)?;
+        let mut out = uninit::<f32>(s, rows * ffn)?;
+        let (r, f) = (int(rows)?, int(ffn)?);
+        let mut b = s.launch_builder(&self.f[8]);
+        b.arg(gu).arg(&r).arg(&f).arg(&mut out);
+        unsafe { b.launch(linear(rows * ffn)?) }?;
+        Ok(out)
+    }
+
+    fn add(&self, s: &Arc<CudaStream>, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
+        need("addend", y.len(), x.len())?;
+        let n = int(x.len())?;
+        let cfg = linear(x.len())?;
+        let mut b = s.launch_builder(&self.f[9]);
+        b.arg(x).arg(y).arg(&n);
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+}
+
+/// One sequence's key-value cache on the device (its length is kept by the caller).
+#[derive(Debug, Default)]
+pub struct Cache {
+    kv: Option<CudaSlice<f32>>,
+    /// Positions each layer's keys (and values) have room for.
+    capacity: usize,
+}
+
+/// One sequence's part of a pass: `tokens` fed at positions `start..`, logits wanted from
+/// `first_row` on.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut Cache,
+    pub start: usize,
+    pub first_row: usize,
+}
+
+/// The model on one GPU.
+#[derive(Debug)]
+pub struct Model {
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    config: Config,
+    device: String,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    norm: CudaSlice<f32>,
+    output: Matrix,
+    cos: CudaSlice<f32>,
+    sin: CudaSlice<f32>,
+    /// One pass at a time.
+    pass: Mutex<()>,
+}
+
+impl Model {
+    /// Open GPU `ordinal`, compile the kernels for it and upload the weights.
+    pub fn load(ordinal: usize, host: &HostModel<'_>) -> Result<Model> {
+        if !driver_present() {
+            return Err(Error::NoDriver);
+        }
+        if !nvrtc_present() {
+            return Err(Error::NoNvrtc);
+        }
+        let count = CudaContext::device_count()?;
+        if ordinal >= usize::try_from(count).unwrap_or(0) {
+            return invalid(format!(
+                "there is no CUDA device {ordinal} (this machine has {count})"
+            ));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        single_stream(&ctx);
+        let device = format!("{} (cuda:{ordinal})", ctx.name()?);
+        let kernels = Kernels::load(&ctx)?;
+        let stream = ctx.default_stream();
+        let c = host.config;
+        if c.heads == 0
+            || c.kv_heads == 0
+            || !c.heads.is_multiple_of(c.kv_heads)
+            || !c.head_dim.is_multiple_of(2)
+        {
+            return invalid("unsupported head layout");
+        }
+        let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let upload = |m: &HostMatrix<'_>, rows: usize, cols: usize, what: &str| -> Result<Matrix> {
+            if m.rows != rows || m.cols != cols || !cols.is_multiple_of(32) {
+                return invalid(format!(
+                    "{what} is {}x{}, expected {rows}x{cols}",
+                    m.rows, m.cols
+                ));
+            }
+            if m.bytes.len() != rows * (cols / 32) * m.format.block_bytes() {
+                return invalid(format!("{what} has {} bytes", m.bytes.len()));
+            }
+            Ok(Matrix {
+                format: m.format,
+                rows,
+                cols,
+                bytes: stream.clone_htod(m.bytes)?,
+            })
+        };
+        let vector = |v: &[f32], n: usize, what: &str| -> Result<CudaSlice<f32>> {
+            if v.len() != n {
+                return invalid(format!("{what} has {} values, expected {n}", v.len()));
+            }
+            Ok(stream.clone_htod(v)?)
+        };
+        let emb = c.embedding;
+        let mut layers = Vec::with_capacity(host.layers.len());
+        for (i, l) in host.layers.iter().enumerate() {
+            layers.push(Layer {
+                attn_norm: vector(l.attn_norm, emb, &format!("layer {i} attention norm"))?,
+                qkv: upload(&l.qkv, qn + 2 * kvn, emb, &format!("layer {i} qkv"))?,
+                wo: upload(&l.wo, emb, qn, &format!("layer {i} output projection"))?,
+                ffn_norm: vector(l.ffn_norm, emb, &format!("layer {i} ffn norm"))?,
+                gate_up: upload(&l.gate_up, 2 * c.ffn, emb, &format!("layer {i} gate/up"))?,
+                down: upload(&l.down, emb, c.ffn, &format!("layer {i} down"))?,
+            });
+        }
+        let vocab = host.output.rows;
+        let output = upload(&host.output, vocab, emb, "output matrix")?;
+        let embeddings = match host.embeddings {
+            HostEmbeddings::Tied if output.format == Format::Q8_0 => Embeddings::Tied,
+            HostEmbeddings::Tied => return invalid("tied embeddings must be a Q8_0 matrix"),
+            HostEmbeddings::F32(t) => Embeddings::F32(vector(t, vocab * emb, "embeddings")?),
+        };
+        let half = c.head_dim / 2;
+        let table = c.context_length * half;
+        Ok(Model {
+            kernels,
+            config: c,
+            device,
+            embeddings,
+            layers,
+            norm: vector(host.norm, emb, "output norm")?,
+            output,
+            cos: vector(host.cos, table, "rotary cosines")?,
+            sin: vector(host.sin, table, "rotary sines")?,
+            pass: Mutex::new(()),
+            stream,
+        })
+    }
+
+    /// The GPU's name and ordinal, for reports.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.output.rows
+    }
+
+    /// Make room in `cache` for `positions` positions, keeping what it holds.
+    fn reserve(&self, cache: &mut Cache, positions: usize) -> Result<()> {
+        if positions <= cache.capacity && cache.kv.is_some() {
+            return Ok(());
+        }
+        let c = &self.config;
+        let kvn = c.kv_heads * c.head_dim;
+        let cap = positions.next_power_of_two().max(64).min(c.context_length);
+        let layers = self.layers.len();
+        let mut kv = self.stream.alloc_zeros::<f32>(layers * 2 * cap * kvn)?;
+        if let Some(old) = &cache.kv {
+            let held = cache.capacity * kvn;
+            for part in 0..2 * layers {
+                let src = old.slice(part * held..(part + 1) * held);
+                let mut dst = kv.slice_mut(part * cap * kvn..part * cap * kvn + held);
+                self.stream.memcpy_dtod(&src, &mut dst)?;
+            }
+        }
+        cache.kv = Some(kv);
+        cache.capacity = cap;
+        Ok(())
+    }
+
+    /// Feed each segment's tokens after its cache; logits for each segment's rows from its
+    /// `first_row` on, the segments' rows one after another (`[row][vocab]`). The caller advances
+    /// each segment's length by its tokens.
+    pub fn forward(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
+        let _pass = self
+            .pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = self.config;
+        let s = &self.stream;
+        let k = &self.kernels;
+        let (emb, vocab) = (c.embedding, self.vocab());
+        let (qn, kvn, half) = (
+            c.heads * c.head_dim,
+            c.kv_heads * c.head_dim,
+            c.head_dim / 2,
+        );
+        let width = qn + 2 * kvn;
+        let mut tokens: Vec<u32> = Vec::new();
+        let mut pos: Vec<i32> = Vec::new();
+        for seg in segments.iter_mut() {
+            let end = seg.start + seg.tokens.len();
+            if end > c.context_length {
+                return invalid(format!(
+                    "{end} positions exceed the context of {}",
+                    c.context_length
+                ));
+            }
+            if let Some(&t) = seg.tokens.iter().find(|&&t| t as usize >= vocab) {
+                return invalid(format!("token {t} is outside the vocabulary"));
+            }
+            self.reserve(seg.cache, end)?;
+            tokens.extend_from_slice(seg.tokens);
+            for p in seg.start..end {
+                pos.push(int(p)?);
+            }
+        }
+        let rows = tokens.len();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let d_tokens = s.clone_htod(&tokens)?;
+        let d_pos = s.clone_htod(&pos)?;
+        let mut x = uninit::<f32>(s, rows * emb)?;
+        match &self.embeddings {
+            Embeddings::Tied => k.embed_q8_0(s, &self.output, &d_tokens, &mut x)?,
+            Embeddings::F32(table) => {
+                for (r, &t) in tokens.iter().enumerate() {
+                    let t = t as usize;
+                    let src = table.slice(t * emb..(t + 1) * emb);
+                    let mut dst = x.slice_mut(r * emb..(r + 1) * emb);
+                    s.memcpy_dtod(&src, &mut dst)?;
+                }
+            }
+        }
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let tables = (&self.cos, &self.sin);
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = k.rms_norm(s, &x.as_view(), &layer.attn_norm, rows, c.eps)?;
+            let qkv = k.matmul(s, &layer.qkv, &h.as_view(), rows)?;
+            let q = k.rope_queries(s, &qkv, rows, width, qn, half, &d_pos, tables)?;
+            let mut attn = uninit::<f32>(s, rows * qn)?;
+            let mut at = 0;
+            for seg in segments.iter_mut() {
+                let n = seg.tokens.len();
+                if n == 0 {
+                    continue;
+                }
+                let cap = seg.cache.capacity;
+                let Some(kv) = seg.cache.kv.as_mut() else {
+                    return invalid("cache not reserved");
+                };
+                let region = li * 2 * cap * kvn;
+                {
+                    let mut layer_kv = kv.slice_mut(region..region + 2 * cap * kvn);
+                    let (mut keys, mut values) = layer_kv.split_at_mut(cap * kvn);
+                    let src = qkv.slice(at * width..(at + n) * width);
+                    k.store_kv(
+                        s,
+                        &src,
+                        n,
+                        width,
+                        qn,
+                        kvn,
+                        half,
+                        seg.start,
+                        tables,
+                        &mut keys,
+                        &mut values,
+                    )?;
+                }
+                let layer_kv = kv.slice(region..region + 2 * cap * kvn);
+                let (keys, values) = layer_kv.split_at(cap * kvn);
+                let qv = q.slice(at * qn..(at + n) * qn);
+                let mut out = attn.slice_mut(at * qn..(at + n) * qn);
+                k.attention(s, &qv, n, &c, seg.start, &keys, &values, scale, &mut out)?;
+                at += n;
+            }
+            let o = k.matmul(s, &layer.wo, &attn.as_view(), rows)?;
+            k.add(s, &mut x, &o)?;
+            let h = k.rms_norm(s, &x.as_view(), &layer.ffn_norm, rows, c.eps)?;
+            let gu = k.matmul(s, &layer.gate_up, &h.as_view(), rows)?;
+            let g = k.silu_mul(s, &gu, rows, c.ffn)?;
+            let d = k.matmul(s, &layer.down, &g.as_view(), rows)?;
+            k.add(s, &mut x, &d)?;
+        }
+        // The rows asked for, gathered; then the output projection for them alone.
+        let wanted_rows: usize = segments
+            .iter()
+            .map(|seg| seg.tokens.len() - seg.first_row.min(seg.tokens.len()))
+            .sum();
+        if wanted_rows == 0 {
+            return Ok(Vec::new());
+        }
+        let mut wanted = uninit::<f32>(s, wanted_rows * emb)?;
+        let (mut at, mut to) = (0, 0);
+        for seg in segments.iter() {
+            let n = seg.tokens.len();
+            let first = seg.first_row.min(n);
+            if first < n {
+                let src = x.slice((at + first) * emb..(at + n) * emb);
+                let mut dst = wanted.slice_mut(to * emb..(to + n - first) * emb);
+                s.memcpy_dtod(&src, &mut dst)?;
+            }
+            at += n;
+            to += n - first;
+        }
+        let h = k.rms_norm(s, &wanted.as_view(), &self.norm, wanted_rows, c.eps)?;
+        let logits = k.matmul(s, &self.output, &h.as_view(), wanted_rows)?;
+        Ok(s.clone_dtoh(&logits)?)
+    }
+}
