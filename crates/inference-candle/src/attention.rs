@@ -102,9 +102,11 @@ fn attend_one(qrow: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut [f
         .map(|j| dot(qrow, &rows.keys[rows.at(j)]) * scale)
         .collect();
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
     for s in &mut scores {
         *s = crate::exp::exp(*s - max);
+    }
+    let mut sum = 0f32;
+    for s in &scores {
         sum += *s;
     }
     // Normalised probabilities, rounded to f16 as llama.cpp feeds them to its f16 product with

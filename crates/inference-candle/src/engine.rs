@@ -26,12 +26,21 @@ pub struct CandleEngine {
 /// Sequences decoded together: at most this many per pass.
 const MAX_BATCH: usize = 32;
 
+/// How long a pass waits for members still sampling their last token (see [`Batcher`]).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Batched decoding. Every generation that needs its next token's logits leaves its token and
 /// cache here; whichever waiting caller finds no pass running takes everything waiting (up to
 /// [`MAX_BATCH`]), runs one pass for all of it and hands each caller its logits and cache
 /// back. No extra thread: the callers take turns leading. Concurrent generations thus share
 /// each pass over the weights, and since the model treats every row on its own, each gets the
 /// same numbers as if it ran alone.
+///
+/// A pass waits for the batch to gather: generations between their prompt and their end are
+/// *members*, and after a pass its members sample their next token and come back at slightly
+/// different moments. A leader that would start a pass while some members are still on their
+/// way waits for them, for at most [`GATHER`]; otherwise the first one back would run a pass
+/// of one and the rest a pass of their own, and every token would cost two passes.
 #[derive(Debug, Default)]
 struct Batcher {
     state: std::sync::Mutex<BatchState>,
@@ -48,6 +57,40 @@ struct BatchState {
     leading: bool,
     /// The most sequences decoded in one pass so far.
     largest: usize,
+    /// Generations past their prompt and not yet finished (see [`Batcher`]).
+    members: usize,
+    /// When the oldest caller now waiting arrived.
+    waiting_since: Option<std::time::Instant>,
+}
+
+/// A generation's membership of the batch, from its first decoding step to its end (however it
+/// ends).
+struct Member<'a> {
+    batcher: &'a Batcher,
+}
+
+impl<'a> Member<'a> {
+    fn join(batcher: &'a Batcher) -> Self {
+        let mut st = batcher
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.members += 1;
+        Member { batcher }
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        let mut st = self
+            .batcher
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.members = st.members.saturating_sub(1);
+        // A leader waiting for this generation to come back need not wait any longer.
+        self.batcher.changed.notify_all();
+    }
 }
 
 /// Ends a lead that unwinds: every caller in its pass gets an error, and the lead is free.
@@ -192,15 +235,31 @@ impl CandleEngine {
         let id = st.next_id;
         st.next_id += 1;
         st.waiting.push((id, token, cache));
+        if st.waiting_since.is_none() {
+            st.waiting_since = Some(std::time::Instant::now());
+        }
+        b.changed.notify_all();
         loop {
             if let Some(done) = st.done.remove(&id) {
                 return done;
             }
             if !st.leading && !st.waiting.is_empty() {
+                // Wait for the members still on their way, a little.
+                let gathered = st.waiting.len() >= st.members.min(MAX_BATCH);
+                let waited = st.waiting_since.map_or(GATHER, |t| t.elapsed());
+                if !gathered && waited < GATHER {
+                    st = b
+                        .changed
+                        .wait_timeout(st, GATHER - waited)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                    continue;
+                }
                 st.leading = true;
                 let take = st.waiting.len().min(MAX_BATCH);
                 st.largest = st.largest.max(take);
                 let mut batch: Vec<(u64, u32, Cache)> = st.waiting.drain(..take).collect();
+                st.waiting_since = None;
                 drop(st);
                 // Should the pass unwind, the callers in it get an error instead of waiting
                 // forever, and another caller can lead.
@@ -233,6 +292,11 @@ impl CandleEngine {
                     st.done.insert(rid, (cache, row));
                 }
                 st.leading = false;
+                // The members of this pass come back from now on: the gathering time for the
+                // next one starts here, even for callers that arrived during this pass.
+                if !st.waiting.is_empty() {
+                    st.waiting_since = Some(std::time::Instant::now());
+                }
                 guard.ids.clear();
                 b.changed.notify_all();
                 continue;
@@ -391,6 +455,7 @@ impl Engine for CandleEngine {
             .map_err(backend)?;
         let mut row = self.logits_row(&logits, 0)?;
         let mut rng = Rng(request.sampling.seed);
+        let _member = Member::join(&self.batcher);
         let mut tokens = Vec::new();
         let mut bytes: Vec<u8> = Vec::new();
         let mut emitted = 0usize; // bytes of `bytes` already returned as text

@@ -251,18 +251,16 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `silu(g) * u` for each pair, appended to `out` (compiled for AVX-512 and AVX2 besides the
+/// `silu(g) * u` for each pair, into `out` (compiled for AVX-512 and AVX2 besides the
 /// baseline, so that [`crate::exp::exp`]'s fused multiply-adds are instructions).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
     "x86_64+avx2+fma+f16c"
 ))]
-fn silu_mul(g: &[f32], u: &[f32], out: &mut Vec<f32>) {
-    out.extend(
-        g.iter()
-            .zip(u)
-            .map(|(&g, &u)| g / (1.0 + crate::exp::exp(-g)) * u),
-    );
+fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + crate::exp::exp(-g)) * u;
+    }
 }
 
 fn round_f16(x: f32) -> f32 {
@@ -672,11 +670,15 @@ impl Weights {
             }
             let h = rms_norm(&x, &block.ffn_norm, eps);
             let gu = block.gate_up.forward(&h, emb)?;
-            let mut gated = Vec::with_capacity(gu.len() / 2);
-            for row in gu.chunks_exact(2 * self.ffn) {
-                let (g, u) = row.split_at(self.ffn);
-                silu_mul(g, u, &mut gated);
-            }
+            let mut gated = vec![0f32; gu.len() / 2];
+            gated
+                .par_chunks_mut(self.ffn)
+                .zip(gu.par_chunks(2 * self.ffn))
+                .with_min_len(4)
+                .for_each(|(out, row)| {
+                    let (g, u) = row.split_at(self.ffn);
+                    silu_mul(g, u, out);
+                });
             for (xv, o) in x.iter_mut().zip(block.down.forward(&gated, self.ffn)?) {
                 *xv += o;
             }

@@ -106,29 +106,67 @@ const ZERO_ACT: ActBlock = ActBlock {
 };
 
 /// Quantize one row of activations, appending `blocks` blocks (zero blocks after its end).
+#[cfg(test)]
 fn quantize_row(x: &[f32], blocks: usize, out: &mut Vec<ActBlock>) {
+    let at = out.len();
+    out.resize(at + blocks, ZERO_ACT);
+    quantize_into(x, &mut out[at..]);
+}
+
+/// Quantize one row of activations into `out` (one block per 32 values; zero blocks after the
+/// row's end). Compiled for AVX-512 and AVX2 besides the baseline (the rounding is then
+/// instructions, not calls); every version computes the same bits.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
+    "x86_64+avx2+fma+f16c"
+))]
+fn quantize_into(x: &[f32], out: &mut [ActBlock]) {
     let mut chunks = x.chunks_exact(BLOCK);
-    for _ in 0..blocks {
+    for o in out.iter_mut() {
         let Some(b) = chunks.next() else {
-            out.push(ZERO_ACT);
+            *o = ZERO_ACT;
             continue;
         };
         let amax = b.iter().fold(0f32, |a, &v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut q = [0i8; BLOCK];
-        let mut sum = 0i32;
         for (q, &v) in q.iter_mut().zip(b) {
             *q = (v * id).round() as i8;
-            sum += i32::from(*q);
         }
-        out.push(ActBlock {
+        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+        *o = ActBlock {
             q,
             d: f16::from_f32(d).to_f32(),
             s: f16::from_f32(sum as f32 * d).to_f32(),
             offset: -128 * sum,
-        });
+        };
     }
+}
+
+/// Quantize `x`'s rows (`cols` wide) to `blocks` blocks each, on rayon's threads when there are
+/// enough of them (each row on its own, so the result is the same either way).
+fn quantize_rows(x: &[f32], cols: usize, blocks: usize) -> Vec<ActBlock> {
+    use rayon::prelude::*;
+    /// Values per parallel task.
+    const PER_TASK: usize = 8192;
+    let m = x.len() / cols.max(1);
+    let mut acts = vec![ZERO_ACT; m * blocks];
+    let rows_per_task = (PER_TASK / cols.max(1)).max(1);
+    if m > rows_per_task {
+        acts.par_chunks_mut(rows_per_task * blocks)
+            .zip(x.par_chunks(rows_per_task * cols))
+            .for_each(|(out, xs)| {
+                for (o, row) in out.chunks_mut(blocks).zip(xs.chunks_exact(cols)) {
+                    quantize_into(row, o);
+                }
+            });
+    } else {
+        for (o, row) in acts.chunks_mut(blocks).zip(x.chunks_exact(cols)) {
+            quantize_into(row, o);
+        }
+    }
+    acts
 }
 
 /// A weight format: its panel, and the kernels.
@@ -202,11 +240,7 @@ impl<F: Format> QMatrix<F> {
         const CHUNK: usize = 2;
         let kernel = kernel.min(Kernel::best());
         let m = x.len() / self.cols;
-        let mut acts = Vec::with_capacity(m * self.blocks);
-        for row in x.chunks_exact(self.cols) {
-            quantize_row(row, self.blocks, &mut acts);
-        }
-        let acts = &acts;
+        let acts = &quantize_rows(x, self.cols, self.blocks);
         let padded = self.panels.len() / self.blocks.max(1) * PANEL;
         // Panel-major scratch: for panel row g and activation row r, the 16 outputs at
         // (g * m + r) * 16.
