@@ -1,7 +1,8 @@
 //! Causal attention over the key-value cache, computed the same way for every query row
 //! however many rows are processed at once.
 //!
-//! Each output row `(i, head)` is computed by one thread, in a fixed order: scores
+//! Each output row `(i, head)` is computed by one thread (together with the other heads that
+//! share its key-value head), in a fixed order: scores
 //! `q . k_j / sqrt(head_dim)` (q rounded to f16 as llama.cpp does; an 8-lane dot product, lanes
 //! summed in a fixed tree), a softmax over positions `0..=start + i` (maximum, then `exp` and
 //! the sum in position order; probabilities rounded to f16 as llama.cpp does), and the weighted
@@ -29,13 +30,21 @@ pub struct Shape {
 /// Work below this many multiply-adds runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
+/// Values per head at most (rows are converted from f16 into buffers of this size).
+pub const MAX_HEAD_DIM: usize = 256;
+
 /// `q` holds `seq` query rows for positions `start..start + seq`, laid out `[row][head][dim]`;
-/// `keys` and `values` hold positions `0..start + seq`, laid out `[position][kv_head][dim]`.
-/// Returns the attention output laid out `[row][head][dim]`.
+/// `keys` and `values` hold positions `0..start + seq` in f16 (the cache keeps them so; llama.cpp
+/// does too), laid out `[position][kv_head][dim]`. Returns the attention output laid out
+/// `[row][head][dim]`.
+///
+/// The query heads that share a key-value head are computed together, so each cached row is
+/// read (and converted) once for all of them; each head's numbers are still computed in the
+/// order described above.
 pub fn causal(
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
     shape: Shape,
     start: usize,
     seq: usize,
@@ -45,30 +54,33 @@ pub fn causal(
         kv_heads,
         head_dim: hd,
     } = shape;
-    let rep = (heads / kv_heads.max(1)).max(1);
+    let kv_heads = kv_heads.max(1);
+    let rep = (heads / kv_heads).max(1);
     let scale = 1.0 / (hd as f32).sqrt();
     // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
     let q16: Vec<f32> = q.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
     let mut out = vec![0f32; seq * heads * hd];
+    // One item per row and key-value head: `rep` consecutive query heads.
     let one = |item: usize, o: &mut [f32]| {
-        let (i, h) = (item / heads, item % heads);
-        let qrow = &q16[item * hd..(item + 1) * hd];
+        let (i, g) = (item / kv_heads, item % kv_heads);
+        let first = (i * heads + g * rep) * hd;
         let rows = Rows {
             keys,
             values,
             kv_heads,
-            kvh: h / rep,
+            kvh: g,
             hd,
         };
-        attend_one(qrow, &rows, start + i, scale, o);
+        attend_group(&q16[first..first + rep * hd], &rows, start + i, scale, o);
     };
     let work = seq * heads * (start + seq) * hd;
+    let group = rep * hd;
     if work >= PARALLEL_MIN {
-        out.par_chunks_mut(hd)
+        out.par_chunks_mut(group)
             .enumerate()
             .for_each(|(item, o)| one(item, o));
     } else {
-        out.chunks_mut(hd)
+        out.chunks_mut(group)
             .enumerate()
             .for_each(|(item, o)| one(item, o));
     }
@@ -77,8 +89,8 @@ pub fn causal(
 
 /// Where one key-value head's rows are.
 struct Rows<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+    keys: &'a [half::f16],
+    values: &'a [half::f16],
     kv_heads: usize,
     kvh: usize,
     hd: usize,
@@ -91,31 +103,52 @@ impl Rows<'_> {
     }
 }
 
-/// One query row of one head against positions `0..=last`. Compiled for AVX-512 and AVX2
-/// besides the baseline; every version does the same operations in the same order.
+/// One query row of the heads sharing one key-value head (`qrows`: `rep` heads of `hd`)
+/// against positions `0..=last`. Compiled for AVX-512 and AVX2 besides the baseline; every
+/// version does the same operations in the same order.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
     "x86_64+avx2+fma+f16c"
 ))]
-fn attend_one(qrow: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut [f32]) {
-    let mut scores: Vec<f32> = (0..=last)
-        .map(|j| dot(qrow, &rows.keys[rows.at(j)]) * scale)
-        .collect();
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for s in &mut scores {
-        *s = crate::exp::exp(*s - max);
+fn attend_group(qrows: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    let hd = rows.hd;
+    let rep = qrows.len() / hd;
+    let n = last + 1;
+    let mut buf = [0f32; MAX_HEAD_DIM];
+    let row = &mut buf[..hd];
+    // Scores, head by head: scores[r * n + j].
+    let mut scores = vec![0f32; rep * n];
+    for j in 0..n {
+        rows.keys[rows.at(j)].convert_to_f32_slice(row);
+        for (r, q) in qrows.chunks_exact(hd).enumerate() {
+            scores[r * n + j] = dot(q, row) * scale;
+        }
     }
-    let mut sum = 0f32;
-    for s in &scores {
-        sum += *s;
+    // Each head's softmax: maximum, exponentials, their sum in position order; probabilities
+    // rounded to f16 as llama.cpp feeds them to its f16 product with the values.
+    for s in scores.chunks_exact_mut(n) {
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for x in s.iter_mut() {
+            *x = crate::exp::exp(*x - max);
+        }
+        let mut sum = 0f32;
+        for x in s.iter() {
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for x in s.iter_mut() {
+            *x = half::f16::from_f32(*x * inv).to_f32();
+        }
     }
-    // Normalised probabilities, rounded to f16 as llama.cpp feeds them to its f16 product with
-    // the values.
-    let inv = 1.0 / sum;
-    for (j, s) in scores.iter().enumerate() {
-        let w = half::f16::from_f32(s * inv).to_f32();
-        for (od, vd) in o.iter_mut().zip(&rows.values[rows.at(j)]) {
-            *od += w * vd;
+    // The weighted sums of values, in position order.
+    for j in 0..n {
+        rows.values[rows.at(j)].convert_to_f32_slice(row);
+        for (r, out) in o.chunks_exact_mut(hd).enumerate() {
+            let w = scores[r * n + j];
+            for (od, vd) in out.iter_mut().zip(row.iter()) {
+                *od += w * vd;
+            }
         }
     }
 }
@@ -156,6 +189,13 @@ mod tests {
             .collect()
     }
 
+    fn halves(n: usize, seed: u64) -> Vec<half::f16> {
+        numbers(n, seed)
+            .into_iter()
+            .map(half::f16::from_f32)
+            .collect()
+    }
+
     #[test]
     fn matches_a_straightforward_softmax_attention() {
         let shape = Shape {
@@ -166,8 +206,8 @@ mod tests {
         let (start, seq) = (3, 5);
         let total = start + seq;
         let q = numbers(shape.heads * seq * shape.head_dim, 1);
-        let k = numbers(total * shape.kv_heads * shape.head_dim, 2);
-        let v = numbers(total * shape.kv_heads * shape.head_dim, 3);
+        let k = halves(total * shape.kv_heads * shape.head_dim, 2);
+        let v = halves(total * shape.kv_heads * shape.head_dim, 3);
         let got = causal(&q, &k, &v, shape, start, seq);
         let hd = shape.head_dim;
         for i in 0..seq {
@@ -178,7 +218,7 @@ mod tests {
                         (0..hd)
                             .map(|d| {
                                 f64::from(q[(i * shape.heads + h) * hd + d])
-                                    * f64::from(k[(j * 2 + kvh) * hd + d])
+                                    * f64::from(k[(j * 2 + kvh) * hd + d].to_f32())
                             })
                             .sum::<f64>()
                             / (hd as f64).sqrt()
@@ -191,7 +231,7 @@ mod tests {
                     let want: f64 = e
                         .iter()
                         .enumerate()
-                        .map(|(j, w)| w * f64::from(v[(j * 2 + kvh) * hd + d]))
+                        .map(|(j, w)| w * f64::from(v[(j * 2 + kvh) * hd + d].to_f32()))
                         .sum::<f64>()
                         / z;
                     let g = f64::from(got[(i * shape.heads + h) * hd + d]);
@@ -214,8 +254,8 @@ mod tests {
         };
         let seq = 40;
         let q = numbers(shape.heads * seq * shape.head_dim, 4);
-        let k = numbers(seq * shape.kv_heads * shape.head_dim, 5);
-        let v = numbers(seq * shape.kv_heads * shape.head_dim, 6);
+        let k = halves(seq * shape.kv_heads * shape.head_dim, 5);
+        let v = halves(seq * shape.kv_heads * shape.head_dim, 6);
         let batched = causal(&q, &k, &v, shape, 0, seq);
         let row = shape.heads * shape.head_dim;
         for i in [0, 1, 17, 39] {

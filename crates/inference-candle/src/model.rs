@@ -207,7 +207,8 @@ impl std::fmt::Debug for Weights {
 /// `[position][kv_head][dim]` (rounded through f16 as llama.cpp keeps them).
 #[derive(Debug, Default)]
 pub struct Cache {
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Per layer, keys and values in f16.
+    layers: Vec<(Vec<half::f16>, Vec<half::f16>)>,
     /// The cache on the GPU, for a GPU model.
     gpu: Option<agora_inference_cuda::Cache>,
     /// Tokens already in the cache.
@@ -263,10 +264,6 @@ fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
     }
 }
 
-fn round_f16(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
-}
-
 impl Weights {
     /// Load from a GGUF file, onto `target`.
     pub fn load<R: std::io::Read + std::io::Seek>(
@@ -295,6 +292,12 @@ impl Weights {
             );
         }
         let head_dim = embedding / heads;
+        if head_dim > crate::attention::MAX_HEAD_DIM {
+            candle_core::bail!(
+                "heads of {head_dim} values are not supported (at most {})",
+                crate::attention::MAX_HEAD_DIM
+            );
+        }
         let tensor = |r: &mut R, name: &str| ct.tensor(r, name, device);
         let vector = |r: &mut R, name: &str| -> Result<Vec<f32>> {
             tensor(r, name)?.dequantize(device)?.to_vec1::<f32>()
@@ -645,13 +648,10 @@ impl Weights {
                     rope(&mut q[at..], cos, sin);
                     // llama.cpp keeps the key-value cache in f16; round the same way so that
                     // greedy decoding follows the reference at near-ties.
-                    let at = keys.len();
-                    keys.extend_from_slice(&row[qn..qn + kvn]);
-                    rope(&mut keys[at..], cos, sin);
-                    for k in &mut keys[at..] {
-                        *k = round_f16(*k);
-                    }
-                    values.extend(row[qn + kvn..].iter().map(|&v| round_f16(v)));
+                    let mut k = row[qn..qn + kvn].to_vec();
+                    rope(&mut k, cos, sin);
+                    keys.extend(k.iter().map(|&k| half::f16::from_f32(k)));
+                    values.extend(row[qn + kvn..].iter().map(|&v| half::f16::from_f32(v)));
                 }
                 queries.push(q);
             }
