@@ -30,6 +30,9 @@ pub struct Shape {
 /// Work below this many multiply-adds runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
+/// Fewest (row, key-value head) items for which heads are grouped (see [`causal`]).
+const GROUPED_MIN_ITEMS: usize = 8;
+
 /// Values per head at most (rows are converted from f16 into buffers of this size).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -60,21 +63,34 @@ pub fn causal(
     // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
     let q16: Vec<f32> = q.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
     let mut out = vec![0f32; seq * heads * hd];
-    // One item per row and key-value head: `rep` consecutive query heads.
+    // One item per row and key-value head (its `rep` query heads together) when that gives the
+    // threads enough items; otherwise one per row and head (a decoding step's single row would
+    // have only `kv_heads` items, too few to share two or more threads evenly).
+    let per_item = if seq * kv_heads >= GROUPED_MIN_ITEMS {
+        rep
+    } else {
+        1
+    };
     let one = |item: usize, o: &mut [f32]| {
-        let (i, g) = (item / kv_heads, item % kv_heads);
-        let first = (i * heads + g * rep) * hd;
+        let first = item * per_item * hd;
+        let (i, h) = (item * per_item / heads, item * per_item % heads);
         let rows = Rows {
             keys,
             values,
             kv_heads,
-            kvh: g,
+            kvh: h / rep,
             hd,
         };
-        attend_group(&q16[first..first + rep * hd], &rows, start + i, scale, o);
+        attend_group(
+            &q16[first..first + per_item * hd],
+            &rows,
+            start + i,
+            scale,
+            o,
+        );
     };
     let work = seq * heads * (start + seq) * hd;
-    let group = rep * hd;
+    let group = per_item * hd;
     if work >= PARALLEL_MIN {
         out.par_chunks_mut(group)
             .enumerate()
