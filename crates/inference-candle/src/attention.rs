@@ -33,13 +33,11 @@ const PARALLEL_MIN: usize = 1 << 16;
 /// Fewest (row, key-value head) items for which heads are grouped (see [`causal`]).
 const GROUPED_MIN_ITEMS: usize = 8;
 
-/// Values per head at most (rows are converted from f16 into buffers of this size).
-pub const MAX_HEAD_DIM: usize = 256;
-
 /// `q` holds `seq` query rows for positions `start..start + seq`, laid out `[row][head][dim]`;
 /// `keys` and `values` hold positions `0..start + seq` in f16 (the cache keeps them so; llama.cpp
 /// does too), laid out `[position][kv_head][dim]`. Returns the attention output laid out
-/// `[row][head][dim]`.
+/// `[row][head][dim]`. `pass_rows` is how many rows the whole pass holds (for how work is
+/// split; the numbers do not depend on it).
 ///
 /// The query heads that share a key-value head are computed together, so each cached row is
 /// read (and converted) once for all of them; each head's numbers are still computed in the
@@ -51,6 +49,7 @@ pub fn causal(
     shape: Shape,
     start: usize,
     seq: usize,
+    pass_rows: usize,
 ) -> Vec<f32> {
     let Shape {
         heads,
@@ -62,11 +61,16 @@ pub fn causal(
     let scale = 1.0 / (hd as f32).sqrt();
     // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
     let q16: Vec<f32> = q.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    // The cached rows this call reads, converted to f32 once (one vectorised pass each).
+    let positions = (start + seq) * kv_heads * hd;
+    let (keys, values) = (to_f32(&keys[..positions]), to_f32(&values[..positions]));
+    let (keys, values) = (keys.as_slice(), values.as_slice());
     let mut out = vec![0f32; seq * heads * hd];
-    // One item per row and key-value head (its `rep` query heads together) when that gives the
-    // threads enough items; otherwise one per row and head (a decoding step's single row would
-    // have only `kv_heads` items, too few to share two or more threads evenly).
-    let per_item = if seq * kv_heads >= GROUPED_MIN_ITEMS {
+    // One item per row and key-value head (its `rep` query heads together) when the pass this
+    // call belongs to (`pass_rows` rows over all its sequences) gives the threads enough items;
+    // otherwise one per row and head (a one-sequence decoding step would have only `kv_heads`
+    // items, too few to share two or more threads evenly).
+    let per_item = if seq.max(pass_rows) * kv_heads >= GROUPED_MIN_ITEMS {
         rep
     } else {
         1
@@ -103,10 +107,18 @@ pub fn causal(
     out
 }
 
+/// f16 values as f32 (F16C instructions where the CPU has them).
+fn to_f32(x: &[half::f16]) -> Vec<f32> {
+    use half::slice::HalfFloatSliceExt;
+    let mut out = vec![0f32; x.len()];
+    x.convert_to_f32_slice(&mut out);
+    out
+}
+
 /// Where one key-value head's rows are.
 struct Rows<'a> {
-    keys: &'a [half::f16],
-    values: &'a [half::f16],
+    keys: &'a [f32],
+    values: &'a [f32],
     kv_heads: usize,
     kvh: usize,
     hd: usize,
@@ -127,18 +139,15 @@ impl Rows<'_> {
     "x86_64+avx2+fma+f16c"
 ))]
 fn attend_group(qrows: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
     let hd = rows.hd;
     let rep = qrows.len() / hd;
     let n = last + 1;
-    let mut buf = [0f32; MAX_HEAD_DIM];
-    let row = &mut buf[..hd];
     // Scores, head by head: scores[r * n + j].
     let mut scores = vec![0f32; rep * n];
     for j in 0..n {
-        rows.keys[rows.at(j)].convert_to_f32_slice(row);
+        let k = &rows.keys[rows.at(j)];
         for (r, q) in qrows.chunks_exact(hd).enumerate() {
-            scores[r * n + j] = dot(q, row) * scale;
+            scores[r * n + j] = dot(q, k) * scale;
         }
     }
     // Each head's softmax: maximum, exponentials, their sum in position order; probabilities
@@ -159,10 +168,10 @@ fn attend_group(qrows: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut
     }
     // The weighted sums of values, in position order.
     for j in 0..n {
-        rows.values[rows.at(j)].convert_to_f32_slice(row);
+        let v = &rows.values[rows.at(j)];
         for (r, out) in o.chunks_exact_mut(hd).enumerate() {
             let w = scores[r * n + j];
-            for (od, vd) in out.iter_mut().zip(row.iter()) {
+            for (od, vd) in out.iter_mut().zip(v) {
                 *od += w * vd;
             }
         }
@@ -224,7 +233,7 @@ mod tests {
         let q = numbers(shape.heads * seq * shape.head_dim, 1);
         let k = halves(total * shape.kv_heads * shape.head_dim, 2);
         let v = halves(total * shape.kv_heads * shape.head_dim, 3);
-        let got = causal(&q, &k, &v, shape, start, seq);
+        let got = causal(&q, &k, &v, shape, start, seq, seq);
         let hd = shape.head_dim;
         for i in 0..seq {
             for h in 0..shape.heads {
@@ -272,10 +281,10 @@ mod tests {
         let q = numbers(shape.heads * seq * shape.head_dim, 4);
         let k = halves(seq * shape.kv_heads * shape.head_dim, 5);
         let v = halves(seq * shape.kv_heads * shape.head_dim, 6);
-        let batched = causal(&q, &k, &v, shape, 0, seq);
+        let batched = causal(&q, &k, &v, shape, 0, seq, seq);
         let row = shape.heads * shape.head_dim;
         for i in [0, 1, 17, 39] {
-            let alone = causal(&q[i * row..(i + 1) * row], &k, &v, shape, i, 1);
+            let alone = causal(&q[i * row..(i + 1) * row], &k, &v, shape, i, 1, 1);
             assert_eq!(alone, batched[i * row..(i + 1) * row], "row {i}");
         }
         for threads in [1, 3] {
@@ -283,7 +292,10 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            assert_eq!(pool.install(|| causal(&q, &k, &v, shape, 0, seq)), batched);
+            assert_eq!(
+                pool.install(|| causal(&q, &k, &v, shape, 0, seq, seq)),
+                batched
+            );
         }
     }
 }

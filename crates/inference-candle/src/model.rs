@@ -292,12 +292,6 @@ impl Weights {
             );
         }
         let head_dim = embedding / heads;
-        if head_dim > crate::attention::MAX_HEAD_DIM {
-            candle_core::bail!(
-                "heads of {head_dim} values are not supported (at most {})",
-                crate::attention::MAX_HEAD_DIM
-            );
-        }
         let tensor = |r: &mut R, name: &str| ct.tensor(r, name, device);
         let vector = |r: &mut R, name: &str| -> Result<Vec<f32>> {
             tensor(r, name)?.dequantize(device)?.to_vec1::<f32>()
@@ -655,13 +649,14 @@ impl Weights {
                 }
                 queries.push(q);
             }
+            let rows = x.len() / emb;
             let attn: Vec<f32> = segments
                 .par_iter()
                 .zip(&starts)
                 .zip(&queries)
                 .map(|((seg, &start), q)| {
                     let (keys, values) = &seg.cache.layers[layer];
-                    crate::attention::causal(q, keys, values, shape, start, seg.tokens.len())
+                    crate::attention::causal(q, keys, values, shape, start, seg.tokens.len(), rows)
                 })
                 .collect::<Vec<Vec<f32>>>()
                 .concat();
