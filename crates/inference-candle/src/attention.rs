@@ -39,9 +39,10 @@ const GROUPED_MIN_ITEMS: usize = 8;
 /// `[row][head][dim]`. `pass_rows` is how many rows the whole pass holds (for how work is
 /// split; the numbers do not depend on it).
 ///
-/// The query heads that share a key-value head are computed together, so each cached row is
-/// read (and converted) once for all of them; each head's numbers are still computed in the
-/// order described above.
+/// In a pass with rows enough, the query heads that share a key-value head are computed
+/// together, so each cached row is read (and converted) once for all of them; each head's
+/// numbers are still computed in the order described above, so every split gives the same bits
+/// (`a_row_gets_the_same_numbers_alone_or_in_a_batch_and_on_any_thread_count`).
 pub fn causal(
     q: &[f32],
     keys: &[half::f16],
@@ -61,37 +62,60 @@ pub fn causal(
     let scale = 1.0 / (hd as f32).sqrt();
     // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
     let q16: Vec<f32> = q.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
-    // The cached rows this call reads, converted to f32 once (one vectorised pass each).
-    let positions = (start + seq) * kv_heads * hd;
-    let (keys, values) = (to_f32(&keys[..positions]), to_f32(&values[..positions]));
-    let (keys, values) = (keys.as_slice(), values.as_slice());
     let mut out = vec![0f32; seq * heads * hd];
     // One item per row and key-value head (its `rep` query heads together) when the pass this
     // call belongs to (`pass_rows` rows over all its sequences) gives the threads enough items;
     // otherwise one per row and head (a one-sequence decoding step would have only `kv_heads`
     // items, too few to share two or more threads evenly).
-    let per_item = if seq.max(pass_rows) * kv_heads >= GROUPED_MIN_ITEMS {
-        rep
-    } else {
-        1
-    };
+    let grouped = seq.max(pass_rows) * kv_heads >= GROUPED_MIN_ITEMS;
+    let per_item = if grouped { rep } else { 1 };
+    let positions = start + seq;
+    // In a grouped pass the cached rows this call reads are converted to f32 once, up front
+    // (one vectorised pass each), into this thread's scratch buffers (taken, not borrowed: a
+    // thread waiting inside the parallel loop below may run another call, which then makes its
+    // own). A one-sequence decoding step instead lets each item convert its own key-value
+    // head's rows, so that the conversion runs on every thread rather than before them.
+    let mut scratch = SCRATCH.with(std::cell::Cell::take);
+    if grouped {
+        let n = positions * kv_heads * hd;
+        to_f32(&keys[..n], &mut scratch.0);
+        to_f32(&values[..n], &mut scratch.1);
+    }
+    let bulk = grouped.then(|| (&scratch.0[..], &scratch.1[..]));
     let one = |item: usize, o: &mut [f32]| {
         let first = item * per_item * hd;
         let (i, h) = (item * per_item / heads, item * per_item % heads);
-        let rows = Rows {
-            keys,
-            values,
-            kv_heads,
-            kvh: h / rep,
-            hd,
-        };
-        attend_group(
-            &q16[first..first + per_item * hd],
-            &rows,
-            start + i,
-            scale,
-            o,
-        );
+        let q = &q16[first..first + per_item * hd];
+        match bulk {
+            Some((keys, values)) => {
+                let rows = Rows {
+                    keys,
+                    values,
+                    kv_heads,
+                    kvh: h / rep,
+                    hd,
+                };
+                attend_group(q, &rows, start + i, scale, o);
+            }
+            None => {
+                // This head's key-value rows only, as `[position][dim]`.
+                let (mut k, mut v) = (vec![0f32; positions * hd], vec![0f32; positions * hd]);
+                let kvh = h / rep;
+                for j in 0..positions {
+                    let at = (j * kv_heads + kvh) * hd;
+                    to_f32_slice(&keys[at..at + hd], &mut k[j * hd..(j + 1) * hd]);
+                    to_f32_slice(&values[at..at + hd], &mut v[j * hd..(j + 1) * hd]);
+                }
+                let rows = Rows {
+                    keys: &k,
+                    values: &v,
+                    kv_heads: 1,
+                    kvh: 0,
+                    hd,
+                };
+                attend_group(q, &rows, start + i, scale, o);
+            }
+        }
     };
     let work = seq * heads * (start + seq) * hd;
     let group = per_item * hd;
@@ -104,15 +128,30 @@ pub fn causal(
             .enumerate()
             .for_each(|(item, o)| one(item, o));
     }
+    SCRATCH.with(|c| c.set(scratch));
     out
 }
 
+thread_local! {
+    /// Keys and values converted to f32, kept between calls so that a decoding step does not
+    /// allocate (and fault in) fresh buffers for every layer.
+    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> = const {
+        std::cell::Cell::new((Vec::new(), Vec::new()))
+    };
+}
+
+/// f16 values as f32 into the front of `out` (grown as needed).
+fn to_f32(x: &[half::f16], out: &mut Vec<f32>) {
+    if out.len() < x.len() {
+        out.resize(x.len(), 0.0);
+    }
+    to_f32_slice(x, &mut out[..x.len()]);
+}
+
 /// f16 values as f32 (F16C instructions where the CPU has them).
-fn to_f32(x: &[half::f16]) -> Vec<f32> {
+fn to_f32_slice(x: &[half::f16], out: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
-    let mut out = vec![0f32; x.len()];
-    x.convert_to_f32_slice(&mut out);
-    out
+    x.convert_to_f32_slice(out);
 }
 
 /// Where one key-value head's rows are.
