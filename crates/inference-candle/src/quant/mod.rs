@@ -309,20 +309,28 @@ mod x86 {
     /// Every output of a chunk: each panel row against activation rows four at a time, then
     /// one at a time, with `$tile::<R>(panel_row, act_rows) -> [[f32; 16]; R]`.
     macro_rules! outputs_tiled {
-        ($panels:expr, $blocks:expr, $acts:expr, $out:expr, $tile:ident) => {{
+        ($panels:expr, $blocks:expr, $acts:expr, $out:expr, $tile:ident, $big:literal) => {{
             let blocks: usize = $blocks;
             let m = $acts.len() / blocks;
             for (p, o) in $panels
                 .chunks_exact(blocks)
                 .zip($out.chunks_exact_mut(super::super::PANEL * m))
             {
-                let mut quads = $acts.chunks_exact(4 * blocks);
-                let mut r0 = 0;
                 let mut put = |r0: usize, v: &[[f32; 16]]| {
                     for (r, lanes) in v.iter().enumerate() {
                         o[(r0 + r) * 16..(r0 + r + 1) * 16].copy_from_slice(lanes);
                     }
                 };
+                // Tiles of `$big` activation rows (as many as the registers hold), then of 4,
+                // then single rows. Each output is the same whatever tile computes it.
+                let mut r0 = 0;
+                let mut bigs = $acts.chunks_exact($big * blocks);
+                for a in &mut bigs {
+                    let a: [&[_]; $big] = std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
+                    put(r0, &$tile::<$big>(p, a));
+                    r0 += $big;
+                }
+                let mut quads = bigs.remainder().chunks_exact(4 * blocks);
                 for a in &mut quads {
                     let a: [&[_]; 4] = std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
                     put(r0, &$tile::<4>(p, a));
@@ -422,9 +430,15 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        // Whole and partial panels, odd block counts; row counts that exercise the four-row
-        // and single-row paths.
-        for (n, k, m) in [(37, 512, 9), (48, 576, 7), (33, 96, 5), (70, 1536, 1)] {
+        // Whole and partial panels, odd block counts; row counts that exercise the eight-row,
+        // four-row and single-row paths.
+        for (n, k, m) in [
+            (37, 512, 9),
+            (48, 576, 7),
+            (33, 96, 5),
+            (40, 128, 13),
+            (70, 1536, 1),
+        ] {
             let ours = load(&quantized(n, k, 7, dtype));
             let x = numbers(m * k, k as u64);
             let reference = pools[0].install(|| ours.matmul_with(Kernel::Scalar, &x));

@@ -159,7 +159,7 @@ mod x86 {
         acts: &[ActBlock],
         out: &mut [f32],
     ) {
-        outputs_tiled!(panels, blocks, acts, out, tile_avx512)
+        outputs_tiled!(panels, blocks, acts, out, tile_avx512, 8)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -169,7 +169,7 @@ mod x86 {
         acts: &[ActBlock],
         out: &mut [f32],
     ) {
-        outputs_tiled!(panels, blocks, acts, out, tile_avx2)
+        outputs_tiled!(panels, blocks, acts, out, tile_avx2, 4)
     }
 
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
