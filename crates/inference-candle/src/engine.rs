@@ -11,7 +11,7 @@ use candle_core::quantized::gguf_file;
 use crate::model::{Cache, Device, Segment, Weights};
 use crate::tokenizer::Tokenizer;
 
-/// SmolLM2 on candle's CPU backend.
+/// SmolLM2 with our own kernels: on the CPU, or on an NVIDIA GPU (`Device::Cuda`).
 #[derive(Debug)]
 pub struct CandleEngine {
     weights: Weights,

@@ -10,6 +10,9 @@
 //! with minijinja) and the end-of-sequence id. Each generation has its own key-value cache, so
 //! requests do not share state.
 //!
+//! [`Device`] picks where passes run: the CPU (the default) or an NVIDIA GPU through
+//! `agora-inference-cuda` (`AGORA_DEVICE=cuda`), which computes the same bits.
+//!
 //! # Example
 //! ```no_run
 //! use agora_inference::{ChatMessage, Engine, GenerateRequest};
