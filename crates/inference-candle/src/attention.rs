@@ -73,49 +73,37 @@ pub fn causal(
     // In a grouped pass the cached rows this call reads are converted to f32 once, up front
     // (one vectorised pass each), into this thread's scratch buffers (taken, not borrowed: a
     // thread waiting inside the parallel loop below may run another call, which then makes its
-    // own). A one-sequence decoding step instead lets each item convert its own key-value
-    // head's rows, so that the conversion runs on every thread rather than before them.
+    // own). A one-sequence decoding step instead converts each row as its items read it, so
+    // that the conversion runs on every thread rather than before them, and nothing is
+    // allocated or written back.
     let mut scratch = SCRATCH.with(std::cell::Cell::take);
     if grouped {
         let n = positions * kv_heads * hd;
         to_f32(&keys[..n], &mut scratch.0);
         to_f32(&values[..n], &mut scratch.1);
     }
-    let bulk = grouped.then(|| (&scratch.0[..], &scratch.1[..]));
+    let (keys, values) = if grouped {
+        (Cached::F32(&scratch.0[..]), Cached::F32(&scratch.1[..]))
+    } else {
+        (Cached::F16(keys), Cached::F16(values))
+    };
     let one = |item: usize, o: &mut [f32]| {
         let first = item * per_item * hd;
         let (i, h) = (item * per_item / heads, item * per_item % heads);
-        let q = &q16[first..first + per_item * hd];
-        match bulk {
-            Some((keys, values)) => {
-                let rows = Rows {
-                    keys,
-                    values,
-                    kv_heads,
-                    kvh: h / rep,
-                    hd,
-                };
-                attend_group(q, &rows, start + i, scale, o);
-            }
-            None => {
-                // This head's key-value rows only, as `[position][dim]`.
-                let (mut k, mut v) = (vec![0f32; positions * hd], vec![0f32; positions * hd]);
-                let kvh = h / rep;
-                for j in 0..positions {
-                    let at = (j * kv_heads + kvh) * hd;
-                    to_f32_slice(&keys[at..at + hd], &mut k[j * hd..(j + 1) * hd]);
-                    to_f32_slice(&values[at..at + hd], &mut v[j * hd..(j + 1) * hd]);
-                }
-                let rows = Rows {
-                    keys: &k,
-                    values: &v,
-                    kv_heads: 1,
-                    kvh: 0,
-                    hd,
-                };
-                attend_group(q, &rows, start + i, scale, o);
-            }
-        }
+        let rows = Rows {
+            keys,
+            values,
+            kv_heads,
+            kvh: h / rep,
+            hd,
+        };
+        attend_group(
+            &q16[first..first + per_item * hd],
+            &rows,
+            start + i,
+            scale,
+            o,
+        );
     };
     let work = seq * heads * (start + seq) * hd;
     let group = per_item * hd;
@@ -154,10 +142,31 @@ fn to_f32_slice(x: &[half::f16], out: &mut [f32]) {
     x.convert_to_f32_slice(out);
 }
 
+/// Cached keys or values: converted to f32 already, or f16 converted row by row as read.
+#[derive(Clone, Copy)]
+enum Cached<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl Cached<'_> {
+    /// The values in `range`, as f32 (in `buf` when they need converting; `buf` holds a row).
+    #[inline(always)]
+    fn row<'b>(&'b self, range: std::ops::Range<usize>, buf: &'b mut [f32]) -> &'b [f32] {
+        match *self {
+            Cached::F32(x) => &x[range],
+            Cached::F16(x) => {
+                to_f32_slice(&x[range], buf);
+                buf
+            }
+        }
+    }
+}
+
 /// Where one key-value head's rows are.
 struct Rows<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+    keys: Cached<'a>,
+    values: Cached<'a>,
     kv_heads: usize,
     kvh: usize,
     hd: usize,
@@ -181,10 +190,11 @@ fn attend_group(qrows: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut
     let hd = rows.hd;
     let rep = qrows.len() / hd;
     let n = last + 1;
+    let mut buf = vec![0f32; hd];
     // Scores, head by head: scores[r * n + j].
     let mut scores = vec![0f32; rep * n];
     for j in 0..n {
-        let k = &rows.keys[rows.at(j)];
+        let k = rows.keys.row(rows.at(j), &mut buf);
         for (r, q) in qrows.chunks_exact(hd).enumerate() {
             scores[r * n + j] = dot(q, k) * scale;
         }
@@ -207,7 +217,7 @@ fn attend_group(qrows: &[f32], rows: &Rows<'_>, last: usize, scale: f32, o: &mut
     }
     // The weighted sums of values, in position order.
     for j in 0..n {
-        let v = &rows.values[rows.at(j)];
+        let v = rows.values.row(rows.at(j), &mut buf);
         for (r, out) in o.chunks_exact_mut(hd).enumerate() {
             let w = scores[r * n + j];
             for (od, vd) in out.iter_mut().zip(v) {
