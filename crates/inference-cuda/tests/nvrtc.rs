@@ -17,7 +17,8 @@ fn kernels_compile_for_every_supported_architecture() {
                 "{arch}: no entry point {name} in the PTX"
             );
         }
-        // Nothing is fused behind the code's back: every fma in the PTX is one the source asks for.
+        // The products' explicit fused multiply-adds survive compilation (that nothing else is
+        // fused is what --fmad=false asks of NVRTC; this does not check it).
         assert!(
             ptx.contains("fma.rn.f32"),
             "{arch}: the products' fused multiply-adds are missing"
