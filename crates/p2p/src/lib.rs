@@ -3,7 +3,11 @@
 //! - Identity: the node's Ed25519 key is its libp2p peer id.
 //! - Bootstrap peers are persistent: while no dialled connection to one is open, it is redialled
 //!   every 2 s (so start-up order does not matter and a restarted peer is found again).
-//! - Transports: TCP and QUIC; Noise and Yamux on TCP.
+//! - Transports: TCP and QUIC; Noise and Yamux on TCP. Every dial takes a fresh local port: with
+//!   libp2p's default (reuse the listening port), two nodes that dial each other at the same
+//!   moment make one TCP connection by simultaneous open, on which both act as the dialer; its
+//!   first messages (gossipsub's subscriptions among them) are lost, and a node never learns
+//!   that its peer joined a topic (publishes then fail with `NoPeers` for good).
 //! - Behaviours: identify, Kademlia (bootstrap peers from config), gossipsub (signed messages,
 //!   bounded size), streams for request/response protocols that send many frames (inference
 //!   tokens), connection limits and a block list.
@@ -23,6 +27,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, StreamProtocol, Swarm, allow_block_list, identify, noise, tcp, yamux};
 pub use libp2p::{PeerId, Stream};
@@ -311,7 +316,7 @@ impl P2p {
             if let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
             }
-            if let Err(e) = swarm.dial(addr.clone()) {
+            if let Err(e) = swarm.dial(dial_opts(addr)) {
                 warn!(%addr, error = %e, "cannot dial bootstrap peer");
             }
         }
@@ -481,7 +486,11 @@ async fn run(
     // Bootstrap addresses we hold a dialled connection to; the others are redialled.
     let mut dialled: BTreeMap<Multiaddr, usize> = BTreeMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
-    let mut redial = tokio::time::interval(Duration::from_secs(2));
+    // The first redial after one period (the start dialled every bootstrap address already).
+    let mut redial = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(2),
+        Duration::from_secs(2),
+    );
     loop {
         tokio::select! {
             cmd = commands.recv() => {
@@ -505,7 +514,7 @@ async fn run(
                         penalise(&mut swarm, &mut peers, &mut bans, &events, &config, peer, what);
                     }
                     Command::Dial { addr } => {
-                        if let Err(e) = swarm.dial(addr.clone()) {
+                        if let Err(e) = swarm.dial(dial_opts(&addr)) {
                             warn!(%addr, error = %e, "dial failed");
                         }
                     }
@@ -523,7 +532,9 @@ async fn run(
             _ = redial.tick() => {
                 for addr in &config.bootstrap {
                     if !dialled.contains_key(addr) {
-                        let _ = swarm.dial(addr.clone());
+                        // Refused (and ignored) while a connection to a known peer is open
+                        // or being dialled.
+                        let _ = swarm.dial(dial_opts(addr));
                     }
                 }
             }
@@ -606,6 +617,22 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// How to dial `addr`: from a fresh local port (see the module documentation), and, when the
+/// address names its peer, only while that peer is neither connected nor being dialled.
+fn dial_opts(addr: &Multiaddr) -> DialOpts {
+    match addr.iter().last() {
+        Some(libp2p::multiaddr::Protocol::P2p(peer)) => DialOpts::peer_id(peer)
+            .addresses(vec![addr.clone()])
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .allocate_new_port()
+            .build(),
+        _ => DialOpts::unknown_peer_id()
+            .address(addr.clone())
+            .allocate_new_port()
+            .build(),
     }
 }
 

@@ -251,3 +251,55 @@ async fn quic_carries_gossip_and_streams_too() {
     write_frame(&mut s, b"echo").await.unwrap();
     assert_eq!(read_frame(&mut s, 64).await.unwrap().unwrap(), b"echo");
 }
+
+/// Two nodes that list each other as bootstrap peers and start at the same moment dial each
+/// other at once. With dials from the listening port that made one TCP connection by
+/// simultaneous open, on which both sides acted as the dialer and the subscriptions were lost:
+/// a node then never learned that its peer had joined the topic. Each of several pairs must
+/// gossip both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_dial_each_other_at_once_still_learn_each_others_topics() {
+    for pair in 0..6u8 {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (pa, pb) = (free(), free());
+        let (ka, kb) = ([100 + 2 * pair; 32], [101 + 2 * pair; 32]);
+        let addr = |port: u16, key: [u8; 32]| -> libp2p::Multiaddr {
+            format!("/ip4/127.0.0.1/tcp/{port}")
+                .parse::<libp2p::Multiaddr>()
+                .unwrap()
+                .with(libp2p::multiaddr::Protocol::P2p(
+                    agora_p2p::peer_id_from_seed(key),
+                ))
+        };
+        let start = |key: [u8; 32], port: u16, other: libp2p::Multiaddr| {
+            P2p::start(
+                key,
+                P2pConfig {
+                    listen: vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()],
+                    ..config(vec![other])
+                },
+            )
+        };
+        let (a, b) = tokio::join!(start(ka, pa, addr(pb, kb)), start(kb, pb, addr(pa, ka)));
+        let ((a, mut a_events), (b, mut b_events)) = (a.unwrap(), b.unwrap());
+        let data = vec![pair; 8];
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            gossip_until_seen(&a, &mut b_events, &data),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("pair {pair}: a's gossip never reached b"));
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            gossip_until_seen(&b, &mut a_events, &data),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("pair {pair}: b's gossip never reached a"));
+    }
+}
