@@ -114,13 +114,20 @@ fn quantize_row(x: &[f32], blocks: usize, out: &mut Vec<ActBlock>) {
 }
 
 /// Quantize one row of activations into `out` (one block per 32 values; zero blocks after the
-/// row's end). Compiled for AVX-512 and AVX2 besides the baseline (the rounding is then
-/// instructions, not calls); every version computes the same bits.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
-    "x86_64+avx2+fma+f16c"
-))]
+/// row's end): with AVX-512 where the CPU has it, else [`quantize_scalar`]; both compute the
+/// same bits (`simd_quantization_gives_the_scalar_bits`).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c"))]
 fn quantize_into(x: &[f32], out: &mut [ActBlock]) {
+    multiversion::target::match_target! {
+        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::quantize_avx512(x, out),
+        _ => quantize_scalar(x, out),
+    }
+}
+
+/// The reference quantization, block by block as the module documentation states. Compiled
+/// for AVX2 besides the baseline (the rounding is then instructions, not calls).
+#[multiversion::multiversion(targets("x86_64+avx2+fma+f16c"))]
+fn quantize_scalar(x: &[f32], out: &mut [ActBlock]) {
     let mut chunks = x.chunks_exact(BLOCK);
     for o in out.iter_mut() {
         let Some(b) = chunks.next() else {
@@ -236,20 +243,20 @@ impl<F: Format> QMatrix<F> {
     /// one thread.
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32]) -> Vec<f32> {
         use rayon::prelude::*;
-        /// Panels per parallel task.
-        const CHUNK: usize = 2;
         let kernel = kernel.min(Kernel::best());
         let m = x.len() / self.cols;
         let acts = &quantize_rows(x, self.cols, self.blocks);
-        let padded = self.panels.len() / self.blocks.max(1) * PANEL;
+        let panel_rows = self.panels.len() / self.blocks.max(1);
+        let padded = panel_rows * PANEL;
+        let chunk = panel_rows_per_task(panel_rows, rayon::current_num_threads());
         // Panel-major scratch: for panel row g and activation row r, the 16 outputs at
         // (g * m + r) * 16.
         let mut scratch = vec![0f32; padded * m];
         scratch
-            .par_chunks_mut(CHUNK * PANEL * m)
+            .par_chunks_mut(chunk * PANEL * m)
             .enumerate()
-            .for_each(|(chunk, out)| {
-                let first = chunk * CHUNK * self.blocks;
+            .for_each(|(task, out)| {
+                let first = task * chunk * self.blocks;
                 let n = out.len() / (PANEL * m) * self.blocks;
                 F::outputs(
                     kernel,
@@ -264,16 +271,40 @@ impl<F: Format> QMatrix<F> {
             return scratch;
         }
         let mut out = vec![0f32; m * self.rows];
-        out.par_chunks_mut(self.rows)
-            .enumerate()
-            .for_each(|(r, o)| {
-                for (g, o) in o.chunks_mut(PANEL).enumerate() {
-                    let at = (g * m + r) * PANEL;
-                    o.copy_from_slice(&scratch[at..at + o.len()]);
-                }
-            });
+        let unpack = |(r, o): (usize, &mut [f32])| {
+            for (g, o) in o.chunks_mut(PANEL).enumerate() {
+                let at = (g * m + r) * PANEL;
+                o.copy_from_slice(&scratch[at..at + o.len()]);
+            }
+        };
+        // A copy: worth a parallel region only when large.
+        if out.len() >= 1 << 18 {
+            out.par_chunks_mut(self.rows).enumerate().for_each(unpack);
+        } else {
+            out.chunks_mut(self.rows).enumerate().for_each(unpack);
+        }
         out
     }
+}
+
+/// Panel rows per parallel task in a product of `panel_rows` panel rows: four tasks per
+/// thread, so that the threads finish together while each task holds enough work that
+/// scheduling it costs little (a pass of one row used to spend more on scheduling its tasks of
+/// two panel rows than on computing them) and reuses the activations it has in cache across
+/// its panel rows. Only how work is split: every output is the same.
+fn panel_rows_per_task(panel_rows: usize, threads: usize) -> usize {
+    panel_rows.div_ceil(4 * threads.max(1)).max(1)
+}
+
+/// Activation rows a kernel takes through all its panel rows before the next rows: as many as
+/// fit in about 24 KiB (half a typical L1 data cache), in whole tiles of `tile` rows. A kernel
+/// that ran each panel row over every row of a long prompt read the activations from L2 for
+/// every panel row, about a third slower.
+fn act_group(blocks: usize, tile: usize) -> usize {
+    /// Bytes of activations a group may hold.
+    const BUDGET: usize = 24 << 10;
+    let rows = BUDGET / (blocks.max(1) * std::mem::size_of::<ActBlock>());
+    (rows / tile * tile).max(tile)
 }
 
 /// Split a GGUF tensor's bytes into rows of `blocks` blocks of `block_bytes` each and build
@@ -304,42 +335,110 @@ fn panels<P>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Pieces the SIMD kernels share.
+    //! Pieces the SIMD kernels share, and the AVX-512 quantization of activations.
 
-    /// Every output of a chunk: each panel row against activation rows four at a time, then
-    /// one at a time, with `$tile::<R>(panel_row, act_rows) -> [[f32; 16]; R]`.
+    use super::{ActBlock, BLOCK, ZERO_ACT};
+    use bytemuck::cast;
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// [`super::quantize_scalar`]'s numbers, sixteen values at a time: the largest magnitude
+    /// (NaN ignored, as `f32::max` does), `q = round(x / d)` half away from zero (truncate, then
+    /// step away from zero where the exact remainder is at least a half), NaN to 0 and
+    /// saturation to `i8` as `as i8` does.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) fn quantize_avx512(x: &[f32], out: &mut [ActBlock]) {
+        let (blocks, _) = x.as_chunks::<BLOCK>();
+        let mut blocks = blocks.iter();
+        let half = _mm512_set1_ps(0.5);
+        let one = _mm512_set1_ps(1.0);
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let (lowest, highest) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+        for o in out.iter_mut() {
+            let Some(b) = blocks.next() else {
+                *o = ZERO_ACT;
+                continue;
+            };
+            let v: [__m512; 2] = cast(*b);
+            // max(a, b) gives b when either is NaN: a NaN value leaves the running maximum.
+            let amax = _mm512_max_ps(
+                _mm512_abs_ps(v[1]),
+                _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps()),
+            );
+            let amax = _mm512_reduce_max_ps(amax);
+            let d = amax / 127.0;
+            let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let q: [__m128i; 2] = v.map(|v| {
+                let y = _mm512_mul_ps(v, id);
+                let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+                let away =
+                    _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(_mm512_sub_ps(y, t)), half);
+                let step = _mm512_castsi512_ps(_mm512_or_si512(
+                    _mm512_and_si512(_mm512_castps_si512(y), sign),
+                    _mm512_castps_si512(one),
+                ));
+                let r = _mm512_mask_add_ps(t, away, t, step);
+                let r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r), r);
+                let r = _mm512_min_ps(_mm512_max_ps(r, lowest), highest);
+                _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r))
+            });
+            let q: [i8; BLOCK] = cast(q);
+            let wide = cast::<[i8; BLOCK], [__m128i; 2]>(q).map(|h| _mm512_cvtepi8_epi32(h));
+            let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(wide[0], wide[1]));
+            *o = ActBlock {
+                q,
+                d: f16::from_f32(d).to_f32(),
+                s: f16::from_f32(sum as f32 * d).to_f32(),
+                offset: -128 * sum,
+            };
+        }
+    }
+
+    /// Every output of a chunk: activation rows in groups small enough to stay in the L1 cache
+    /// ([`super::act_group`]), and for each group every panel row of the chunk against its rows
+    /// `$big` at a time, then four, then one, with
+    /// `$tile::<R>(panel_row, act_rows) -> [[f32; 16]; R]`. Each output is the same whatever
+    /// group or tile computes it.
     macro_rules! outputs_tiled {
         ($panels:expr, $blocks:expr, $acts:expr, $out:expr, $tile:ident, $big:literal) => {{
             let blocks: usize = $blocks;
             let m = $acts.len() / blocks;
-            for (p, o) in $panels
-                .chunks_exact(blocks)
-                .zip($out.chunks_exact_mut(super::super::PANEL * m))
-            {
-                let mut put = |r0: usize, v: &[[f32; 16]]| {
-                    for (r, lanes) in v.iter().enumerate() {
-                        o[(r0 + r) * 16..(r0 + r + 1) * 16].copy_from_slice(lanes);
+            let group = super::super::act_group(blocks, $big);
+            let mut g0 = 0;
+            while g0 < m {
+                let g1 = (g0 + group).min(m);
+                let acts = &$acts[g0 * blocks..g1 * blocks];
+                for (p, o) in $panels
+                    .chunks_exact(blocks)
+                    .zip($out.chunks_exact_mut(super::super::PANEL * m))
+                {
+                    let o = &mut o[g0 * super::super::PANEL..g1 * super::super::PANEL];
+                    let mut put = |r0: usize, v: &[[f32; 16]]| {
+                        for (r, lanes) in v.iter().enumerate() {
+                            o[(r0 + r) * 16..(r0 + r + 1) * 16].copy_from_slice(lanes);
+                        }
+                    };
+                    let mut r0 = 0;
+                    let mut bigs = acts.chunks_exact($big * blocks);
+                    for a in &mut bigs {
+                        let a: [&[_]; $big] =
+                            std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
+                        put(r0, &$tile::<$big>(p, a));
+                        r0 += $big;
                     }
-                };
-                // Tiles of `$big` activation rows (as many as the registers hold), then of 4,
-                // then single rows. Each output is the same whatever tile computes it.
-                let mut r0 = 0;
-                let mut bigs = $acts.chunks_exact($big * blocks);
-                for a in &mut bigs {
-                    let a: [&[_]; $big] = std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
-                    put(r0, &$tile::<$big>(p, a));
-                    r0 += $big;
+                    let mut quads = bigs.remainder().chunks_exact(4 * blocks);
+                    for a in &mut quads {
+                        let a: [&[_]; 4] =
+                            std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
+                        put(r0, &$tile::<4>(p, a));
+                        r0 += 4;
+                    }
+                    for a in quads.remainder().chunks_exact(blocks) {
+                        put(r0, &$tile::<1>(p, [a]));
+                        r0 += 1;
+                    }
                 }
-                let mut quads = bigs.remainder().chunks_exact(4 * blocks);
-                for a in &mut quads {
-                    let a: [&[_]; 4] = std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
-                    put(r0, &$tile::<4>(p, a));
-                    r0 += 4;
-                }
-                for a in quads.remainder().chunks_exact(blocks) {
-                    put(r0, &$tile::<1>(p, [a]));
-                    r0 += 1;
-                }
+                g0 = g1;
             }
         }};
     }
@@ -459,6 +558,67 @@ mod tests {
             let alone = ours.matmul(&x[..k]);
             assert_eq!(alone[..], pools[1].install(|| ours.matmul(&x))[..n]);
         }
+    }
+
+    /// The dispatched quantization (AVX-512 where the CPU has it) gives the reference's bits, on
+    /// random rows and on the edge cases: exact halves, zeros, signed zeros, NaN, infinities,
+    /// subnormals and huge values.
+    #[test]
+    fn simd_quantization_gives_the_scalar_bits() {
+        eprintln!(
+            "AVX-512 quantization here: {}",
+            std::is_x86_feature_detected!("avx512f")
+        );
+        let mut x = numbers(BLOCK * 64, 11);
+        for (i, b) in x.chunks_exact_mut(BLOCK).enumerate() {
+            // Magnitudes from tiny to huge.
+            let scale = [1e-30, 1e-3, 1.0, 7.0, 1e3, 1e30][i % 6];
+            b.iter_mut().for_each(|v| *v *= scale);
+        }
+        // Block 64: exact halves (d = 1), then a block with NaN among numbers, one with
+        // infinities, one with subnormals, and whole blocks of zeros, negative zeros and NaN.
+        let mut special: Vec<f32> = vec![127.0, -127.0, 2.5, -2.5, 0.5, -0.5, 126.5, -126.5];
+        special.extend([
+            1.5,
+            -1.5,
+            0.49999997,
+            -0.49999997,
+            3.5000002,
+            0.0,
+            -0.0,
+            64.5,
+        ]);
+        special.extend((0..16).map(|i| i as f32 - 7.5));
+        special.extend((0..32).map(|i| {
+            if i % 7 == 3 {
+                f32::NAN
+            } else {
+                i as f32 - 16.5
+            }
+        }));
+        special.extend((0..32).map(|i| match i {
+            4 => f32::INFINITY,
+            9 => f32::NEG_INFINITY,
+            _ => i as f32,
+        }));
+        special.extend((0..32).map(|i| f32::MIN_POSITIVE / (i as f32 + 2.0) * (i as f32 - 9.0)));
+        special.extend([0.0; 32]);
+        special.extend([-0.0; 32]);
+        special.extend([f32::NAN; 32]);
+        x.extend(special);
+        let blocks = x.len() / BLOCK + 3;
+        let (mut simd, mut scalar) = (vec![ZERO_ACT; blocks], vec![ZERO_ACT; blocks]);
+        quantize_into(&x, &mut simd);
+        quantize_scalar(&x, &mut scalar);
+        for (i, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+            assert_eq!(a.q, b.q, "block {i}");
+            assert_eq!(a.d.to_bits(), b.d.to_bits(), "block {i}");
+            assert_eq!(a.s.to_bits(), b.s.to_bits(), "block {i}");
+            assert_eq!(a.offset, b.offset, "block {i}");
+        }
+        // The exact halves round away from zero.
+        let halves = &scalar[64];
+        assert_eq!(halves.q[..8], [127, -127, 3, -3, 1, -1, 127, -127]);
     }
 
     #[test]
