@@ -207,7 +207,8 @@ impl std::fmt::Debug for Weights {
 /// `[position][kv_head][dim]` (rounded through f16 as llama.cpp keeps them).
 #[derive(Debug, Default)]
 pub struct Cache {
-    /// Per layer, keys and values in f16.
+    /// Per layer, keys and values in f16: keys in blocks of 16 positions
+    /// ([`crate::attention::push_key`]), values a row per position.
     layers: Vec<(Vec<half::f16>, Vec<half::f16>)>,
     /// The cache on the GPU, for a GPU model.
     gpu: Option<agora_inference_cuda::Cache>,
@@ -644,19 +645,18 @@ impl Weights {
                     // greedy decoding follows the reference at near-ties.
                     let mut k = row[qn..qn + kvn].to_vec();
                     rope(&mut k, cos, sin);
-                    keys.extend(k.iter().map(|&k| half::f16::from_f32(k)));
+                    crate::attention::push_key(keys, pos, shape, &k);
                     values.extend(row[qn + kvn..].iter().map(|&v| half::f16::from_f32(v)));
                 }
                 queries.push(q);
             }
-            let rows = x.len() / emb;
             let attn: Vec<f32> = segments
                 .par_iter()
                 .zip(&starts)
                 .zip(&queries)
                 .map(|((seg, &start), q)| {
                     let (keys, values) = &seg.cache.layers[layer];
-                    crate::attention::causal(q, keys, values, shape, start, seg.tokens.len(), rows)
+                    crate::attention::causal(q, keys, values, shape, start, seg.tokens.len())
                 })
                 .collect::<Vec<Vec<f32>>>()
                 .concat();
