@@ -179,8 +179,16 @@ mod x86 {
         let n = p.len();
         let a = a.map(|row| &row[..n]);
         let mask = _mm512_set1_epi8(15);
-        let mut acc = [_mm512_setzero_ps(); R];
+        // The minimums' chains first, on their own: the products' loop then holds only its
+        // `R` accumulators besides the weights (all in registers, none spilled to the stack).
         let mut mins = [_mm512_setzero_ps(); R];
+        for (b, pb) in p.iter().enumerate() {
+            let mw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.m));
+            for r in 0..R {
+                mins[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[r][b].s), mins[r]);
+            }
+        }
+        let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
             let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
                 let q: __m512i = cast(pb.qs[j]);
@@ -190,7 +198,6 @@ mod x86 {
                 )
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
-            let mw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.m));
             for r in 0..R {
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
@@ -203,7 +210,6 @@ mod x86 {
                 let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
                 let scale = _mm512_mul_ps(dw, _mm512_set1_ps(ab.d));
                 acc[r] = _mm512_fmadd_ps(sum, scale, acc[r]);
-                mins[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(ab.s), mins[r]);
             }
         }
         std::array::from_fn(|r| cast(_mm512_add_ps(acc[r], mins[r])))
