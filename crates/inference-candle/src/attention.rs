@@ -233,35 +233,47 @@ mod x86 {
         _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(bits))
     }
 
+    /// Heads computed together (each cached vector converted once for all of them); more
+    /// heads per key-value head are taken this many at a time.
+    const HEADS: usize = 3;
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(super) fn scores(qrows: &[f32], kv: &Kv<'_>, n: usize, scale: f32, scores: &mut [f32]) {
         let hd = kv.hd;
         let lanes = hd / 8;
         let sc = _mm512_set1_ps(scale);
+        let heads: Vec<&[f32]> = qrows.chunks_exact(hd).collect();
         for b in 0..n.div_ceil(KEY_BLOCK) {
             let k = kv.key_block(b);
             let count = (n - b * KEY_BLOCK).min(KEY_BLOCK);
-            for (r, q) in qrows.chunks_exact(hd).enumerate() {
-                let mut acc = [_mm512_setzero_ps(); 8];
+            for (g, q) in heads.chunks(HEADS).enumerate() {
+                let h = q.len();
+                let mut acc = [[_mm512_setzero_ps(); 8]; HEADS];
                 for c in 0..lanes {
-                    for (l, a) in acc.iter_mut().enumerate() {
+                    for l in 0..8 {
                         let d = c * 8 + l;
                         let kd = load16(&k[d * KEY_BLOCK..]);
-                        *a = _mm512_add_ps(*a, _mm512_mul_ps(_mm512_set1_ps(q[d]), kd));
+                        for (a, q) in acc.iter_mut().zip(q).take(h) {
+                            a[l] = _mm512_add_ps(a[l], _mm512_mul_ps(_mm512_set1_ps(q[d]), kd));
+                        }
                     }
                 }
-                let mut tail = _mm512_setzero_ps();
+                let mut tail = [_mm512_setzero_ps(); HEADS];
                 for d in lanes * 8..hd {
                     let kd = load16(&k[d * KEY_BLOCK..]);
-                    tail = _mm512_add_ps(tail, _mm512_mul_ps(_mm512_set1_ps(q[d]), kd));
+                    for (t, q) in tail.iter_mut().zip(q).take(h) {
+                        *t = _mm512_add_ps(*t, _mm512_mul_ps(_mm512_set1_ps(q[d]), kd));
+                    }
                 }
-                let tree = _mm512_add_ps(
-                    _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
-                    _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7])),
-                );
-                let s: [f32; 16] = cast(_mm512_mul_ps(_mm512_add_ps(tree, tail), sc));
-                let at = r * n + b * KEY_BLOCK;
-                scores[at..at + count].copy_from_slice(&s[..count]);
+                for (r, (acc, tail)) in acc.iter().zip(tail).take(h).enumerate() {
+                    let tree = _mm512_add_ps(
+                        _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])),
+                        _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7])),
+                    );
+                    let s: [f32; 16] = cast(_mm512_mul_ps(_mm512_add_ps(tree, tail), sc));
+                    let at = (g * HEADS + r) * n + b * KEY_BLOCK;
+                    scores[at..at + count].copy_from_slice(&s[..count]);
+                }
             }
         }
     }
@@ -273,25 +285,35 @@ mod x86 {
             super::values_scalar(probs, kv, n, o);
             return;
         }
-        for (r, out) in o.chunks_exact_mut(hd).enumerate() {
-            let w = &probs[r * n..(r + 1) * n];
-            // Four vectors of dimensions at a time: four independent sums per position.
-            for (c4, out) in out.chunks_mut(64).enumerate() {
-                let parts = out.len() / 16;
-                let mut acc = [_mm512_setzero_ps(); 4];
-                for (t, a) in acc.iter_mut().enumerate().take(parts) {
-                    *a =
-                        cast(<[f32; 16]>::try_from(&out[t * 16..t * 16 + 16]).unwrap_or([0.0; 16]));
-                }
-                for (j, &wj) in w.iter().enumerate() {
+        let rep = o.len() / hd;
+        for g0 in (0..rep).step_by(HEADS) {
+            let h = (rep - g0).min(HEADS);
+            // Four vectors of dimensions at a time for up to three heads: twelve independent
+            // sums, each value vector converted once for all the heads.
+            for c4 in 0..hd.div_ceil(64) {
+                let parts = (hd - c4 * 64).min(64) / 16;
+                let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
+                for j in 0..n {
                     let v = &kv.value(j)[c4 * 64..];
-                    let wv = _mm512_set1_ps(wj);
-                    for (t, a) in acc.iter_mut().enumerate().take(parts) {
-                        *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, load16(&v[t * 16..])));
+                    let vs: [__m512; 4] = std::array::from_fn(|t| {
+                        if t < parts {
+                            load16(&v[t * 16..])
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    });
+                    for (r, a) in acc.iter_mut().enumerate().take(h) {
+                        let wv = _mm512_set1_ps(probs[(g0 + r) * n + j]);
+                        for (a, v) in a.iter_mut().zip(vs).take(parts) {
+                            *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+                        }
                     }
                 }
-                for (t, a) in acc.iter().enumerate().take(parts) {
-                    out[t * 16..t * 16 + 16].copy_from_slice(&cast::<__m512, [f32; 16]>(*a));
+                for (r, a) in acc.iter().enumerate().take(h) {
+                    let out = &mut o[(g0 + r) * hd + c4 * 64..];
+                    for (t, a) in a.iter().enumerate().take(parts) {
+                        out[t * 16..t * 16 + 16].copy_from_slice(&cast::<__m512, [f32; 16]>(*a));
+                    }
                 }
             }
         }
