@@ -1,5 +1,5 @@
 //! Throughput of the quantized matrix kernels on random weights, in billions of multiply-adds
-//! per second: `cargo run --release -p agora-inference-candle --example kernels [KERNEL]`.
+//! per second: `cargo run --release -p agora-inference-candle --example kernels [KERNEL] [ROWS] [cold]`.
 #![allow(clippy::float_arithmetic, reason = "timing arithmetic")]
 
 use agora_inference_candle::quant::Kernel;
@@ -32,14 +32,39 @@ fn main() {
         Some(m) => vec![m],
         None => vec![1, 4, 168],
     };
+    // An optional third argument, `cold`: cycle through 24 different matrices (13 MB in Q4_1,
+    // more than the L2 caches hold), as a pass through the model's layers does, instead of one
+    // that stays in L2.
+    let copies = match std::env::args().nth(3).as_deref() {
+        Some("cold") => 24,
+        _ => 1,
+    };
     let (n, k) = (1536, 576);
-    let w = Tensor::from_vec(random(n * k, 1), (n, k), &Device::Cpu).unwrap();
-    let q41 = Q41Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q4_1).unwrap())
-        .unwrap()
-        .unwrap();
-    let q80 = Q80Matrix::from_qtensor(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap())
-        .unwrap()
-        .unwrap();
+    let weights: Vec<Tensor> = (0..copies)
+        .map(|c| Tensor::from_vec(random(n * k, 1 + c as u64), (n, k), &Device::Cpu).unwrap())
+        .collect();
+    let q41: Vec<Q41Matrix> = weights
+        .iter()
+        .map(|w| {
+            Q41Matrix::from_qtensor(&QTensor::quantize(w, GgmlDType::Q4_1).unwrap())
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let q80: Vec<Q80Matrix> = weights
+        .iter()
+        .map(|w| {
+            Q80Matrix::from_qtensor(&QTensor::quantize(w, GgmlDType::Q8_0).unwrap())
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let next = std::cell::Cell::new(0usize);
+    let pick = || {
+        let i = next.get();
+        next.set((i + 1) % copies);
+        i
+    };
     for m in rows {
         let x = random(m * k, 2);
         for kernel in [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar] {
@@ -48,8 +73,8 @@ fn main() {
             }
             let reps = (2000 / m).max(20);
             let runs: [(&str, Product); 2] = [
-                ("q4_1", &|x| q41.matmul_with(kernel, x)),
-                ("q8_0", &|x| q80.matmul_with(kernel, x)),
+                ("q4_1", &|x| q41[pick()].matmul_with(kernel, x)),
+                ("q8_0", &|x| q80[pick()].matmul_with(kernel, x)),
             ];
             for (name, f) in runs {
                 // The best of five rounds: this is a shared machine, and slow rounds measure
