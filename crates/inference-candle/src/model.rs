@@ -591,6 +591,15 @@ impl Weights {
         let emb = c.embedding;
         let vocab = self.vocab();
         let starts: Vec<usize> = segments.iter().map(|s| s.cache.len).collect();
+        // Where each segment's rows start in the pass.
+        let offsets: Vec<usize> = segments
+            .iter()
+            .scan(0, |at, s| {
+                let here = *at;
+                *at += s.tokens.len();
+                Some(here)
+            })
+            .collect();
         let mut x: Vec<f32> = Vec::new();
         for (seg, &start) in segments.iter().zip(&starts) {
             if start + seg.tokens.len() > c.context_length {
@@ -626,37 +635,38 @@ impl Weights {
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &block.attn_norm, eps);
             let qkv = block.qkv.forward(&h, emb)?;
-            // Per segment: its queries (rotated), and its keys and values appended to its cache.
-            let mut rows = qkv.chunks_exact(qn + 2 * kvn);
-            let mut queries: Vec<Vec<f32>> = Vec::with_capacity(segments.len());
-            for (seg, &start) in segments.iter_mut().zip(&starts) {
-                let (keys, values) = &mut seg.cache.layers[layer];
-                let mut q = Vec::with_capacity(seg.tokens.len() * qn);
-                for (i, row) in (&mut rows).take(seg.tokens.len()).enumerate() {
-                    let pos = start + i;
-                    let (cos, sin) = (
-                        &self.cos[pos * half..(pos + 1) * half],
-                        &self.sin[pos * half..(pos + 1) * half],
-                    );
-                    let at = q.len();
-                    q.extend_from_slice(&row[..qn]);
-                    rope(&mut q[at..], cos, sin);
-                    // llama.cpp keeps the key-value cache in f16; round the same way so that
-                    // greedy decoding follows the reference at near-ties.
-                    let mut k = row[qn..qn + kvn].to_vec();
-                    rope(&mut k, cos, sin);
-                    crate::attention::push_key(keys, pos, shape, &k);
-                    values.extend(row[qn + kvn..].iter().map(|&v| half::f16::from_f32(v)));
-                }
-                queries.push(q);
-            }
+            // Per segment, on the pool (one task each, so that no serial stretch lets the
+            // pool's threads fall asleep before attention): its queries rotated, its keys and
+            // values appended to its cache, then its attention.
+            let width = qn + 2 * kvn;
             let attn: Vec<f32> = segments
-                .par_iter()
+                .par_iter_mut()
                 .zip(&starts)
-                .zip(&queries)
-                .map(|((seg, &start), q)| {
-                    let (keys, values) = &seg.cache.layers[layer];
-                    crate::attention::causal(q, keys, values, shape, start, seg.tokens.len())
+                .zip(&offsets)
+                .map(|((seg, &start), &off)| {
+                    let seq = seg.tokens.len();
+                    let (keys, values) = &mut seg.cache.layers[layer];
+                    let mut q = Vec::with_capacity(seq * qn);
+                    for (i, row) in qkv[off * width..(off + seq) * width]
+                        .chunks_exact(width)
+                        .enumerate()
+                    {
+                        let pos = start + i;
+                        let (cos, sin) = (
+                            &self.cos[pos * half..(pos + 1) * half],
+                            &self.sin[pos * half..(pos + 1) * half],
+                        );
+                        let at = q.len();
+                        q.extend_from_slice(&row[..qn]);
+                        rope(&mut q[at..], cos, sin);
+                        // llama.cpp keeps the key-value cache in f16; round the same way so
+                        // that greedy decoding follows the reference at near-ties.
+                        let mut k = row[qn..qn + kvn].to_vec();
+                        rope(&mut k, cos, sin);
+                        crate::attention::push_key(keys, pos, shape, &k);
+                        values.extend(row[qn + kvn..].iter().map(|&v| half::f16::from_f32(v)));
+                    }
+                    crate::attention::causal(&q, keys, values, shape, start, seq)
                 })
                 .collect::<Vec<Vec<f32>>>()
                 .concat();
