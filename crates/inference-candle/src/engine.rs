@@ -640,7 +640,7 @@ mod tests {
     use super::*;
 
     /// Against a straightforward f64 log-sum-exp, on rows of every length around the lane count
-    /// (tails included), with large and negative values and NaN (ignored by the maximum).
+    /// (tails included), with large and negative values.
     #[test]
     fn log_sum_exp_matches_a_straightforward_sum() {
         let mut state = 3u64;

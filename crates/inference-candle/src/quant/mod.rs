@@ -239,8 +239,8 @@ impl<F: Format> QMatrix<F> {
     }
 
     /// [`QMatrix::matmul`] with a given kernel (at most the best this CPU runs). Output rows are
-    /// split among rayon's threads in fixed chunks of whole panels; each output is computed by
-    /// one thread.
+    /// split among rayon's threads in chunks of whole panels (four chunks per thread); each
+    /// output is computed by one thread, so the split does not change the numbers.
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32]) -> Vec<f32> {
         use rayon::prelude::*;
         let kernel = kernel.min(Kernel::best());
