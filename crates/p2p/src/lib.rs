@@ -2,7 +2,8 @@
 //!
 //! - Identity: the node's Ed25519 key is its libp2p peer id.
 //! - Bootstrap peers are persistent: while no dialled connection to one is open, it is redialled
-//!   every 2 s (so start-up order does not matter and a restarted peer is found again).
+//!   every 2 s (so start-up order does not matter and a restarted peer is found again); an
+//!   address that names its peer is not redialled while that peer is connected either way.
 //! - Transports: TCP and QUIC; Noise and Yamux on TCP. Every dial takes a fresh local port: with
 //!   libp2p's default (reuse the listening port), two nodes that dial each other at the same
 //!   moment make one TCP connection by simultaneous open, on which both act as the dialer; its
