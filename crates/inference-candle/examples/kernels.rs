@@ -24,6 +24,22 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Each matrix quantized to `dtype` and loaded with `from` (a matrix type's `from_qtensor`).
+fn load<M>(
+    weights: &[Tensor],
+    dtype: GgmlDType,
+    from: impl Fn(&QTensor) -> candle_core::Result<Option<M>>,
+) -> Vec<M> {
+    weights
+        .iter()
+        .map(|w| {
+            from(&QTensor::quantize(w, dtype).unwrap())
+                .unwrap()
+                .unwrap()
+        })
+        .collect()
+}
+
 fn main() {
     // An optional argument picks one kernel by name.
     let only = std::env::args().nth(1);
@@ -43,22 +59,8 @@ fn main() {
     let weights: Vec<Tensor> = (0..copies)
         .map(|c| Tensor::from_vec(random(n * k, 1 + c as u64), (n, k), &Device::Cpu).unwrap())
         .collect();
-    let q41: Vec<Q41Matrix> = weights
-        .iter()
-        .map(|w| {
-            Q41Matrix::from_qtensor(&QTensor::quantize(w, GgmlDType::Q4_1).unwrap())
-                .unwrap()
-                .unwrap()
-        })
-        .collect();
-    let q80: Vec<Q80Matrix> = weights
-        .iter()
-        .map(|w| {
-            Q80Matrix::from_qtensor(&QTensor::quantize(w, GgmlDType::Q8_0).unwrap())
-                .unwrap()
-                .unwrap()
-        })
-        .collect();
+    let q41 = load(&weights, GgmlDType::Q4_1, Q41Matrix::from_qtensor);
+    let q80 = load(&weights, GgmlDType::Q8_0, Q80Matrix::from_qtensor);
     let next = std::cell::Cell::new(0usize);
     let pick = || {
         let i = next.get();

@@ -242,18 +242,17 @@ mod x86 {
         let hd = kv.hd;
         let lanes = hd / 8;
         let sc = _mm512_set1_ps(scale);
-        let heads: Vec<&[f32]> = qrows.chunks_exact(hd).collect();
         for b in 0..n.div_ceil(KEY_BLOCK) {
             let k = kv.key_block(b);
             let count = (n - b * KEY_BLOCK).min(KEY_BLOCK);
-            for (g, q) in heads.chunks(HEADS).enumerate() {
-                let h = q.len();
+            for (g, group) in qrows.chunks(HEADS * hd).enumerate() {
+                let h = group.len() / hd;
                 let mut acc = [[_mm512_setzero_ps(); 8]; HEADS];
                 for c in 0..lanes {
                     for l in 0..8 {
                         let d = c * 8 + l;
                         let kd = load16(&k[d * KEY_BLOCK..]);
-                        for (a, q) in acc.iter_mut().zip(q).take(h) {
+                        for (a, q) in acc.iter_mut().zip(group.chunks_exact(hd)) {
                             a[l] = _mm512_add_ps(a[l], _mm512_mul_ps(_mm512_set1_ps(q[d]), kd));
                         }
                     }
@@ -261,7 +260,7 @@ mod x86 {
                 let mut tail = [_mm512_setzero_ps(); HEADS];
                 for d in lanes * 8..hd {
                     let kd = load16(&k[d * KEY_BLOCK..]);
-                    for (t, q) in tail.iter_mut().zip(q).take(h) {
+                    for (t, q) in tail.iter_mut().zip(group.chunks_exact(hd)) {
                         *t = _mm512_add_ps(*t, _mm512_mul_ps(_mm512_set1_ps(q[d]), kd));
                     }
                 }

@@ -279,14 +279,10 @@ impl CandleEngine {
                     .collect();
                 let logits = self.weights.forward_segments(&mut segments);
                 drop(segments);
-                let vocab = self.weights.vocab();
                 st = lock();
                 for (k, (rid, _, cache)) in batch.into_iter().enumerate() {
                     let row = match &logits {
-                        Ok(l) => l
-                            .get(k * vocab..(k + 1) * vocab)
-                            .map(<[f32]>::to_vec)
-                            .ok_or_else(|| Error::Backend(format!("no logits for row {k}"))),
+                        Ok(l) => self.logits_row(l, k).map(<[f32]>::to_vec),
                         Err(e) => Err(backend(e)),
                     };
                     st.done.insert(rid, (cache, row));
@@ -317,11 +313,10 @@ impl CandleEngine {
         Ok(engine)
     }
 
-    fn logits_row(&self, logits: &[f32], row: usize) -> Result<Vec<f32>, Error> {
+    fn logits_row<'a>(&self, logits: &'a [f32], row: usize) -> Result<&'a [f32], Error> {
         let vocab = self.weights.vocab();
         logits
             .get(row * vocab..(row + 1) * vocab)
-            .map(<[f32]>::to_vec)
             .ok_or_else(|| Error::Backend(format!("no logits for row {row}")))
     }
 }
@@ -497,7 +492,7 @@ impl Engine for CandleEngine {
             .weights
             .forward_from(&request.prompt, &mut cache, request.prompt.len() - 1)
             .map_err(backend)?;
-        let mut row = self.logits_row(&logits, 0)?;
+        let mut row = self.logits_row(&logits, 0)?.to_vec();
         let mut rng = Rng(request.sampling.seed);
         let _member = Member::join(&self.batcher);
         let mut tokens = Vec::new();
@@ -609,14 +604,11 @@ impl Engine for CandleEngine {
         // Each row on its own (rows in parallel): the log-probabilities of the claimed token and
         // of the argmax, from the row's log-sum-exp, with the numbers `generate` reports.
         use rayon::prelude::*;
-        let vocab = self.weights.vocab();
         continuation
             .par_iter()
             .enumerate()
             .map(|(k, &id)| {
-                let row = logits
-                    .get(k * vocab..(k + 1) * vocab)
-                    .ok_or_else(|| Error::Backend(format!("no logits for row {k}")))?;
+                let row = self.logits_row(&logits, k)?;
                 let log_sum = log_sum_exp(row);
                 let best = argmax(row);
                 let at = |t: u32| {
