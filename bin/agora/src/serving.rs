@@ -314,8 +314,10 @@ pub async fn pump_adverts(gateway: Arc<Gateway>, mut events: tokio::sync::mpsc::
 }
 
 /// Keep the gateway's view of the chain current every 500 ms: the height, the subnet's
-/// registered miners with their incentive, and a dial to registered miners it has not heard
-/// from, at their on-chain serve addresses (at most every 10 s each).
+/// registered miners with their incentive, and a dial to registered miners its swarm is not
+/// connected to, at their on-chain serve addresses (at most every 10 s each). Hearing a
+/// miner's advert is not enough: adverts are relayed by gossip, and a stream to the miner
+/// needs a connection (or at least an address) of its own.
 pub async fn follow_chain(gateway: Arc<Gateway>, shared: Arc<Shared>, netuid: u16) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut dialled: BTreeMap<String, std::time::Instant> = BTreeMap::new();
@@ -327,12 +329,15 @@ pub async fn follow_chain(gateway: Arc<Gateway>, shared: Arc<Shared>, netuid: u1
             gateway.set_metagraph(BTreeMap::new());
             continue;
         };
-        let known = gateway.known_miners();
+        let connected = gateway.connected_peers().await;
         let to_dial: Vec<String> = subnet
             .neurons
             .iter()
-            .filter(|n| !known.contains(&n.hotkey))
             .filter_map(|n| n.serve.as_ref())
+            .filter(|info| {
+                agora_p2p::PeerId::from_bytes(&info.peer_id)
+                    .map_or(true, |p| !connected.contains(&p))
+            })
             .flat_map(|info| info.addresses.clone())
             .collect();
         for addr in to_dial {

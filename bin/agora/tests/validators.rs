@@ -126,3 +126,290 @@ fn validators_pay_honest_miners_and_evaluating_validators() {
         );
     }
 }
+
+/// A validator's metagraph view: all rows, its revealed `(uid, weight)` pairs, the height of
+/// its last reveal.
+type Revealed = (Vec<serde_json::Value>, Vec<(u64, u64)>, u64);
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A subnet validator run by `agora node` from its config (`[serve] validator_key`): it
+/// challenges the two miners it finds on the chain (an honest one on its own node, a `random`
+/// one on a second node), verifies their answers with the model, and commits then reveals
+/// weights that favour the honest miner.
+#[test]
+fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
+    use agora_crypto::Keypair;
+    use agora_primitives::{Amount, Call, Hash, ServeInfo, SubnetParams, Transaction, to_hex};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let dir = std::env::temp_dir().join(format!("agora-node-validator-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let agora = || Command::new(env!("CARGO_BIN_EXE_agora"));
+    let out = agora()
+        .args([
+            "testnet",
+            "init",
+            "--validators",
+            "1",
+            "--full-nodes",
+            "1",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--api-port",
+            "21200",
+            "--p2p-port",
+            "21250",
+            "--gossip-port",
+            "21275",
+            "--empty-interval-ms",
+            "200",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| {
+        let text = std::fs::read_to_string(dir.join(p)).unwrap();
+        let seed: [u8; 32] = agora_primitives::from_hex(text.trim())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        Keypair::from_seed(&seed)
+    };
+    // The chain validator's key is the honest miner's hotkey (and owns subnet 1); the faucet
+    // funds the subnet validator and the random miner.
+    let miner = read("node0/validator.key");
+    let faucet = read("faucet.key");
+    let validator = Keypair::from_seed(&[7; 32]);
+    let random = Keypair::from_seed(&[8; 32]);
+    agora_chain::node::write_key(&dir.join("node0/subnet-validator.key"), &validator).unwrap();
+    agora_chain::node::write_key(&dir.join("node1/miner.key"), &random).unwrap();
+    let serve = [
+        "\n[serve]\nlisten = \"/ip4/127.0.0.1/tcp/21290\"\nminer_key = \"validator.key\"\nvalidator_key = \"subnet-validator.key\"\n",
+        "\n[serve]\nlisten = \"/ip4/127.0.0.1/tcp/21291\"\npeers = [\"/ip4/127.0.0.1/tcp/21290\"]\nminer_key = \"miner.key\"\nminer_mode = \"random\"\n",
+    ];
+    let mut nodes = Vec::new();
+    for (i, section) in serve.iter().enumerate() {
+        let config = dir.join(format!("node{i}/config.toml"));
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(section);
+        std::fs::write(&config, text).unwrap();
+        nodes.push(Running(
+            agora()
+                .args(["node", "--config", config.to_str().unwrap()])
+                .env(
+                    "AGORA_LOG",
+                    "warn,arc_malachitebft_network=off,agora_validator=info,agora_serve=info",
+                )
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("node{i}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = agora_chain::client::Client::new("http://127.0.0.1:21200").unwrap();
+    // The nodes' logs, for a failure's message.
+    let logs = || {
+        (0..2)
+            .map(|i| {
+                let text =
+                    std::fs::read_to_string(dir.join(format!("node{i}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "node{i}:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let wait = |what: &str, secs: u64, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; logs:\n{}",
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    wait(
+        "the chain",
+        120,
+        &|| matches!(rt.block_on(client.get("/chain/status")), Ok((200, v)) if v["height"].as_u64() >= Some(1)),
+    );
+    let status = rt.block_on(client.get("/chain/status")).unwrap().1;
+    let chain = status["chain_id"].as_str().unwrap().to_owned();
+    let submit = |k: &Keypair, nonce: u64, call: Call| {
+        let t = agora_crypto::sign_tx(
+            k,
+            Transaction {
+                chain_id: chain.clone(),
+                sender: k.address(),
+                nonce,
+                fee: Amount(1_000),
+                expiry_height: 1_000_000,
+                call,
+            },
+        );
+        let body = serde_json::json!({"tx": to_hex(&agora_codec::encode_to_vec(&t))});
+        let (code, v) = rt.block_on(client.post("/chain/tx", &body)).unwrap();
+        assert_eq!(code, 200, "{v}");
+    };
+    let nonce_of = |k: &Keypair| {
+        rt.block_on(client.get(&format!("/chain/account/{}", k.address())))
+            .map(|(_, v)| v["nonce"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    submit(
+        &faucet,
+        0,
+        Call::Transfer {
+            to: validator.address(),
+            amount: Amount::agora(1_000),
+        },
+    );
+    submit(
+        &faucet,
+        1,
+        Call::Transfer {
+            to: random.address(),
+            amount: Amount::agora(1_000),
+        },
+    );
+    wait("the transfers", 60, &|| nonce_of(&faucet) >= 2);
+    let serve_info = |k: &Keypair, port: u16| ServeInfo {
+        peer_id: agora_p2p::peer_id_from_seed(*k.seed()).to_bytes(),
+        addresses: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+        model_hash: agora_inference::model::MODEL_BLAKE3
+            .parse::<Hash>()
+            .unwrap(),
+        price_per_1k_tokens: Amount(10_000_000),
+    };
+    let register = |k: &Keypair| Call::Register {
+        netuid: 1,
+        hotkey: k.address(),
+        max_burn: Amount::agora(100),
+    };
+    // Short epochs, so that a commit is revealed within seconds.
+    let params = SubnetParams {
+        tempo: 20,
+        weights_rate_limit: 5,
+        ..SubnetParams::defaults()
+    };
+    submit(&miner, 0, register(&miner));
+    submit(
+        &miner,
+        1,
+        Call::Serve {
+            netuid: 1,
+            info: serve_info(&miner, 21290),
+        },
+    );
+    submit(&miner, 2, Call::SubnetSet { netuid: 1, params });
+    submit(&random, 0, register(&random));
+    submit(
+        &random,
+        1,
+        Call::Serve {
+            netuid: 1,
+            info: serve_info(&random, 21291),
+        },
+    );
+    submit(&validator, 0, register(&validator));
+    submit(
+        &validator,
+        1,
+        Call::EscrowDeposit {
+            amount: Amount::agora(100),
+        },
+    );
+    // The validator's row of the metagraph: all rows, its revealed (uid, weight) pairs and the
+    // height of its last reveal.
+    let uid_of = |rows: &[serde_json::Value], k: &Keypair| {
+        rows.iter()
+            .find(|r| r["hotkey"] == k.address().to_string())
+            .and_then(|r| r["uid"].as_u64())
+    };
+    let revealed = || -> Option<Revealed> {
+        let (code, v) = rt.block_on(client.get("/chain/metagraph/1")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let rows = v.as_array()?.clone();
+        let me = rows
+            .iter()
+            .find(|r| r["hotkey"] == validator.address().to_string())?;
+        let weights: Vec<(u64, u64)> = me["weights"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| Some((p[0].as_u64()?, p[1].as_u64()?)))
+            .collect();
+        let last = me["last_update"].as_u64()?;
+        (!weights.is_empty()).then_some((rows, weights, last))
+    };
+    // The random miner must have been reached and its answers rejected by verification (not
+    // merely left unanswered), ...
+    let rejection = || {
+        let log = std::fs::read_to_string(dir.join("node0.log")).unwrap_or_default();
+        log.lines()
+            .find(|l| {
+                l.contains("challenge failed")
+                    && l.contains(&random.address().to_string())
+                    && !l.contains("NoAnswer")
+            })
+            .map(str::to_owned)
+    };
+    wait(
+        "the validator to reject the random miner's answers",
+        300,
+        &|| rejection().is_some(),
+    );
+    println!("{}", rejection().unwrap_or_default());
+    // ... and two reveals must follow: the second one's weights were committed after that.
+    for _ in 0..2 {
+        let before = revealed().map_or(0, |(_, _, last)| last);
+        wait("the validator's next revealed weights", 120, &|| {
+            revealed().is_some_and(|(_, _, last)| last > before)
+        });
+    }
+    let (rows, weights, _) = revealed().unwrap();
+    let weight_of = |k: &Keypair| {
+        let uid = uid_of(&rows, k).expect("registered");
+        weights
+            .iter()
+            .find(|(u, _)| *u == uid)
+            .map_or(0, |(_, w)| *w)
+    };
+    let (honest, forged) = (weight_of(&miner), weight_of(&random));
+    println!(
+        "revealed at height {}: {weights:?} (honest miner uid {:?}, random miner uid {:?})",
+        rt.block_on(client.get("/chain/status")).unwrap().1["height"],
+        uid_of(&rows, &miner),
+        uid_of(&rows, &random)
+    );
+    assert!(
+        honest > 0 && forged == 0,
+        "honest miner {honest}, random miner {forged}: {weights:?}"
+    );
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -277,6 +277,7 @@ impl NodeConfig {
         if let Some(serve) = config.serve.as_mut() {
             serve.gateway_key = serve.gateway_key.as_deref().map(abs);
             serve.miner_key = serve.miner_key.as_deref().map(abs);
+            serve.validator_key = serve.validator_key.as_deref().map(abs);
             serve.model_dir = serve.model_dir.as_deref().map(abs);
         }
         Ok(config)
@@ -737,5 +738,35 @@ async fn gossip_in(
             warn!(peer = %from, bad, "gossiped transactions with bad signatures");
             p2p.report(from, Misbehaviour::BadSignature);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path in a config file, `[serve]`'s keys included, is taken from the file's
+    /// directory (a `[serve] validator_key` once was not, and the node looked for it in its
+    /// working directory).
+    #[test]
+    fn relative_paths_are_taken_from_the_config_files_directory() {
+        let dir = std::env::temp_dir().join(format!("agora-node-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            "validator_key = \"v.key\"\ngenesis = \"../genesis.json\"\n\n[serve]\nlisten = \"/ip4/127.0.0.1/tcp/1\"\ngateway_key = \"g.key\"\nminer_key = \"m.key\"\nvalidator_key = \"sv.key\"\nmodel_dir = \"models\"\n",
+        )
+        .unwrap();
+        let config = NodeConfig::load(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(config.home(), dir);
+        assert_eq!(config.validator_key, Some(dir.join("v.key")));
+        assert_eq!(config.genesis, Some(dir.join("../genesis.json")));
+        let serve = config.serve.expect("a [serve] section");
+        assert_eq!(serve.gateway_key, Some(dir.join("g.key")));
+        assert_eq!(serve.miner_key, Some(dir.join("m.key")));
+        assert_eq!(serve.validator_key, Some(dir.join("sv.key")));
+        assert_eq!(serve.model_dir, Some(dir.join("models")));
     }
 }

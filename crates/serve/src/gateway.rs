@@ -240,6 +240,11 @@ impl Gateway {
             .count()
     }
 
+    /// Peers this gateway's swarm holds a connection to (empty if the swarm has stopped).
+    pub async fn connected_peers(&self) -> Vec<agora_p2p::PeerId> {
+        self.p2p.peers().await.unwrap_or_default()
+    }
+
     /// Dial a miner's published serve address (so its adverts reach this gateway).
     pub async fn dial(&self, address: &str) {
         if let Ok(addr) = address.parse() {
