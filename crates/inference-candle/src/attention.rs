@@ -78,7 +78,7 @@ pub fn causal(
     let rep = (heads / kv_heads).max(1);
     let scale = 1.0 / (hd as f32).sqrt();
     // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
-    let q16: Vec<f32> = q.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let q16 = rounded_to_f16(q);
     let mut out = vec![0f32; seq * heads * hd];
     let group = rep * hd;
     let one = |item: usize, o: &mut [f32]| {
@@ -142,22 +142,35 @@ fn attend_group(qrows: &[f32], kv: &Kv<'_>, last: usize, scale: f32, o: &mut [f3
     let n = last + 1;
     // Scores, head by head: scores[r * n + j].
     let mut scores = vec![0f32; rep * n];
+    // Then the softmax and the weighted sums of values, in position order.
     multiversion::target::match_target! {
-        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::scores(qrows, kv, n, scale, &mut scores),
-        _ => scores_scalar(qrows, kv, n, scale, &mut scores),
+        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => {
+            x86::scores(qrows, kv, n, scale, &mut scores);
+            x86::softmax(&mut scores, n);
+            x86::weighted_values(&scores, kv, n, o);
+        },
+        _ => {
+            scores_scalar(qrows, kv, n, scale, &mut scores);
+            softmax(&mut scores, n);
+            values_scalar(&scores, kv, n, o);
+        },
     }
-    softmax(&mut scores, n);
-    // The weighted sums of values, in position order.
+}
+
+/// `x` with every value rounded to f16 (to nearest, ties to even), as f32.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c"))]
+fn rounded_to_f16(x: &[f32]) -> Vec<f32> {
+    let mut out = x.to_vec();
     multiversion::target::match_target! {
-        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::weighted_values(&scores, kv, n, o),
-        _ => values_scalar(&scores, kv, n, o),
+        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::round_to_f16(&mut out, 1.0),
+        _ => out.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
     }
+    out
 }
 
 /// Each head's softmax (rows of `n` scores): maximum, exponentials, their sum in position
 /// order; probabilities rounded to f16 as llama.cpp feeds them to its f16 product with the
 /// values.
-#[inline(always)]
 fn softmax(scores: &mut [f32], n: usize) {
     for s in scores.chunks_exact_mut(n) {
         let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -237,6 +250,64 @@ mod x86 {
     /// heads per key-value head are taken this many at a time.
     const HEADS: usize = 3;
 
+    /// `x[i] * scale` rounded to f16 (to nearest, ties to even, as `half` rounds), as f32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) fn round_to_f16(x: &mut [f32], scale: f32) {
+        let sc = _mm512_set1_ps(scale);
+        let round = |v: [f32; 16]| -> [f32; 16] {
+            let p = _mm512_mul_ps(cast(v), sc);
+            cast(_mm512_cvtph_ps(
+                _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p),
+            ))
+        };
+        let mut chunks = x.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let v: [f32; 16] = (&*c).try_into().unwrap_or([0.0; 16]);
+            c.copy_from_slice(&round(v));
+        }
+        let tail = chunks.into_remainder();
+        let mut v = [0f32; 16];
+        v[..tail.len()].copy_from_slice(tail);
+        let len = tail.len();
+        tail.copy_from_slice(&round(v)[..len]);
+    }
+
+    /// The reference softmax ([`super::softmax`]) with the same operations in the same order
+    /// for each head: the maximum (exact in any order) over vectors, the sums of up to three
+    /// heads as interleaved chains (each still in position order), the rounding to f16 over
+    /// vectors.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) fn softmax(scores: &mut [f32], n: usize) {
+        for group in scores.chunks_mut(HEADS * n) {
+            let h = group.len() / n;
+            for s in group.chunks_exact_mut(n) {
+                let mut chunks = s.chunks_exact(16);
+                let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+                for c in &mut chunks {
+                    let v: [f32; 16] = c.try_into().unwrap_or([f32::NEG_INFINITY; 16]);
+                    // A NaN score is passed over, as `f32::max` passes it over.
+                    m = _mm512_max_ps(cast(v), m);
+                }
+                let max = chunks
+                    .remainder()
+                    .iter()
+                    .fold(_mm512_reduce_max_ps(m), |a, &b| a.max(b));
+                for x in s.iter_mut() {
+                    *x = crate::exp::exp(*x - max);
+                }
+            }
+            let mut sums = [0f32; HEADS];
+            for j in 0..n {
+                for (r, sum) in sums.iter_mut().enumerate().take(h) {
+                    *sum += group[r * n + j];
+                }
+            }
+            for (s, sum) in group.chunks_exact_mut(n).zip(sums) {
+                round_to_f16(s, 1.0 / sum);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(super) fn scores(qrows: &[f32], kv: &Kv<'_>, n: usize, scale: f32, scores: &mut [f32]) {
         let hd = kv.hd;
@@ -285,6 +356,10 @@ mod x86 {
             return;
         }
         let rep = o.len() / hd;
+        if hd.is_multiple_of(64) && rep.is_multiple_of(HEADS) {
+            values_whole(probs, kv, n, o);
+            return;
+        }
         for g0 in (0..rep).step_by(HEADS) {
             let h = (rep - g0).min(HEADS);
             // Four vectors of dimensions at a time for up to three heads: twelve independent
@@ -311,6 +386,41 @@ mod x86 {
                 for (r, a) in acc.iter().enumerate().take(h) {
                     let out = &mut o[(g0 + r) * hd + c4 * 64..];
                     for (t, a) in a.iter().enumerate().take(parts) {
+                        out[t * 16..t * 16 + 16].copy_from_slice(&cast::<__m512, [f32; 16]>(*a));
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`weighted_values`] where the heads come in whole groups of [`HEADS`] and the head size
+    /// in whole groups of 64 (SmolLM2's case): the same sums in the same order, without the
+    /// general case's per-position branches.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn values_whole(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32]) {
+        let hd = kv.hd;
+        let stride = kv.kv_heads * hd;
+        let values = &kv.values[kv.kvh * hd..];
+        for (og, pg) in o
+            .chunks_exact_mut(HEADS * hd)
+            .zip(probs.chunks_exact(HEADS * n))
+        {
+            let p: [&[f32]; HEADS] = std::array::from_fn(|r| &pg[r * n..(r + 1) * n]);
+            for c4 in 0..hd / 64 {
+                let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
+                for j in 0..n {
+                    let v = &values[j * stride + c4 * 64..j * stride + c4 * 64 + 64];
+                    let vs: [__m512; 4] = std::array::from_fn(|t| load16(&v[t * 16..]));
+                    for (a, p) in acc.iter_mut().zip(p) {
+                        let wv = _mm512_set1_ps(p[j]);
+                        for (a, v) in a.iter_mut().zip(vs) {
+                            *a = _mm512_add_ps(*a, _mm512_mul_ps(wv, v));
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    let out = &mut og[r * hd + c4 * 64..];
+                    for (t, a) in a.iter().enumerate() {
                         out[t * 16..t * 16 + 16].copy_from_slice(&cast::<__m512, [f32; 16]>(*a));
                     }
                 }

@@ -26,7 +26,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::float_arithmetic)] // Not consensus-visible: logits and probabilities are floats.
 
-mod attention;
+#[doc(hidden)] // Public for `--example attention` only.
+pub mod attention;
 mod engine;
 mod exp;
 mod model;
