@@ -41,13 +41,36 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 /// different moments. A leader that would start a pass while some members are still on their
 /// way waits for them, for at most [`GATHER`]; otherwise the first one back would run a pass
 /// of one and the rest a pass of their own, and every token would cost two passes.
+///
+/// Two condition variables keep the wake-ups few: the caller gathering a batch waits on
+/// `arrivals` (each arrival wakes only it), callers waiting for their results on `results`
+/// (woken once per pass). With one variable every arrival woke every waiting caller; on two
+/// cores eight streams then took longer than [`GATHER`] to come back, and the batch split
+/// into two halves that alternated passes (seen in a traced `agora bench inference`: passes
+/// of 2 to 6 rows instead of 8).
 #[derive(Debug, Default)]
 struct Batcher {
     state: std::sync::Mutex<BatchState>,
-    changed: std::sync::Condvar,
+    arrivals: std::sync::Condvar,
+    results: std::sync::Condvar,
 }
 
-type StepResult = (Cache, Result<Vec<f32>, Error>);
+type StepResult = (Cache, Result<Row, Error>);
+
+/// One position's logits: a row of a pass's output, shared by the pass's callers (not copied
+/// out for each).
+#[derive(Clone, Debug)]
+struct Row {
+    logits: std::sync::Arc<Vec<f32>>,
+    at: usize,
+    len: usize,
+}
+
+impl Row {
+    fn logits(&self) -> &[f32] {
+        &self.logits[self.at..self.at + self.len]
+    }
+}
 
 #[derive(Debug, Default)]
 struct BatchState {
@@ -59,6 +82,8 @@ struct BatchState {
     largest: usize,
     /// Generations past their prompt and not yet finished (see [`Batcher`]).
     members: usize,
+    /// A caller is gathering the next batch (waiting on `arrivals`).
+    gathering: bool,
     /// When the oldest caller now waiting arrived.
     waiting_since: Option<std::time::Instant>,
 }
@@ -89,7 +114,7 @@ impl Drop for Member<'_> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.members = st.members.saturating_sub(1);
         // A leader waiting for this generation to come back need not wait any longer.
-        self.batcher.changed.notify_all();
+        self.batcher.arrivals.notify_all();
     }
 }
 
@@ -115,7 +140,7 @@ impl Drop for LeadGuard<'_> {
             st.done.insert(id, (Cache::default(), failed));
         }
         st.leading = false;
-        self.batcher.changed.notify_all();
+        self.batcher.results.notify_all();
     }
 }
 
@@ -238,69 +263,79 @@ impl CandleEngine {
         if st.waiting_since.is_none() {
             st.waiting_since = Some(std::time::Instant::now());
         }
-        b.changed.notify_all();
+        if st.gathering {
+            b.arrivals.notify_all();
+        }
         loop {
             if let Some(done) = st.done.remove(&id) {
                 return done;
             }
-            if !st.leading && !st.waiting.is_empty() {
-                // Wait for the members still on their way, a little.
-                let gathered = st.waiting.len() >= st.members.min(MAX_BATCH);
-                let waited = st.waiting_since.map_or(GATHER, |t| t.elapsed());
-                if !gathered && waited < GATHER {
-                    st = b
-                        .changed
-                        .wait_timeout(st, GATHER - waited)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
-                    continue;
-                }
-                st.leading = true;
-                let take = st.waiting.len().min(MAX_BATCH);
-                st.largest = st.largest.max(take);
-                let mut batch: Vec<(u64, u32, Cache)> = st.waiting.drain(..take).collect();
-                st.waiting_since = None;
-                drop(st);
-                // Should the pass unwind, the callers in it get an error instead of waiting
-                // forever, and another caller can lead.
-                let mut guard = LeadGuard {
-                    batcher: b,
-                    ids: batch.iter().map(|(rid, _, _)| *rid).collect(),
-                };
-                let tokens: Vec<u32> = batch.iter().map(|(_, t, _)| *t).collect();
-                let mut segments: Vec<Segment<'_>> = batch
-                    .iter_mut()
-                    .zip(&tokens)
-                    .map(|((_, _, cache), t)| Segment {
-                        tokens: std::slice::from_ref(t),
-                        cache,
-                        first_row: 0,
-                    })
-                    .collect();
-                let logits = self.weights.forward_segments(&mut segments);
-                drop(segments);
-                st = lock();
-                for (k, (rid, _, cache)) in batch.into_iter().enumerate() {
-                    let row = match &logits {
-                        Ok(l) => self.logits_row(l, k).map(<[f32]>::to_vec),
-                        Err(e) => Err(backend(e)),
-                    };
-                    st.done.insert(rid, (cache, row));
-                }
-                st.leading = false;
-                // The members of this pass come back from now on: the gathering time for the
-                // next one starts here, even for callers that arrived during this pass.
-                if !st.waiting.is_empty() {
-                    st.waiting_since = Some(std::time::Instant::now());
-                }
-                guard.ids.clear();
-                b.changed.notify_all();
+            if st.leading || st.gathering || st.waiting.is_empty() {
+                st = b
+                    .results
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
-            st = b
-                .changed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Gather: wait for the members still on their way, a little.
+            st.gathering = true;
+            loop {
+                let gathered = st.waiting.len() >= st.members.min(MAX_BATCH);
+                let waited = st.waiting_since.map_or(GATHER, |t| t.elapsed());
+                if gathered || waited >= GATHER {
+                    break;
+                }
+                st = b
+                    .arrivals
+                    .wait_timeout(st, GATHER - waited)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            st.gathering = false;
+            // Lead.
+            st.leading = true;
+            let take = st.waiting.len().min(MAX_BATCH);
+            st.largest = st.largest.max(take);
+            let mut batch: Vec<(u64, u32, Cache)> = st.waiting.drain(..take).collect();
+            st.waiting_since = None;
+            drop(st);
+            // Should the pass unwind, the callers in it get an error instead of waiting
+            // forever, and another caller can lead.
+            let mut guard = LeadGuard {
+                batcher: b,
+                ids: batch.iter().map(|(rid, _, _)| *rid).collect(),
+            };
+            let tokens: Vec<u32> = batch.iter().map(|(_, t, _)| *t).collect();
+            let mut segments: Vec<Segment<'_>> = batch
+                .iter_mut()
+                .zip(&tokens)
+                .map(|((_, _, cache), t)| Segment {
+                    tokens: std::slice::from_ref(t),
+                    cache,
+                    first_row: 0,
+                })
+                .collect();
+            let logits = self
+                .weights
+                .forward_segments(&mut segments)
+                .map(std::sync::Arc::new);
+            drop(segments);
+            st = lock();
+            for (k, (rid, _, cache)) in batch.into_iter().enumerate() {
+                let row = match &logits {
+                    Ok(l) => self.row(l, k),
+                    Err(e) => Err(backend(e)),
+                };
+                st.done.insert(rid, (cache, row));
+            }
+            st.leading = false;
+            // The members of this pass come back from now on: the gathering time for the
+            // next one starts here, even for callers that arrived during this pass.
+            if !st.waiting.is_empty() {
+                st.waiting_since = Some(std::time::Instant::now());
+            }
+            guard.ids.clear();
+            b.results.notify_all();
         }
     }
 
@@ -319,9 +354,22 @@ impl CandleEngine {
             .get(row * vocab..(row + 1) * vocab)
             .ok_or_else(|| Error::Backend(format!("no logits for row {row}")))
     }
+
+    /// Row `k` of a pass's logits, shared.
+    fn row(&self, logits: &std::sync::Arc<Vec<f32>>, k: usize) -> Result<Row, Error> {
+        let len = self.weights.vocab();
+        self.logits_row(logits, k)?;
+        Ok(Row {
+            logits: logits.clone(),
+            at: k * len,
+            len,
+        })
+    }
 }
 
-/// Natural-log softmax of a row.
+/// Natural-log softmax of a row (the tests' reference; generation subtracts the row's
+/// [`log_sum_exp`] from the logits it reports).
+#[cfg(test)]
 fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let log_sum = log_sum_exp(logits);
     logits.iter().map(|&l| l - log_sum).collect()
@@ -398,8 +446,10 @@ impl Rng {
     }
 }
 
-/// Pick the next token: argmax when greedy, else temperature, top-k and top-p sampling.
-fn pick(logprobs: &[f32], logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
+/// Pick the next token: argmax when greedy, else temperature, top-k and top-p sampling
+/// (`log_sum`: the row's [`log_sum_exp`], so that `logits[i] - log_sum` is token `i`'s
+/// log-probability).
+fn pick(logits: &[f32], log_sum: f32, s: &Sampling, rng: &mut Rng) -> u32 {
     if s.is_greedy() {
         return argmax(logits);
     }
@@ -414,7 +464,7 @@ fn pick(logprobs: &[f32], logits: &[f32], s: &Sampling, rng: &mut Rng) -> u32 {
     }
     let weights: Vec<f32> = order
         .iter()
-        .map(|&i| (logprobs[i as usize] / s.temperature).exp())
+        .map(|&i| ((logits[i as usize] - log_sum) / s.temperature).exp())
         .collect();
     let total: f32 = weights.iter().sum();
     // Nucleus: the smallest prefix whose probability reaches top_p.
@@ -492,7 +542,7 @@ impl Engine for CandleEngine {
             .weights
             .forward_from(&request.prompt, &mut cache, request.prompt.len() - 1)
             .map_err(backend)?;
-        let mut row = self.logits_row(&logits, 0)?.to_vec();
+        let mut row = self.row(&std::sync::Arc::new(logits), 0)?;
         let mut rng = Rng(request.sampling.seed);
         let _member = Member::join(&self.batcher);
         let mut tokens = Vec::new();
@@ -501,20 +551,26 @@ impl Engine for CandleEngine {
         let mut text = String::new();
         let mut finish = FinishReason::Length;
         for _ in 0..request.max_tokens {
-            let logprobs = log_softmax(&row);
-            let id = pick(&logprobs, &row, &request.sampling, &mut rng);
+            let logits = row.logits();
+            // Log-probabilities are `logit - log_sum`, computed for the tokens reported.
+            let log_sum = log_sum_exp(logits);
+            let id = pick(logits, log_sum, &request.sampling, &mut rng);
             if self.stop_ids.contains(&id) {
                 finish = FinishReason::Stop;
                 break;
             }
             let mut top: Vec<(u32, f32)> = Vec::new();
             if request.top_logprobs > 0 {
-                let mut order: Vec<u32> = (0..row.len() as u32).collect();
-                order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+                let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+                order.sort_by(|&a, &b| {
+                    logits[b as usize]
+                        .total_cmp(&logits[a as usize])
+                        .then(a.cmp(&b))
+                });
                 top = order
                     .iter()
                     .take(request.top_logprobs)
-                    .map(|&i| (i, logprobs[i as usize]))
+                    .map(|&i| (i, logits[i as usize] - log_sum))
                     .collect();
             }
             bytes.extend(self.tokenizer.token_bytes(id)?);
@@ -528,7 +584,7 @@ impl Engine for CandleEngine {
             let event = TokenEvent {
                 id,
                 text: piece,
-                logprob: logprobs[id as usize],
+                logprob: logits[id as usize] - log_sum,
                 top,
             };
             let event_len = event.text.len();
