@@ -1,5 +1,7 @@
 //! Throughput of the quantized matrix kernels on random weights, in billions of multiply-adds
-//! per second: `cargo run --release -p agora-inference-candle --example kernels [KERNEL] [ROWS] [cold]`.
+//! per second: `cargo run --release -p agora-inference-candle --example kernels [KERNEL] [ROWS]
+//! [cold | cold:N]`. Products run as a model pass runs them: on rayon's pool, its other threads
+//! kept awake between calls.
 #![allow(clippy::float_arithmetic, reason = "timing arithmetic")]
 
 use agora_inference_candle::quant::Kernel;
@@ -10,7 +12,34 @@ use candle_core::{Device, Tensor};
 use std::time::Instant;
 
 /// A matrix product under test.
-type Product<'a> = &'a dyn Fn(&[f32]) -> Vec<f32>;
+type Product<'a> = &'a (dyn Fn(&[f32]) -> Vec<f32> + Sync);
+
+/// `f` on rayon's pool with the pool's other threads running its parallel work as it appears
+/// (`rayon::yield_now`) instead of sleeping between calls, as the model's pass keeps them.
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    let done = &done;
+    rayon::scope(|s| {
+        let main = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(move |_| {
+                // The calling thread may pick this up itself while it waits: then leave.
+                if rayon::current_thread_index() == main {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let r = f();
+        done.store(true, Ordering::Release);
+        r
+    })
+}
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -50,10 +79,16 @@ fn main() {
     };
     // An optional third argument, `cold`: cycle through 24 different matrices (13 MB in Q4_1,
     // more than the L2 caches hold), as a pass through the model's layers does, instead of one
-    // that stays in L2.
+    // that stays in L2; `cold:N`: N matrices (the model's layers hold about 67 MB of Q4_1
+    // weights and its output matrix 30 MB of Q8_0: `cold:200` is about 110 MB in Q4_1).
     let copies = match std::env::args().nth(3).as_deref() {
         Some("cold") => 24,
-        _ => 1,
+        Some(c) => c
+            .strip_prefix("cold:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1),
+        None => 1,
     };
     let (n, k) = (1536, 576);
     let weights: Vec<Tensor> = (0..copies)
@@ -61,12 +96,8 @@ fn main() {
         .collect();
     let q41 = load(&weights, GgmlDType::Q4_1, Q41Matrix::from_qtensor);
     let q80 = load(&weights, GgmlDType::Q8_0, Q80Matrix::from_qtensor);
-    let next = std::cell::Cell::new(0usize);
-    let pick = || {
-        let i = next.get();
-        next.set((i + 1) % copies);
-        i
-    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let pick = || next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % copies;
     for m in rows {
         let x = random(m * k, 2);
         for kernel in [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar] {
@@ -83,11 +114,13 @@ fn main() {
                 // the neighbours.
                 let s = (0..5)
                     .map(|_| {
-                        let t = Instant::now();
-                        for _ in 0..reps {
-                            std::hint::black_box(f(&x));
-                        }
-                        t.elapsed().as_secs_f64() / reps as f64
+                        on_pool(|| {
+                            let t = Instant::now();
+                            for _ in 0..reps {
+                                std::hint::black_box(f(&x));
+                            }
+                            t.elapsed().as_secs_f64() / reps as f64
+                        })
                     })
                     .fold(f64::INFINITY, f64::min);
                 let gmacs = (n * k * m) as f64 / s / 1e9;
