@@ -172,10 +172,18 @@ mod x86 {
         outputs_tiled!(panels, blocks, acts, out, tile_avx2, 4)
     }
 
+    /// Blocks ahead whose weights are prefetched (about 5 KB; 16 measured a little faster
+    /// than 8).
+    const AHEAD: usize = 16;
+
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
-    fn tile_avx512<const R: usize>(p: &[Panel], a: [&[ActBlock]; R]) -> [[f32; 16]; R] {
+    fn tile_avx512<const R: usize>(
+        p: &[Panel],
+        next: &[Panel],
+        a: [&[ActBlock]; R],
+    ) -> [[f32; 16]; R] {
         let n = p.len();
         let a = a.map(|row| &row[..n]);
         let mask = _mm512_set1_epi8(15);
@@ -190,6 +198,9 @@ mod x86 {
         }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
+            if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
+                super::super::x86::prefetch(t);
+            }
             let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
                 let q: __m512i = cast(pb.qs[j]);
                 (
@@ -218,7 +229,11 @@ mod x86 {
     /// A panel row against `R` activation rows, in two halves of 8 lanes (rows 0-7, 8-15).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn tile_avx2<const R: usize>(p: &[Panel], a: [&[ActBlock]; R]) -> [[f32; 16]; R] {
+    fn tile_avx2<const R: usize>(
+        p: &[Panel],
+        next: &[Panel],
+        a: [&[ActBlock]; R],
+    ) -> [[f32; 16]; R] {
         let n = p.len();
         let a = a.map(|row| &row[..n]);
         let mask = _mm256_set1_epi8(15);
@@ -226,6 +241,9 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut mins = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
+            if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
+                super::super::x86::prefetch(t);
+            }
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
             });
