@@ -1,22 +1,11 @@
 //! The serving network end to end with the real binary and the real model: `agora devnet
 //! --demo` serves and settles; the official `openai` Python package talks to the gateway.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{Running, agora, tx_body};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn agora() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_agora"))
-}
-
-/// Kills the child when the test ends, pass or fail.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
@@ -92,7 +81,7 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let python = Command::new(concat!(
+    let python = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/openai_venv"
     ))
@@ -104,7 +93,7 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
         String::from_utf8_lossy(&python.stderr)
     );
     let python = String::from_utf8_lossy(&python.stdout).trim().to_owned();
-    let check = Command::new(&python)
+    let check = std::process::Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../scripts/openai_check.py"
@@ -128,7 +117,7 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
 #[test]
 fn agora_node_runs_a_gateway_and_a_miner_from_its_config() {
     use agora_crypto::Keypair;
-    use agora_primitives::{Amount, Call, Hash, ServeInfo, Transaction, to_hex};
+    use agora_primitives::{Amount, Call, Hash, ServeInfo};
     let dir = std::env::temp_dir().join(format!("agora-serve-node-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let d = dir.to_str().unwrap();
@@ -156,14 +145,7 @@ fn agora_node_runs_a_gateway_and_a_miner_from_its_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let read = |p: &str| {
-        let text = std::fs::read_to_string(dir.join(p)).unwrap();
-        let seed: [u8; 32] = agora_primitives::from_hex(text.trim())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        Keypair::from_seed(&seed)
-    };
+    let read = |p: &str| agora_chain::node::read_key(&dir.join(p)).unwrap();
     // The validator's key also serves as the miner's hotkey; the faucet pays as the gateway.
     let miner = read("node0/validator.key");
     let gateway = read("faucet.key");
@@ -200,20 +182,7 @@ fn agora_node_runs_a_gateway_and_a_miner_from_its_config() {
     );
     let status = rt.block_on(client.get("/chain/status")).unwrap().1;
     let chain = status["chain_id"].as_str().unwrap().to_owned();
-    let tx = |k: &Keypair, nonce: u64, call: Call| {
-        let t = agora_crypto::sign_tx(
-            k,
-            Transaction {
-                chain_id: chain.clone(),
-                sender: k.address(),
-                nonce,
-                fee: Amount(1_000),
-                expiry_height: 1_000_000,
-                call,
-            },
-        );
-        serde_json::json!({"tx": to_hex(&agora_codec::encode_to_vec(&t))})
-    };
+    let tx = |k: &Keypair, nonce: u64, call: Call| tx_body(&chain, k, nonce, call);
     let peer_id = agora_p2p::peer_id_from_seed(*miner.seed());
     for body in [
         tx(

@@ -2,13 +2,15 @@
 //! challenge honest and adversarial miners through the serving network, verify the answers,
 //! commit and reveal weights; Yuma pays the honest miners and the evaluating validators.
 
-use std::process::Command;
+mod common;
+
+use common::{Running, agora, tx_body};
 
 #[test]
 fn validators_pay_honest_miners_and_evaluating_validators() {
     let dir = std::env::temp_dir().join(format!("agora-validators-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+    let out = agora()
         .args([
             "devnet",
             "--dir",
@@ -131,16 +133,6 @@ fn validators_pay_honest_miners_and_evaluating_validators() {
 /// its last reveal.
 type Revealed = (Vec<serde_json::Value>, Vec<(u64, u64)>, u64);
 
-/// Kills the child when the test ends, pass or fail.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A subnet validator run by `agora node` from its config (`[serve] validator_key`): it
 /// challenges the two miners it finds on the chain (an honest one on its own node, a `random`
 /// one on a second node), verifies their answers with the model, and commits then reveals
@@ -148,13 +140,12 @@ impl Drop for Running {
 #[test]
 fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
     use agora_crypto::Keypair;
-    use agora_primitives::{Amount, Call, Hash, ServeInfo, SubnetParams, Transaction, to_hex};
+    use agora_primitives::{Amount, Call, Hash, ServeInfo, SubnetParams};
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
     let dir = std::env::temp_dir().join(format!("agora-node-validator-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let agora = || Command::new(env!("CARGO_BIN_EXE_agora"));
     let out = agora()
         .args([
             "testnet",
@@ -181,14 +172,7 @@ fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let read = |p: &str| {
-        let text = std::fs::read_to_string(dir.join(p)).unwrap();
-        let seed: [u8; 32] = agora_primitives::from_hex(text.trim())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        Keypair::from_seed(&seed)
-    };
+    let read = |p: &str| agora_chain::node::read_key(&dir.join(p)).unwrap();
     // The chain validator's key is the honest miner's hotkey (and owns subnet 1); the faucet
     // funds the subnet validator and the random miner.
     let miner = read("node0/validator.key");
@@ -259,18 +243,7 @@ fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
     let status = rt.block_on(client.get("/chain/status")).unwrap().1;
     let chain = status["chain_id"].as_str().unwrap().to_owned();
     let submit = |k: &Keypair, nonce: u64, call: Call| {
-        let t = agora_crypto::sign_tx(
-            k,
-            Transaction {
-                chain_id: chain.clone(),
-                sender: k.address(),
-                nonce,
-                fee: Amount(1_000),
-                expiry_height: 1_000_000,
-                call,
-            },
-        );
-        let body = serde_json::json!({"tx": to_hex(&agora_codec::encode_to_vec(&t))});
+        let body = tx_body(&chain, k, nonce, call);
         let (code, v) = rt.block_on(client.post("/chain/tx", &body)).unwrap();
         assert_eq!(code, 200, "{v}");
     };
