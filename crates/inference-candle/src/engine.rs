@@ -26,8 +26,13 @@ pub struct CandleEngine {
 /// Sequences decoded together: at most this many per pass.
 const MAX_BATCH: usize = 32;
 
-/// How long a pass waits for members still sampling their last token (see [`Batcher`]).
-const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long a pass waits for members still sampling their last token (see [`Batcher`]). With
+/// 2 ms, eight streams on two cores still split at times into a pass of seven and a pass of
+/// one that then alternated (session 7's trace after the prefetch step: 39 passes of 7 rows,
+/// 37 extra one-row passes and 15 of 8); with 5 ms, 45 and 60 passes of 8 in two runs. The
+/// wait ends as soon as every member is back; only a member held up (by its client's
+/// callback, say) costs the others up to this much per token.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Batched decoding. Every generation that needs its next token's logits leaves its token and
 /// cache here; whichever waiting caller finds no pass running takes everything waiting (up to
