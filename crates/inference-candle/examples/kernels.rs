@@ -11,47 +11,11 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
+mod common;
+use common::random;
+
 /// A matrix product under test.
 type Product<'a> = &'a (dyn Fn(&[f32]) -> Vec<f32> + Sync);
-
-/// `f` on rayon's pool with the pool's other threads running its parallel work as it appears
-/// (`rayon::yield_now`) instead of sleeping between calls, as the model's pass keeps them.
-fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = AtomicBool::new(false);
-    let done = &done;
-    rayon::scope(|s| {
-        let main = rayon::current_thread_index();
-        for _ in 1..rayon::current_num_threads() {
-            s.spawn(move |_| {
-                // The calling thread may pick this up itself while it waits: then leave.
-                if rayon::current_thread_index() == main {
-                    return;
-                }
-                while !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-        }
-        let r = f();
-        done.store(true, Ordering::Release);
-        r
-    })
-}
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Each matrix quantized to `dtype` and loaded with `from` (a matrix type's `from_qtensor`).
 fn load<M>(
@@ -114,7 +78,7 @@ fn main() {
                 // the neighbours.
                 let s = (0..5)
                     .map(|_| {
-                        on_pool(|| {
+                        agora_inference_candle::pool::on_pool(|| {
                             let t = Instant::now();
                             for _ in 0..reps {
                                 std::hint::black_box(f(&x));

@@ -31,6 +31,8 @@ pub mod attention;
 mod engine;
 mod exp;
 mod model;
+#[doc(hidden)] // Public for `--example kernels` only.
+pub mod pool;
 pub mod quant;
 pub mod tokenizer;
 

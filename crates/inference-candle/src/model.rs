@@ -578,22 +578,12 @@ impl Weights {
     ///
     /// The pass runs on rayon's pool (the calling thread waits), so its serial parts and its
     /// parallel products share the pool's threads instead of competing with them. The pool's
-    /// other threads are kept awake for the pass (see [`keep_awake`]).
+    /// other threads are kept awake for the pass (see [`crate::pool::on_pool`]).
     pub fn forward_segments(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
         if let Some(gpu) = &self.gpu {
             return Self::forward_gpu(gpu, segments);
         }
-        let flag = std::sync::atomic::AtomicBool::new(false);
-        let done = &flag;
-        rayon::scope(|s| {
-            let main = rayon::current_thread_index();
-            for _ in 1..rayon::current_num_threads() {
-                s.spawn(move |_| keep_awake(main, done));
-            }
-            // Set on the way out, however the pass ends (an error or a panic included).
-            let _end = SetOnDrop(done);
-            self.segments_on_pool(segments)
-        })
+        crate::pool::on_pool(|| self.segments_on_pool(segments))
     }
 
     fn segments_on_pool(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
@@ -713,51 +703,6 @@ impl Weights {
         }
         let x = rms_norm(&wanted, &self.norm, eps);
         self.output.forward(&x, emb)
-    }
-}
-
-/// How long a helper kept awake for a pass may find nothing to do before it leaves (and its
-/// thread may sleep). The serial stretches of a pass are far shorter; the limit only ends the
-/// spin should two passes on the same pool each hold the other's helper (see [`keep_awake`]).
-const AWAKE_IDLE: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// A pool thread's part in a pass it does not lead: run the pass's parallel work as it
-/// appears (`rayon::yield_now` takes a job from any thread's queue) instead of letting the
-/// thread fall asleep between the pass's parallel regions. Rayon's idle threads sleep after a
-/// few dozen yields; on a virtual machine waking one takes tens of microseconds, and a pass
-/// has about 150 regions (five per layer), each of which used to wake the other thread (about
-/// 220 futex calls per pass, measured with `perf stat`). The helper leaves when the pass ends,
-/// or after [`AWAKE_IDLE`] with nothing to run: passes that run at once on the same pool could
-/// otherwise each wait, inside the other's helper, for the other to end. Where the pass's own
-/// thread picks the helper up itself, the helper returns at once. Only the scheduling changes;
-/// every number is computed as before.
-fn keep_awake(main: Option<usize>, done: &std::sync::atomic::AtomicBool) {
-    use std::sync::atomic::Ordering;
-    if rayon::current_thread_index() == main {
-        return;
-    }
-    let mut idle_since: Option<std::time::Instant> = None;
-    while !done.load(Ordering::Acquire) {
-        match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => idle_since = None,
-            Some(rayon::Yield::Idle) => {
-                let since = *idle_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() > AWAKE_IDLE {
-                    return;
-                }
-                std::hint::spin_loop();
-            }
-            None => return,
-        }
-    }
-}
-
-/// Sets its flag when dropped.
-struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

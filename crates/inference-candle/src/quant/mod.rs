@@ -413,7 +413,7 @@ mod x86 {
     /// `$tile::<R>(panel_row, next_panel_row, act_rows) -> [[f32; 16]; R]` (the next panel row,
     /// empty after the chunk's last, is only prefetched: with about 100 MB of weights, more
     /// than this machine's share of L3, the hardware prefetchers alone kept an eight-row
-    /// product at about 95 billion multiply-adds/s; prefetching 16 blocks ahead, about 135-185,
+    /// product at about 95 billion multiply-adds/s; prefetching 16 blocks ahead, about 127-185,
     /// `--example kernels avx512-vnni 8 cold:200`). Each output is the same whatever group or
     /// tile computes it.
     macro_rules! outputs_tiled {
