@@ -181,14 +181,14 @@ pub trait Format {
     /// One block of 16 rows.
     type Panel: Sync + Send + std::fmt::Debug;
     /// Every output of a chunk: `panels` holds whole panel rows (`blocks` panels each); `out`
-    /// takes, for each panel row and then each activation row (`acts.len() / blocks` of them),
-    /// its 16 outputs.
+    /// holds one slice per activation row (`acts.len() / blocks` of them), the chunk's outputs
+    /// of that row: 16 per panel row, fewer for a last, partial panel.
     fn outputs(
         kernel: Kernel,
         panels: &[Self::Panel],
         blocks: usize,
         acts: &[ActBlock],
-        out: &mut [f32],
+        out: &mut [&mut [f32]],
     );
 }
 
@@ -240,49 +240,41 @@ impl<F: Format> QMatrix<F> {
 
     /// [`QMatrix::matmul`] with a given kernel (at most the best this CPU runs). Output rows are
     /// split among rayon's threads in chunks of whole panels (four chunks per thread); each
-    /// output is computed by one thread, so the split does not change the numbers.
+    /// output is computed by one thread, so the split does not change the numbers. Each chunk
+    /// writes its columns of every output row in place (one slice per row and chunk): no
+    /// panel-ordered scratch to clear and copy back, which cost a scoring pass of 168 rows
+    /// about a seventh of its time.
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32]) -> Vec<f32> {
         use rayon::prelude::*;
         let kernel = kernel.min(Kernel::best());
         let m = x.len() / self.cols;
         let acts = &quantize_rows(x, self.cols, self.blocks);
         let panel_rows = self.panels.len() / self.blocks.max(1);
-        let padded = panel_rows * PANEL;
         let chunk = panel_rows_per_task(panel_rows, rayon::current_num_threads());
-        // Panel-major scratch: for panel row g and activation row r, the 16 outputs at
-        // (g * m + r) * 16.
-        let mut scratch = vec![0f32; padded * m];
-        scratch
-            .par_chunks_mut(chunk * PANEL * m)
-            .enumerate()
-            .for_each(|(task, out)| {
-                let first = task * chunk * self.blocks;
-                let n = out.len() / (PANEL * m) * self.blocks;
-                F::outputs(
-                    kernel,
-                    &self.panels[first..first + n],
-                    self.blocks,
-                    acts,
-                    out,
-                );
-            });
-        if m == 1 {
-            scratch.truncate(self.rows);
-            return scratch;
-        }
+        let width = chunk * PANEL;
+        let tasks = panel_rows.div_ceil(chunk);
         let mut out = vec![0f32; m * self.rows];
-        let unpack = |(r, o): (usize, &mut [f32])| {
-            for (g, o) in o.chunks_mut(PANEL).enumerate() {
-                let at = (g * m + r) * PANEL;
-                o.copy_from_slice(&scratch[at..at + o.len()]);
+        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
+        for row in out.chunks_mut(self.rows.max(1)) {
+            let mut rest = row;
+            for part in parts.iter_mut() {
+                let (mine, others) = rest.split_at_mut(width.min(rest.len()));
+                part.push(mine);
+                rest = others;
             }
-        };
-        // A copy: worth a parallel region only when large.
-        if out.len() >= 1 << 18 {
-            out.par_chunks_mut(self.rows).enumerate().for_each(unpack);
-        } else {
-            out.chunks_mut(self.rows).enumerate().for_each(unpack);
         }
+        parts.par_iter_mut().enumerate().for_each(|(task, part)| {
+            let first = task * chunk * self.blocks;
+            let n = (chunk * self.blocks).min(self.panels.len() - first);
+            F::outputs(
+                kernel,
+                &self.panels[first..first + n],
+                self.blocks,
+                acts,
+                part,
+            );
+        });
+        drop(parts);
         out
     }
 }
@@ -425,12 +417,20 @@ mod x86 {
             while g0 < m {
                 let g1 = (g0 + group).min(m);
                 let acts = &$acts[g0 * blocks..g1 * blocks];
+                // The group's rows as tiles of `$big`, then of four, then single rows, built
+                // once per group, not for every panel row (building them in the panel loop took
+                // calls that were about a tenth of a large product's time).
+                let mut bigs = acts.chunks_exact($big * blocks);
+                let big_tiles: Vec<[&[_]; $big]> = (&mut bigs)
+                    .map(|a| std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]))
+                    .collect();
+                let mut quads = bigs.remainder().chunks_exact(4 * blocks);
+                let quad_tiles: Vec<[&[_]; 4]> = (&mut quads)
+                    .map(|a| std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]))
+                    .collect();
+                let singles: Vec<&[_]> = quads.remainder().chunks_exact(blocks).collect();
                 let panel_rows = $panels.len() / blocks.max(1);
-                for (pi, (p, o)) in $panels
-                    .chunks_exact(blocks)
-                    .zip($out.chunks_exact_mut(super::super::PANEL * m))
-                    .enumerate()
-                {
+                for (pi, p) in $panels.chunks_exact(blocks).enumerate() {
                     // The next panel row, whose weights the kernel asks the memory for while
                     // it computes this one.
                     let next: &[_] = if pi + 1 < panel_rows {
@@ -438,28 +438,24 @@ mod x86 {
                     } else {
                         &[]
                     };
-                    let o = &mut o[g0 * super::super::PANEL..g1 * super::super::PANEL];
+                    let out: &mut [&mut [f32]] = &mut $out[g0..g1];
                     let mut put = |r0: usize, v: &[[f32; 16]]| {
-                        for (r, lanes) in v.iter().enumerate() {
-                            o[(r0 + r) * 16..(r0 + r + 1) * 16].copy_from_slice(lanes);
+                        for (o, lanes) in out[r0..].iter_mut().zip(v) {
+                            let o = &mut o[pi * 16..];
+                            let n = o.len().min(16);
+                            o[..n].copy_from_slice(&lanes[..n]);
                         }
                     };
                     let mut r0 = 0;
-                    let mut bigs = acts.chunks_exact($big * blocks);
-                    for a in &mut bigs {
-                        let a: [&[_]; $big] =
-                            std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
+                    for &a in &big_tiles {
                         put(r0, &$tile::<$big>(p, next, a));
                         r0 += $big;
                     }
-                    let mut quads = bigs.remainder().chunks_exact(4 * blocks);
-                    for a in &mut quads {
-                        let a: [&[_]; 4] =
-                            std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]);
+                    for &a in &quad_tiles {
                         put(r0, &$tile::<4>(p, next, a));
                         r0 += 4;
                     }
-                    for a in quads.remainder().chunks_exact(blocks) {
+                    for &a in &singles {
                         put(r0, &$tile::<1>(p, next, [a]));
                         r0 += 1;
                     }

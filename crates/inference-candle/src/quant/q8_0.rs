@@ -99,7 +99,7 @@ impl Format for Q80 {
         panels: &[Panel],
         blocks: usize,
         acts: &[ActBlock],
-        out: &mut [f32],
+        out: &mut [&mut [f32]],
     ) {
         outputs(kernel, panels, blocks, acts, out);
     }
@@ -109,7 +109,13 @@ impl Format for Q80 {
     "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c",
     "x86_64+avx2+fma+f16c"
 ))]
-fn outputs(kernel: Kernel, panels: &[Panel], blocks: usize, acts: &[ActBlock], out: &mut [f32]) {
+fn outputs(
+    kernel: Kernel,
+    panels: &[Panel],
+    blocks: usize,
+    acts: &[ActBlock],
+    out: &mut [&mut [f32]],
+) {
     multiversion::target::match_target! {
         "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => match kernel {
             Kernel::Avx512Vnni => x86::outputs_avx512(panels, blocks, acts, out),
@@ -132,14 +138,15 @@ mod scalar {
     use super::{ActBlock, PANEL, Panel};
     use half::f16;
 
-    pub(super) fn outputs(panels: &[Panel], blocks: usize, acts: &[ActBlock], out: &mut [f32]) {
-        let m = acts.len() / blocks;
-        for (p, o) in panels
-            .chunks_exact(blocks)
-            .zip(out.chunks_exact_mut(PANEL * m))
-        {
-            for (a, o) in acts.chunks_exact(blocks).zip(o.chunks_exact_mut(PANEL)) {
-                for (i, v) in o.iter_mut().enumerate() {
+    pub(super) fn outputs(
+        panels: &[Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        out: &mut [&mut [f32]],
+    ) {
+        for (g, p) in panels.chunks_exact(blocks).enumerate() {
+            for (a, o) in acts.chunks_exact(blocks).zip(out.iter_mut()) {
+                for (i, v) in o[g * PANEL..].iter_mut().take(PANEL).enumerate() {
                     *v = dot(p, i, a);
                 }
             }
@@ -179,7 +186,7 @@ mod x86 {
         panels: &[Panel],
         blocks: usize,
         acts: &[ActBlock],
-        out: &mut [f32],
+        out: &mut [&mut [f32]],
     ) {
         outputs_tiled!(panels, blocks, acts, out, tile_avx512, 8)
     }
@@ -189,7 +196,7 @@ mod x86 {
         panels: &[Panel],
         blocks: usize,
         acts: &[ActBlock],
-        out: &mut [f32],
+        out: &mut [&mut [f32]],
     ) {
         outputs_tiled!(panels, blocks, acts, out, tile_avx2, 4)
     }
@@ -206,7 +213,10 @@ mod x86 {
         a: [&[ActBlock]; R],
     ) -> [[f32; 16]; R] {
         let n = p.len();
-        let a = a.map(|row| &row[..n]);
+        let mut a = a;
+        for row in a.iter_mut() {
+            *row = &row[..n];
+        }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
             if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
@@ -241,7 +251,10 @@ mod x86 {
         a: [&[ActBlock]; R],
     ) -> [[f32; 16]; R] {
         let n = p.len();
-        let a = a.map(|row| &row[..n]);
+        let mut a = a;
+        for row in a.iter_mut() {
+            *row = &row[..n];
+        }
         let flip = _mm256_set1_epi8(i8::MIN);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
