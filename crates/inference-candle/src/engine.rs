@@ -426,8 +426,54 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
     sum.ln() + max
 }
 
-/// The index of the largest value (the lowest index on ties, as llama.cpp's argmax).
+/// The index of the largest value (the lowest index on ties, as llama.cpp's argmax): the
+/// running-maximum scan of [`argmax_scan`] (NaN values never win; a NaN first value stays
+/// the answer, as nothing compares above it), in two passes that vectorise: the maximum in
+/// sixteen lanes, then the first sixteen values holding it. A scan of the 49,152 logits took
+/// about 30 us per token, as long as the row's log-sum-exp; every generating caller runs one
+/// between passes.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
+    "x86_64+avx2+fma+f16c"
+))]
 fn argmax(values: &[f32]) -> u32 {
+    const LANES: usize = 16;
+    let Some(&first) = values.first() else {
+        return 0;
+    };
+    if first.is_nan() {
+        return 0;
+    }
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let mut top = [first; LANES];
+    for c in chunks.clone() {
+        for (m, &v) in top.iter_mut().zip(c) {
+            if v > *m {
+                *m = v;
+            }
+        }
+    }
+    let max = top
+        .iter()
+        .chain(rest)
+        .fold(first, |m, &v| if v > m { v } else { m });
+    // The first value equal to the maximum (either zero matches a maximum of zero: the scan
+    // keeps the first of them too).
+    let at = |c: &[f32]| c.iter().position(|&v| v == max);
+    let mut base = 0;
+    for c in chunks {
+        if c.iter().fold(false, |hit, &v| hit | (v == max)) {
+            return (base + at(c).unwrap_or(0)) as u32;
+        }
+        base += LANES;
+    }
+    (base + at(rest).unwrap_or(0)) as u32
+}
+
+/// The straightforward running-maximum scan that [`argmax`] computes.
+#[cfg(test)]
+fn argmax_scan(values: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
         if v > values[best] {
@@ -691,6 +737,49 @@ impl Engine for CandleEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vectorised argmax against the plain scan: ties (the first wins), both zeros, NaN
+    /// values (passed over, or kept when first), infinities, and every length around the lanes.
+    #[test]
+    fn argmax_is_the_first_largest_value_as_a_scan_finds_it() {
+        let mut state = 5u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let specials = [
+            f32::NAN,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0,
+            -1.0,
+        ];
+        for n in [1, 2, 15, 16, 17, 31, 32, 33, 100, 1000, 49_152] {
+            for round in 0..50 {
+                let row: Vec<f32> = (0..n)
+                    .map(|_| match next() % 10 {
+                        // Few distinct values, so that ties are common.
+                        0 | 1 => specials[(next() % specials.len() as u32) as usize],
+                        _ if round % 2 == 0 => (next() % 7) as f32 - 3.0,
+                        _ => (next() as f32 / u32::MAX as f32) * 40.0 - 20.0,
+                    })
+                    .collect();
+                assert_eq!(
+                    argmax(&row),
+                    argmax_scan(&row),
+                    "n {n} round {round}: {row:?}"
+                );
+            }
+        }
+        assert_eq!(argmax(&[]), 0);
+        assert_eq!(argmax(&[f32::NAN, 1.0, 2.0]), 0);
+        assert_eq!(argmax(&[-0.0, 0.0]), 0);
+        assert_eq!(argmax(&[1.0, f32::NAN, 3.0, 3.0]), 2);
+    }
 
     /// Against a straightforward f64 log-sum-exp, on rows of every length around the lane count
     /// (tails included), with large and negative values.
