@@ -399,6 +399,20 @@ mod x86 {
         }
     }
 
+    /// [`prefetch`] of the lines `i` of `x` with `i % of == part`: a panel's lines spread over
+    /// a tile's `of` activation rows, so that no burst of prefetches waits on the memory while
+    /// the products behind it could run.
+    #[target_feature(enable = "sse")]
+    #[inline]
+    pub(crate) fn prefetch_part<T>(x: &T, part: usize, of: usize) {
+        let at = (x as *const T).cast::<i8>();
+        for line in (part * 64..std::mem::size_of::<T>()).step_by(64 * of.max(1)) {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                at.wrapping_add(line),
+            );
+        }
+    }
+
     /// Every output of a chunk: activation rows in groups small enough to stay in the L1 cache
     /// ([`super::act_group`]), and for each group every panel row of the chunk against its rows
     /// `$big` at a time, then four, then one, with

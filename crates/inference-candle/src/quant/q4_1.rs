@@ -179,8 +179,12 @@ mod x86 {
         outputs_tiled!(panels, blocks, acts, out, tile_avx2, 4)
     }
 
-    /// Blocks ahead whose weights are prefetched (about 5 KB; 16 measured a little faster
-    /// than 8).
+    /// Blocks ahead whose weights are prefetched (about 5 KB). Eight-row products, cold
+    /// (`--example kernels avx512-vnni 8 cold:200`), session 8: 16 ahead 158-195 billion
+    /// multiply-adds/s; 8 ahead 139-168; 24 ahead 131-134, 32 (also into L2 only) 114-129.
+    /// The block's lines are asked for one per activation row of the tile
+    /// ([`super::super::x86::prefetch_part`]), not in a burst: about a tenth faster (9 of 12
+    /// alternated runs).
     const AHEAD: usize = 16;
 
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
@@ -208,9 +212,7 @@ mod x86 {
         }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
-            if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
-                super::super::x86::prefetch(t);
-            }
+            let ahead = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n));
             let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
                 let q: __m512i = cast(pb.qs[j]);
                 (
@@ -220,6 +222,9 @@ mod x86 {
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             for r in 0..R {
+                if let Some(t) = ahead {
+                    super::super::x86::prefetch_part(t, r, R);
+                }
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Low nibbles meet values 0..16, high nibbles values 16..32: two chains.

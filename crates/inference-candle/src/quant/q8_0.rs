@@ -219,12 +219,13 @@ mod x86 {
         }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
-            if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
-                super::super::x86::prefetch(t);
-            }
+            let ahead = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n));
             let w: [__m512i; 8] = std::array::from_fn(|j| cast(pb.qs[j]));
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             for r in 0..R {
+                if let Some(t) = ahead {
+                    super::super::x86::prefetch_part(t, r, R);
+                }
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Two chains of four, the first starting at the correction for the + 128.
