@@ -279,6 +279,24 @@ impl<F: Format> QMatrix<F> {
     }
 }
 
+/// The reference kernels' loop (both formats): every output of a chunk as [`Format::outputs`]
+/// lays them out, one `dot(panel_row, lane, activation_row)` each.
+fn scalar_outputs<P>(
+    panels: &[P],
+    blocks: usize,
+    acts: &[ActBlock],
+    out: &mut [&mut [f32]],
+    dot: impl Fn(&[P], usize, &[ActBlock]) -> f32,
+) {
+    for (g, p) in panels.chunks_exact(blocks).enumerate() {
+        for (a, o) in acts.chunks_exact(blocks).zip(out.iter_mut()) {
+            for (i, v) in o[g * PANEL..].iter_mut().take(PANEL).enumerate() {
+                *v = dot(p, i, a);
+            }
+        }
+    }
+}
+
 /// Panel rows per parallel task in a product of `panel_rows` panel rows: four tasks per
 /// thread, so that the threads finish together while each task holds enough work that
 /// scheduling it costs little (a pass of one row used to spend more on scheduling its tasks of

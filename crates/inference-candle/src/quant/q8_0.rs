@@ -135,7 +135,7 @@ fn outputs(
 
 /// The reference kernel, one output at a time as the module documentation states.
 mod scalar {
-    use super::{ActBlock, PANEL, Panel};
+    use super::{ActBlock, Panel};
     use half::f16;
 
     pub(super) fn outputs(
@@ -144,13 +144,7 @@ mod scalar {
         acts: &[ActBlock],
         out: &mut [&mut [f32]],
     ) {
-        for (g, p) in panels.chunks_exact(blocks).enumerate() {
-            for (a, o) in acts.chunks_exact(blocks).zip(out.iter_mut()) {
-                for (i, v) in o[g * PANEL..].iter_mut().take(PANEL).enumerate() {
-                    *v = dot(p, i, a);
-                }
-            }
-        }
+        super::super::scalar_outputs(panels, blocks, acts, out, dot);
     }
 
     /// Row `i` of a panel row against one activation row.
