@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )?;
     let gen_time = start.elapsed() - first.unwrap_or_default();
-    let one = (out.tokens.len() - 1) as f64 / gen_time.as_secs_f64();
+    let one = out.tokens.len().saturating_sub(1).max(1) as f64 / gen_time.as_secs_f64();
     println!("bench streams/gen_tokens_per_s {one:.1} tok/s");
 
     let start = Instant::now();
