@@ -380,22 +380,6 @@ fn log_softmax(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&l| l - log_sum).collect()
 }
 
-/// The running maximum of each of sixteen lanes from `init` (lane `i` over values `i, i + 16,
-/// ...` of the whole sixteens; `>`, so NaN values are passed over). Inlined into each compiled
-/// version of its callers, where it vectorises.
-#[inline(always)]
-fn lane_max(values: &[f32], init: f32) -> [f32; 16] {
-    let mut top = [init; 16];
-    for c in values.chunks_exact(16) {
-        for (m, &v) in top.iter_mut().zip(c) {
-            if v > *m {
-                *m = v;
-            }
-        }
-    }
-    top
-}
-
 /// `ln(sum(e^l))` over a row, in a fixed order that vectorises: the maximum (NaN ignored), then
 /// `e^(l - max)` with [`crate::exp::exp`] (the same bits on every machine, unlike the C
 /// library's `expf`) summed in sixteen lanes (lane `i` takes values `i, i + 16, ...` in order),
@@ -409,7 +393,15 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
     const LANES: usize = 16;
     let chunks = logits.chunks_exact(LANES);
     let rest = chunks.remainder();
-    let max = lane_max(logits, f32::NEG_INFINITY)
+    let mut top = [f32::NEG_INFINITY; LANES];
+    for c in chunks.clone() {
+        for (m, &v) in top.iter_mut().zip(c) {
+            if v > *m {
+                *m = v;
+            }
+        }
+    }
+    let max = top
         .iter()
         .chain(rest)
         .copied()

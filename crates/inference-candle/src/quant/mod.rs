@@ -404,22 +404,10 @@ mod x86 {
         }
     }
 
-    /// Ask for every cache line of `x` ahead of its use (a hint: it changes no result and
-    /// cannot fault).
-    #[target_feature(enable = "sse")]
-    #[inline]
-    pub(crate) fn prefetch<T>(x: &T) {
-        let at = (x as *const T).cast::<i8>();
-        for line in (0..std::mem::size_of::<T>()).step_by(64) {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                at.wrapping_add(line),
-            );
-        }
-    }
-
-    /// [`prefetch`] of the lines `i` of `x` with `i % of == part`: a panel's lines spread over
-    /// a tile's `of` activation rows, so that no burst of prefetches waits on the memory while
-    /// the products behind it could run.
+    /// Ask for the cache lines `i` of `x` with `i % of == part` ahead of their use (a hint: it
+    /// changes no result and cannot fault): a panel's lines spread over a tile's `of`
+    /// activation rows, so that no burst of prefetches waits on the memory while the products
+    /// behind it could run (`of = 1`: every line).
     #[target_feature(enable = "sse")]
     #[inline]
     pub(crate) fn prefetch_part<T>(x: &T, part: usize, of: usize) {
@@ -451,7 +439,7 @@ mod x86 {
                 let acts = &$acts[g0 * blocks..g1 * blocks];
                 // The group's rows as tiles of `$big`, then of four, then single rows, built
                 // once per group, not for every panel row (building them in the panel loop took
-                // calls that were about a tenth of a large product's time).
+                // out-of-line calls, about 8% of a large product's samples).
                 let mut bigs = acts.chunks_exact($big * blocks);
                 let big_tiles: Vec<[&[_]; $big]> = (&mut bigs)
                     .map(|a| std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]))

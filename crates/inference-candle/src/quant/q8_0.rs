@@ -255,7 +255,7 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
             if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
-                super::super::x86::prefetch(t);
+                super::super::x86::prefetch_part(t, 0, 1);
             }
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
