@@ -5,7 +5,7 @@
 //! best of five rounds.
 #![allow(clippy::float_arithmetic, reason = "timing arithmetic")]
 
-use agora_inference_candle::attention::{Shape, causal, push_key};
+use agora_inference_candle::attention::{Shape, causal, push_keys};
 use std::time::Instant;
 
 mod common;
@@ -31,7 +31,7 @@ fn main() {
         .map(|c| {
             let mut keys = Vec::new();
             for pos in 0..context {
-                push_key(
+                push_keys(
                     &mut keys,
                     pos,
                     shape,

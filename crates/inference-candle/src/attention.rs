@@ -30,30 +30,46 @@ pub struct Shape {
 /// Work below this many multiply-adds runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 18;
 
-/// Positions per block of the key cache (see [`push_key`]).
+/// Positions per block of the key cache (see [`push_keys`]).
 pub const KEY_BLOCK: usize = 16;
 
-/// Append position `pos`'s keys (`kv_heads * head_dim` values, rounded to f16) to a key cache,
-/// which holds positions `0..pos` already. Keys are kept in blocks of [`KEY_BLOCK`] positions,
-/// each laid out `[kv_head][dim][position in block]` (a block is allocated whole), so that the
-/// same dimension of sixteen consecutive positions is one vector: the scores of sixteen
-/// positions are then computed together, each in the order described in the module
-/// documentation. Values stay `[position][kv_head][dim]`.
-pub fn push_key(keys: &mut Vec<half::f16>, pos: usize, shape: Shape, row: &[f32]) {
+/// Append the keys of positions `start..start + rows.len() / width` (each row
+/// `kv_heads * head_dim` values, rounded to f16) to a key cache, which holds positions
+/// `0..start` already. Keys are kept in blocks of [`KEY_BLOCK`] positions, each laid out
+/// `[kv_head][dim][position in block]` (a block is allocated whole), so that the same dimension
+/// of sixteen consecutive positions is one vector: the scores of sixteen positions are then
+/// computed together, each in the order described in the module documentation. Values stay
+/// `[position][kv_head][dim]`. Many rows (a prompt, a scored continuation) are written block by
+/// block on rayon's threads.
+pub fn push_keys(keys: &mut Vec<half::f16>, start: usize, shape: Shape, rows: &[f32]) {
     let width = shape.kv_heads * shape.head_dim;
+    let seq = rows.len() / width.max(1);
+    if seq == 0 {
+        return;
+    }
     let block = width * KEY_BLOCK;
-    let need = (pos / KEY_BLOCK + 1) * block;
+    let end = start + seq;
+    let need = end.div_ceil(KEY_BLOCK) * block;
     if keys.len() < need {
         keys.resize(need, half::f16::ZERO);
     }
-    let base = pos / KEY_BLOCK * block + pos % KEY_BLOCK;
-    for (i, &v) in row.iter().take(width).enumerate() {
-        keys[base + i * KEY_BLOCK] = half::f16::from_f32(v);
-    }
+    let first = start / KEY_BLOCK;
+    keys[first * block..need]
+        .par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(b, chunk)| {
+            let b = first + b;
+            for pos in (b * KEY_BLOCK).max(start)..((b + 1) * KEY_BLOCK).min(end) {
+                let row = &rows[(pos - start) * width..(pos - start + 1) * width];
+                for (i, &v) in row.iter().enumerate() {
+                    chunk[i * KEY_BLOCK + pos % KEY_BLOCK] = half::f16::from_f32(v);
+                }
+            }
+        });
 }
 
 /// `q` holds `seq` query rows for positions `start..start + seq`, laid out `[row][head][dim]`;
-/// `keys` holds positions `0..start + seq` as [`push_key`] lays them out and `values` the same
+/// `keys` holds positions `0..start + seq` as [`push_keys`] lays them out and `values` the same
 /// positions `[position][kv_head][dim]`, both in f16 (the cache keeps them so; llama.cpp does
 /// too). Returns the attention output laid out `[row][head][dim]`.
 ///
@@ -477,9 +493,40 @@ mod tests {
         let mut out = Vec::new();
         for (pos, row) in k.chunks_exact(width).enumerate() {
             let row: Vec<f32> = row.iter().map(|x| x.to_f32()).collect();
-            push_key(&mut out, pos, shape, &row);
+            push_keys(&mut out, pos, shape, &row);
         }
         out
+    }
+
+    #[test]
+    fn keys_appended_together_are_laid_out_as_one_by_one() {
+        let shape = Shape {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 12,
+        };
+        let width = shape.kv_heads * shape.head_dim;
+        let rows = numbers(70 * width, 11);
+        let one_by_one = blocked(
+            &rows
+                .iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect::<Vec<_>>(),
+            shape,
+        );
+        // Appended in runs that start and end inside blocks, and in one run.
+        for cuts in [vec![0, 5, 21, 22, 53, 70], vec![0, 70], vec![0, 16, 32, 70]] {
+            let mut keys = Vec::new();
+            for run in cuts.windows(2) {
+                push_keys(
+                    &mut keys,
+                    run[0],
+                    shape,
+                    &rows[run[0] * width..run[1] * width],
+                );
+            }
+            assert_eq!(keys, one_by_one, "runs {cuts:?}");
+        }
     }
 
     #[test]

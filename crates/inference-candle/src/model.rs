@@ -56,14 +56,38 @@ impl Linear {
 
     /// `x` holds rows of inputs; the result the same number of rows of outputs.
     fn forward(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.forward_into(x, cols, cols, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Linear::forward`] into `out` (its allocation reused), of rows `stride` values apart in
+    /// `x`, each row's inputs its first `cols`.
+    fn forward_into(
+        &self,
+        x: &[f32],
+        cols: usize,
+        stride: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         match self {
-            Linear::Q41(m) => Ok(m.matmul(x)),
-            Linear::Q80(m) => Ok(m.matmul(x)),
+            Linear::Q41(m) => m.matmul_into(x, stride, out),
+            Linear::Q80(m) => m.matmul_into(x, stride, out),
             Linear::Candle(q, _) => {
-                let t = Tensor::from_slice(x, (x.len() / cols, cols), &candle_core::Device::Cpu)?;
-                q.forward(&t)?.flatten_all()?.to_vec1()
+                let rows: Vec<f32> = x
+                    .chunks_exact(stride.max(cols).max(1))
+                    .flat_map(|r| &r[..cols])
+                    .copied()
+                    .collect();
+                let t = Tensor::from_slice(
+                    &rows,
+                    (rows.len() / cols, cols),
+                    &candle_core::Device::Cpu,
+                )?;
+                *out = q.forward(&t)?.flatten_all()?.to_vec1()?;
             }
         }
+        Ok(())
     }
 }
 
@@ -101,13 +125,15 @@ impl Stacked {
         }
     }
 
-    fn forward(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
+    /// [`Linear::forward_into`] of the stacked projections.
+    fn forward_into(&self, x: &[f32], cols: usize, out: &mut Vec<f32>) -> Result<()> {
         match self {
-            Stacked::One(l) => l.forward(x, cols),
+            Stacked::One(l) => l.forward_into(x, cols, cols, out),
             Stacked::Parts(ps) => {
                 let m = x.len() / cols;
                 let width = self.width();
-                let mut out = vec![0f32; m * width];
+                out.truncate(m * width);
+                out.resize(m * width, 0.0);
                 let mut at = 0;
                 for p in ps {
                     let n = p.rows();
@@ -117,7 +143,7 @@ impl Stacked {
                     }
                     at += n;
                 }
-                Ok(out)
+                Ok(())
             }
         }
     }
@@ -208,7 +234,7 @@ impl std::fmt::Debug for Weights {
 #[derive(Debug, Default)]
 pub struct Cache {
     /// Per layer, keys and values in f16: keys in blocks of 16 positions
-    /// ([`crate::attention::push_key`]), values a row per position.
+    /// ([`crate::attention::push_keys`]), values a row per position.
     layers: Vec<(Vec<half::f16>, Vec<half::f16>)>,
     /// The cache on the GPU, for a GPU model.
     gpu: Option<agora_inference_cuda::Cache>,
@@ -230,15 +256,59 @@ fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {
 /// variant measured slightly further from llama.cpp's own greedy tokens on the fixture prompts,
 /// 303 instead of 307 of 320 teacher-forced argmax agreements, because activations are
 /// re-quantized to 8 bits at every product and small differences move roundings.)
+///
+/// A row's sum is one chain of dependent additions, which leaves the adder waiting on each
+/// one; [`NORM_ROWS`] rows' chains are therefore run side by side (each still in order, so
+/// every row gets the bits it gets alone), and groups of rows are split over rayon's threads.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
-    let n = weight.len();
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(n) {
-        let sum: f32 = row.iter().map(|&v| v * v).sum();
-        let m = (sum / n as f32 + eps).sqrt();
-        out.extend(row.iter().zip(weight).map(|(&v, &w)| v / m * w));
-    }
+    let mut out = Vec::new();
+    rms_norm_into(x, weight, eps, &mut out);
     out
+}
+
+/// [`rms_norm`] into `out` (its allocation reused).
+fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    use rayon::prelude::*;
+    let n = weight.len();
+    out.truncate(x.len());
+    out.resize(x.len(), 0.0);
+    if n == 0 {
+        return;
+    }
+    out.par_chunks_mut(NORM_ROWS * n)
+        .zip(x.par_chunks(NORM_ROWS * n))
+        .for_each(|(o, x)| norm_rows(x, weight, eps, o));
+}
+
+/// Rows of a segment rotated and appended to its cache by one task (a long segment's rows are
+/// split over the pool).
+const ROWS_PER_TASK: usize = 16;
+
+/// Rows whose squares [`rms_norm`] sums side by side.
+const NORM_ROWS: usize = 8;
+
+/// [`rms_norm`] of up to [`NORM_ROWS`] rows into `out`.
+fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let n = weight.len();
+    let mut sums = [0f32; NORM_ROWS];
+    if x.len() == NORM_ROWS * n {
+        let rows: [&[f32]; NORM_ROWS] = std::array::from_fn(|r| &x[r * n..(r + 1) * n]);
+        for j in 0..n {
+            for (sum, row) in sums.iter_mut().zip(rows) {
+                *sum += row[j] * row[j];
+            }
+        }
+    } else {
+        for (sum, row) in sums.iter_mut().zip(x.chunks_exact(n)) {
+            *sum = row.iter().fold(0.0, |a, &v| a + v * v);
+        }
+    }
+    for ((o, row), sum) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(sums) {
+        let m = (sum / n as f32 + eps).sqrt();
+        for ((o, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v / m * w;
+        }
+    }
 }
 
 /// Rotate interleaved pairs `(x[2i], x[2i + 1])` of each head by the position's angles.
@@ -253,15 +323,15 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `silu(g) * u` for each pair, into `out` (compiled for AVX-512 and AVX2 besides the
+/// `g = silu(g) * u` for each pair, in place (compiled for AVX-512 and AVX2 besides the
 /// baseline, so that [`crate::exp::exp`]'s fused multiply-adds are instructions).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
     "x86_64+avx2+fma+f16c"
 ))]
-fn silu_mul(g: &[f32], u: &[f32], out: &mut [f32]) {
-    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-        *o = g / (1.0 + crate::exp::exp(-g)) * u;
+fn silu_mul(g: &mut [f32], u: &[f32]) {
+    for (g, &u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + crate::exp::exp(-*g)) * u;
     }
 }
 
@@ -287,7 +357,12 @@ impl Weights {
             Some(v) => v.to_f32()?,
             None => 10_000.0,
         };
-        if heads == 0 || kv_heads == 0 || embedding % heads != 0 || heads % kv_heads != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || embedding == 0
+            || embedding % heads != 0
+            || heads % kv_heads != 0
+        {
             candle_core::bail!(
                 "unsupported head layout: {heads} heads, {kv_heads} key-value heads, embedding {embedding}"
             );
@@ -633,59 +708,75 @@ impl Weights {
             kv_heads: c.kv_heads,
             head_dim: c.head_dim,
         };
+        // The pass's intermediate results, reused layer after layer (the products write every
+        // value, so a reused buffer is neither reallocated nor cleared).
+        let (mut h, mut qkv, mut gu, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (layer, block) in self.blocks.iter().enumerate() {
-            let h = rms_norm(&x, &block.attn_norm, eps);
-            let qkv = block.qkv.forward(&h, emb)?;
+            rms_norm_into(&x, &block.attn_norm, eps, &mut h);
+            block.qkv.forward_into(&h, emb, &mut qkv)?;
             // Per segment, on the pool (one task each, so that no serial stretch lets the
             // pool's threads fall asleep before attention): its queries rotated, its keys and
-            // values appended to its cache, then its attention.
+            // values appended to its cache, then its attention. A long segment (a prompt, a
+            // scored continuation) also splits its rows over the pool; rows are independent.
             let width = qn + 2 * kvn;
-            let attn: Vec<f32> = segments
+            let mut parts: Vec<Vec<f32>> = segments
                 .par_iter_mut()
                 .zip(&starts)
                 .zip(&offsets)
                 .map(|((seg, &start), &off)| {
                     let seq = seg.tokens.len();
                     let (keys, values) = &mut seg.cache.layers[layer];
-                    let mut q = Vec::with_capacity(seq * qn);
-                    for (i, row) in qkv[off * width..(off + seq) * width]
-                        .chunks_exact(width)
+                    let (mut q, mut k) = (vec![0f32; seq * qn], vec![0f32; seq * kvn]);
+                    // llama.cpp keeps the key-value cache in f16; round the same way so that
+                    // greedy decoding follows the reference at near-ties.
+                    let old = values.len();
+                    values.resize(old + seq * kvn, half::f16::ZERO);
+                    q.par_chunks_mut(qn)
+                        .zip(k.par_chunks_mut(kvn))
+                        .zip(values[old..].par_chunks_mut(kvn))
+                        .zip(qkv[off * width..(off + seq) * width].par_chunks(width))
                         .enumerate()
-                    {
-                        let pos = start + i;
-                        let (cos, sin) = (
-                            &self.cos[pos * half..(pos + 1) * half],
-                            &self.sin[pos * half..(pos + 1) * half],
-                        );
-                        let at = q.len();
-                        q.extend_from_slice(&row[..qn]);
-                        rope(&mut q[at..], cos, sin);
-                        // llama.cpp keeps the key-value cache in f16; round the same way so
-                        // that greedy decoding follows the reference at near-ties.
-                        let mut k = row[qn..qn + kvn].to_vec();
-                        rope(&mut k, cos, sin);
-                        crate::attention::push_key(keys, pos, shape, &k);
-                        values.extend(row[qn + kvn..].iter().map(|&v| half::f16::from_f32(v)));
-                    }
+                        .with_min_len(ROWS_PER_TASK)
+                        .for_each(|(i, (((q, k), v), row))| {
+                            let pos = start + i;
+                            let (cos, sin) = (
+                                &self.cos[pos * half..(pos + 1) * half],
+                                &self.sin[pos * half..(pos + 1) * half],
+                            );
+                            q.copy_from_slice(&row[..qn]);
+                            rope(q, cos, sin);
+                            k.copy_from_slice(&row[qn..qn + kvn]);
+                            rope(k, cos, sin);
+                            for (v, &x) in v.iter_mut().zip(&row[qn + kvn..]) {
+                                *v = half::f16::from_f32(x);
+                            }
+                        });
+                    crate::attention::push_keys(keys, start, shape, &k);
                     crate::attention::causal(&q, keys, values, shape, start, seq)
                 })
-                .collect::<Vec<Vec<f32>>>()
-                .concat();
-            for (xv, o) in x.iter_mut().zip(block.wo.forward(&attn, qn)?) {
+                .collect();
+            let attn = match parts.len() {
+                1 => parts.pop().unwrap_or_default(),
+                _ => parts.concat(),
+            };
+            block.wo.forward_into(&attn, qn, qn, &mut o)?;
+            for (xv, o) in x.iter_mut().zip(&o) {
                 *xv += o;
             }
-            let h = rms_norm(&x, &block.ffn_norm, eps);
-            let gu = block.gate_up.forward(&h, emb)?;
-            let mut gated = vec![0f32; gu.len() / 2];
-            gated
-                .par_chunks_mut(self.ffn)
-                .zip(gu.par_chunks(2 * self.ffn))
+            rms_norm_into(&x, &block.ffn_norm, eps, &mut h);
+            // SiLU of the gate times the up projection, in place of the gate: the down
+            // projection reads each row's first half.
+            block.gate_up.forward_into(&h, emb, &mut gu)?;
+            gu.par_chunks_mut(2 * self.ffn)
                 .with_min_len(4)
-                .for_each(|(out, row)| {
-                    let (g, u) = row.split_at(self.ffn);
-                    silu_mul(g, u, out);
+                .for_each(|row| {
+                    let (g, u) = row.split_at_mut(self.ffn);
+                    silu_mul(g, u);
                 });
-            for (xv, o) in x.iter_mut().zip(block.down.forward(&gated, self.ffn)?) {
+            block
+                .down
+                .forward_into(&gu, self.ffn, 2 * self.ffn, &mut o)?;
+            for (xv, o) in x.iter_mut().zip(&o) {
                 *xv += o;
             }
         }
@@ -713,4 +804,58 @@ pub struct Segment<'a> {
     pub tokens: &'a [u32],
     pub cache: &'a mut Cache,
     pub first_row: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of every magnitude the activations take, some zero, some negative.
+    fn numbers(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let unit = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                if i % 17 == 0 {
+                    0.0
+                } else {
+                    unit * (1 << (i % 13)) as f32
+                }
+            })
+            .collect()
+    }
+
+    /// The norm as its documentation states it, one row at a time.
+    fn rms_norm_reference(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+        let n = weight.len();
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(n) {
+            let mut sum = 0f32;
+            for &v in row {
+                sum += v * v;
+            }
+            let m = (sum / n as f32 + eps).sqrt();
+            out.extend(row.iter().zip(weight).map(|(&v, &w)| v / m * w));
+        }
+        out
+    }
+
+    #[test]
+    fn norms_side_by_side_give_each_row_its_own_bits() {
+        let n = 576;
+        let weight = numbers(n, 7);
+        // Whole groups of rows, a partial group, a single row.
+        for rows in [1, 3, 8, 16, 21, 168] {
+            let x = numbers(rows * n, rows as u64);
+            let got = rms_norm(&x, &weight, 1e-5);
+            let want = rms_norm_reference(&x, &weight, 1e-5);
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{rows} rows, value {i}");
+            }
+        }
+    }
 }

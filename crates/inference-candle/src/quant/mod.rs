@@ -151,27 +151,28 @@ fn quantize_scalar(x: &[f32], out: &mut [ActBlock]) {
     }
 }
 
-/// Quantize `x`'s rows (`cols` wide) to `blocks` blocks each, on rayon's threads when there are
-/// enough of them (each row on its own, so the result is the same either way).
-fn quantize_rows(x: &[f32], cols: usize, blocks: usize) -> Vec<ActBlock> {
+/// Quantize the rows of `x` (each `stride` values, of which the first `cols` are the row's) to
+/// `blocks` blocks each, on rayon's threads when there are enough of them (each row on its own,
+/// so the result is the same either way).
+fn quantize_rows(x: &[f32], cols: usize, stride: usize, blocks: usize) -> Vec<ActBlock> {
     use rayon::prelude::*;
     /// Values per parallel task.
     const PER_TASK: usize = 8192;
-    let m = x.len() / cols.max(1);
+    let stride = stride.max(cols).max(1);
+    let m = x.len() / stride;
     let mut acts = vec![ZERO_ACT; m * blocks];
     let rows_per_task = (PER_TASK / cols.max(1)).max(1);
+    let quantize = |out: &mut [ActBlock], xs: &[f32]| {
+        for (o, row) in out.chunks_mut(blocks).zip(xs.chunks_exact(stride)) {
+            quantize_into(&row[..cols], o);
+        }
+    };
     if m > rows_per_task {
         acts.par_chunks_mut(rows_per_task * blocks)
-            .zip(x.par_chunks(rows_per_task * cols))
-            .for_each(|(out, xs)| {
-                for (o, row) in out.chunks_mut(blocks).zip(xs.chunks_exact(cols)) {
-                    quantize_into(row, o);
-                }
-            });
+            .zip(x[..m * stride].par_chunks(rows_per_task * stride))
+            .for_each(|(out, xs)| quantize(out, xs));
     } else {
-        for (o, row) in acts.chunks_mut(blocks).zip(x.chunks_exact(cols)) {
-            quantize_into(row, o);
-        }
+        quantize(&mut acts, x);
     }
     acts
 }
@@ -245,15 +246,31 @@ impl<F: Format> QMatrix<F> {
     /// panel-ordered scratch to clear and copy back, which cost a scoring pass of 168 rows
     /// about a seventh of its time.
     pub fn matmul_with(&self, kernel: Kernel, x: &[f32]) -> Vec<f32> {
+        let mut out = Vec::new();
+        self.product(kernel, x, self.cols, &mut out);
+        out
+    }
+
+    /// [`QMatrix::matmul`] into `out` (its contents replaced, its allocation reused: a pass's
+    /// products of the same shape, layer after layer, neither allocate nor clear their
+    /// outputs), of rows that lie `stride` values apart in `x`, each row's inputs the first
+    /// `cols` of them (the rest not read: part of a wider result, without copying it out).
+    pub fn matmul_into(&self, x: &[f32], stride: usize, out: &mut Vec<f32>) {
+        self.product(Kernel::best(), x, stride, out);
+    }
+
+    fn product(&self, kernel: Kernel, x: &[f32], stride: usize, out: &mut Vec<f32>) {
         use rayon::prelude::*;
         let kernel = kernel.min(Kernel::best());
-        let m = x.len() / self.cols;
-        let acts = &quantize_rows(x, self.cols, self.blocks);
+        let acts = &quantize_rows(x, self.cols, stride, self.blocks);
+        let m = acts.len() / self.blocks.max(1);
         let panel_rows = self.panels.len() / self.blocks.max(1);
         let chunk = panel_rows_per_task(panel_rows, rayon::current_num_threads());
         let width = chunk * PANEL;
         let tasks = panel_rows.div_ceil(chunk);
-        let mut out = vec![0f32; m * self.rows];
+        // Every value is written below: only a buffer's growth is cleared.
+        out.truncate(m * self.rows);
+        out.resize(m * self.rows, 0.0);
         let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
         for row in out.chunks_mut(self.rows.max(1)) {
             let mut rest = row;
@@ -274,8 +291,6 @@ impl<F: Format> QMatrix<F> {
                 part,
             );
         });
-        drop(parts);
-        out
     }
 }
 
@@ -599,6 +614,23 @@ mod tests {
             }
             let alone = ours.matmul(&x[..k]);
             assert_eq!(alone[..], pools[1].install(|| ours.matmul(&x))[..n]);
+            // Rows read out of a wider buffer (NaN where a row's inputs end), into a used
+            // buffer (longer, NaN), give the same bits.
+            let stride = k + 37;
+            let mut wide = vec![f32::NAN; m * stride];
+            for (w, r) in wide.chunks_exact_mut(stride).zip(x.chunks_exact(k)) {
+                w[..k].copy_from_slice(r);
+            }
+            let mut strided = vec![f32::NAN; m * n + 5];
+            pools[1].install(|| ours.matmul_into(&wide, stride, &mut strided));
+            assert_eq!(strided.len(), reference.len());
+            assert!(
+                strided
+                    .iter()
+                    .zip(&reference)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "strided rows differ at {n}x{k}, {m} rows"
+            );
         }
     }
 
