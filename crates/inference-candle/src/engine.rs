@@ -706,35 +706,44 @@ impl Engine for CandleEngine {
         }
         // One pass over the prompt and the continuation but its last token; row k predicts
         // continuation token k. The model treats every position on its own, so these are the
-        // generator's own numbers, bit for bit.
+        // generator's own numbers, bit for bit. Each row on its own, as the pass produces them
+        // (rows in parallel): the log-probabilities of the claimed token and of the argmax,
+        // from the row's log-sum-exp, with the numbers `generate` reports.
         let mut cache = self.weights.cache();
-        let logits = self
+        let scores = self
             .weights
-            .forward_from(&all[..all.len() - 1], &mut cache, prompt.len() - 1)
+            .forward_from_each(
+                &all[..all.len() - 1],
+                &mut cache,
+                prompt.len() - 1,
+                |k, row| {
+                    let id = *continuation
+                        .get(k)
+                        .ok_or_else(|| Error::Backend(format!("no token for row {k}")))?;
+                    let log_sum = log_sum_exp(row);
+                    let best = argmax(row);
+                    let at = |t: u32| {
+                        row.get(t as usize)
+                            .map(|&l| l - log_sum)
+                            .ok_or(Error::UnknownToken(t))
+                    };
+                    Ok(TokenScore {
+                        id,
+                        logprob: at(id)?,
+                        is_argmax: id == best,
+                        best_logprob: at(best)?,
+                    })
+                },
+            )
             .map_err(backend)?;
-        // Each row on its own (rows in parallel): the log-probabilities of the claimed token and
-        // of the argmax, from the row's log-sum-exp, with the numbers `generate` reports.
-        use rayon::prelude::*;
-        continuation
-            .par_iter()
-            .enumerate()
-            .map(|(k, &id)| {
-                let row = self.logits_row(&logits, k)?;
-                let log_sum = log_sum_exp(row);
-                let best = argmax(row);
-                let at = |t: u32| {
-                    row.get(t as usize)
-                        .map(|&l| l - log_sum)
-                        .ok_or(Error::UnknownToken(t))
-                };
-                Ok(TokenScore {
-                    id,
-                    logprob: at(id)?,
-                    is_argmax: id == best,
-                    best_logprob: at(best)?,
-                })
-            })
-            .collect()
+        if scores.len() != continuation.len() {
+            return Err(Error::Backend(format!(
+                "the pass scored {} of {} tokens",
+                scores.len(),
+                continuation.len()
+            )));
+        }
+        scores.into_iter().collect()
     }
 }
 

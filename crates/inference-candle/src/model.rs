@@ -658,10 +658,59 @@ impl Weights {
         if let Some(gpu) = &self.gpu {
             return Self::forward_gpu(gpu, segments);
         }
-        crate::pool::on_pool(|| self.segments_on_pool(segments))
+        crate::pool::on_pool(|| {
+            let x = self.hidden_on_pool(segments)?;
+            self.output.forward(&x, self.config.embedding)
+        })
     }
 
-    fn segments_on_pool(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
+    /// [`Weights::forward_from`], with each wanted row's logits handed to `each(row, logits)`
+    /// (rows in parallel) instead of returned: the output projection runs [`HEAD_ROWS`] rows at
+    /// a time into one reused buffer, so a long continuation's logits (49,152 values a row) are
+    /// never all held at once, and each chunk is read while it is still in cache.
+    pub fn forward_from_each<T: Send>(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        first_row: usize,
+        each: impl Fn(usize, &[f32]) -> T + Sync + Send,
+    ) -> Result<Vec<T>> {
+        use rayon::prelude::*;
+        let vocab = self.vocab().max(1);
+        let mut segments = [Segment {
+            tokens,
+            cache,
+            first_row,
+        }];
+        if let Some(gpu) = &self.gpu {
+            let logits = Self::forward_gpu(gpu, &mut segments)?;
+            return Ok(logits
+                .par_chunks(vocab)
+                .enumerate()
+                .map(|(k, row)| each(k, row))
+                .collect());
+        }
+        crate::pool::on_pool(|| {
+            let emb = self.config.embedding;
+            let x = self.hidden_on_pool(&mut segments)?;
+            let mut out = Vec::with_capacity(x.len() / emb.max(1));
+            let mut logits = Vec::new();
+            for (c, rows) in x.chunks(HEAD_ROWS * emb.max(1)).enumerate() {
+                self.output.forward_into(rows, emb, emb, &mut logits)?;
+                out.par_extend(
+                    logits
+                        .par_chunks(vocab)
+                        .enumerate()
+                        .map(|(k, row)| each(c * HEAD_ROWS + k, row)),
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// The layers of a pass: the wanted rows' final hidden states, normed (the output
+    /// projection's input), rows as [`Weights::forward_segments`] orders them.
+    fn hidden_on_pool(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
         use rayon::prelude::*;
         let c = &self.config;
         let emb = c.embedding;
@@ -792,10 +841,14 @@ impl Weights {
             at += seq;
             seg.cache.len += seq;
         }
-        let x = rms_norm(&wanted, &self.norm, eps);
-        self.output.forward(&x, emb)
+        Ok(rms_norm(&wanted, &self.norm, eps))
     }
 }
+
+/// Rows of logits [`Weights::forward_from_each`] computes at a time: 9 MB of logits, and a
+/// multiple of the rows the output projection's kernel takes through its weights at once (24
+/// for 576-wide rows), so that chunking does not read the weights more often.
+const HEAD_ROWS: usize = 48;
 
 /// One sequence's part of a batched pass: tokens fed after what its cache holds, and from which
 /// of them logits are wanted.
