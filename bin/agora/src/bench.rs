@@ -424,7 +424,9 @@ fn bench_inference(
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(12);
     let mut prompt = engine.tokenize(&text)?;
     prompt.truncate(108);
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "2".into());
+    // The engine's thread count (every core unless RAYON_NUM_THREADS says otherwise), which
+    // llama.cpp gets too.
+    let threads = engine.threads().to_string();
 
     // Warm up, then prompt processing: the whole prompt, no generation.
     engine.score(&prompt[..8], &prompt[8..9])?;

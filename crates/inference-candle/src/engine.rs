@@ -245,6 +245,11 @@ impl CandleEngine {
         self.weights.device_name()
     }
 
+    /// The CPU threads a pass runs on (rayon's pool: `RAYON_NUM_THREADS`, else every core).
+    pub fn threads(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
     /// The most generations decoded together in one pass so far.
     pub fn largest_batch(&self) -> usize {
         let st = self.batcher.state.lock();
