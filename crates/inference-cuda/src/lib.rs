@@ -18,6 +18,9 @@
 //!   re-score on a CPU validator as argmax except at rare near-ties (measured in BENCHMARKS.md).
 //! - **One stream, one pass at a time.** Passes are serialised by a lock; the engine batches
 //!   concurrent generations into one pass as on the CPU.
+//! - **Buffers are reused.** A pass's intermediate results (activations, their quantized
+//!   blocks, products, logits) live in device buffers kept from pass to pass and grown when a
+//!   pass needs more, so a decoding step launches its kernels and allocates nothing.
 //! - **Caches grow.** A sequence's key-value cache is one device buffer, `[layer][keys |
 //!   values][position][kv_head * head_dim]`, reallocated at twice the size when a pass needs
 //!   more positions.
@@ -279,14 +282,49 @@ fn uninit<T: cudarc::driver::DeviceRepr>(s: &Arc<CudaStream>, len: usize) -> Res
     Ok(unsafe { s.alloc::<T>(len.max(1)) }?)
 }
 
-/// Activations quantized per 32-block.
-#[derive(Debug)]
-struct Quantized {
-    q: CudaSlice<i8>,
-    d: CudaSlice<f32>,
-    s: CudaSlice<f32>,
-    rows: usize,
-    blocks: usize,
+/// `slot`'s buffer, with room for at least `len` elements: the one it holds, or a new one (see
+/// [`uninit`]) when it holds less. What a pass writes into it before reading is all it reads.
+fn room<'a, T: cudarc::driver::DeviceRepr>(
+    s: &Arc<CudaStream>,
+    slot: &'a mut Option<CudaSlice<T>>,
+    len: usize,
+) -> Result<&'a mut CudaSlice<T>> {
+    if slot.as_ref().is_none_or(|b| b.len() < len.max(1)) {
+        // The old buffer is freed in stream order, after the kernels that use it.
+        *slot = None;
+        *slot = Some(uninit::<T>(s, len)?);
+    }
+    match slot {
+        Some(b) => Ok(b),
+        None => invalid("scratch buffer missing"),
+    }
+}
+
+/// Activations quantized per 32-block, reused product after product.
+#[derive(Debug, Default)]
+struct Acts {
+    q: Option<CudaSlice<i8>>,
+    d: Option<CudaSlice<f32>>,
+    s: Option<CudaSlice<f32>>,
+}
+
+/// The device buffers of a pass, kept from pass to pass and grown when a pass needs more: a
+/// decoding step then allocates nothing. (Each product, norm and activation used to allocate
+/// its output and free it after: about 21 allocations and as many frees per layer, 30 layers,
+/// besides the 16 launches.)
+#[derive(Debug, Default)]
+struct Scratch {
+    x: Option<CudaSlice<f32>>,
+    h: Option<CudaSlice<f32>>,
+    qkv: Option<CudaSlice<f32>>,
+    q: Option<CudaSlice<f32>>,
+    attn: Option<CudaSlice<f32>>,
+    o: Option<CudaSlice<f32>>,
+    gu: Option<CudaSlice<f32>>,
+    g: Option<CudaSlice<f32>>,
+    wanted: Option<CudaSlice<f32>>,
+    logits: Option<CudaSlice<f32>>,
+    acts: Acts,
 }
 
 // SAFETY (for every launch below): the kernels index only within the sizes checked before each
@@ -311,63 +349,49 @@ impl Kernels {
         Ok(Kernels { f })
     }
 
-    fn quantize(
-        &self,
-        s: &Arc<CudaStream>,
-        x: &CudaView<'_, f32>,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Quantized> {
-        if !cols.is_multiple_of(32) {
-            return invalid(format!("{cols} columns are not whole 32-blocks"));
-        }
-        need("quantize input", x.len(), rows * cols)?;
-        let blocks = cols / 32;
-        let count = rows * blocks;
-        let mut q = uninit::<i8>(s, count * 32)?;
-        let mut d = uninit::<f32>(s, count)?;
-        let mut sx = uninit::<f32>(s, count)?;
-        let c = int(count)?;
-        let mut b = s.launch_builder(&self.f[0]);
-        b.arg(x).arg(&c).arg(&mut q).arg(&mut d).arg(&mut sx);
-        unsafe { b.launch(warps(count, 1)?) }?;
-        Ok(Quantized {
-            q,
-            d,
-            s: sx,
-            rows,
-            blocks,
-        })
-    }
-
-    /// `rows` rows of `x` times the matrix: `[rows][m.rows]`.
+    /// `rows` rows of `x` times the matrix, into `y` (`[rows][m.rows]`), the activations
+    /// quantized into `acts` first.
     fn matmul(
         &self,
         s: &Arc<CudaStream>,
         m: &Matrix,
         x: &CudaView<'_, f32>,
         rows: usize,
-    ) -> Result<CudaSlice<f32>> {
-        let a = self.quantize(s, x, rows, m.cols)?;
+        acts: &mut Acts,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if !m.cols.is_multiple_of(32) {
+            return invalid(format!("{} columns are not whole 32-blocks", m.cols));
+        }
+        need("quantize input", x.len(), rows * m.cols)?;
+        let blocks = m.cols / 32;
+        let count = rows * blocks;
+        let q = room(s, &mut acts.q, count * 32)?;
+        let d = room(s, &mut acts.d, count)?;
+        let sx = room(s, &mut acts.s, count)?;
+        let c = int(count)?;
+        let mut b = s.launch_builder(&self.f[0]);
+        b.arg(x).arg(&c).arg(&mut *q).arg(&mut *d).arg(&mut *sx);
+        unsafe { b.launch(warps(count, 1)?) }?;
         need(
             "matrix",
             m.bytes.len(),
-            m.rows * a.blocks * m.format.block_bytes(),
+            m.rows * blocks * m.format.block_bytes(),
         )?;
-        let mut y = uninit::<f32>(s, rows * m.rows)?;
-        let cfg = warps(m.rows, a.rows)?;
-        let (n, nb, mr) = (int(m.rows)?, int(a.blocks)?, int(a.rows)?);
+        need("product output", y.len(), rows * m.rows)?;
+        let cfg = warps(m.rows, rows)?;
+        let (n, nb, mr) = (int(m.rows)?, int(blocks)?, int(rows)?);
         match m.format {
             Format::Q4_1 => {
                 let mut b = s.launch_builder(&self.f[1]);
                 b.arg(&m.bytes)
                     .arg(&n)
                     .arg(&nb)
-                    .arg(&a.q)
-                    .arg(&a.d)
-                    .arg(&a.s)
+                    .arg(&*q)
+                    .arg(&*d)
+                    .arg(&*sx)
                     .arg(&mr)
-                    .arg(&mut y);
+                    .arg(y);
                 unsafe { b.launch(cfg) }?;
             }
             Format::Q8_0 => {
@@ -375,14 +399,14 @@ impl Kernels {
                 b.arg(&m.bytes)
                     .arg(&n)
                     .arg(&nb)
-                    .arg(&a.q)
-                    .arg(&a.d)
+                    .arg(&*q)
+                    .arg(&*d)
                     .arg(&mr)
-                    .arg(&mut y);
+                    .arg(y);
                 unsafe { b.launch(cfg) }?;
             }
         }
-        Ok(y)
+        Ok(())
     }
 
     fn embed_q8_0(
@@ -410,13 +434,14 @@ impl Kernels {
         w: &CudaSlice<f32>,
         rows: usize,
         eps: f32,
-    ) -> Result<CudaSlice<f32>> {
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         let n = w.len();
         need("norm input", x.len(), rows * n)?;
-        let mut out = uninit::<f32>(s, rows * n)?;
+        need("norm output", out.len(), rows * n)?;
         let (r, nn) = (int(rows)?, int(n)?);
         let mut b = s.launch_builder(&self.f[4]);
-        b.arg(x).arg(w).arg(&r).arg(&nn).arg(&eps).arg(&mut out);
+        b.arg(x).arg(w).arg(&r).arg(&nn).arg(&eps).arg(out);
         let cfg = LaunchConfig {
             grid_dim: (
                 u32::try_from(rows).or_else(|_| invalid("too many rows"))?,
@@ -427,7 +452,7 @@ impl Kernels {
             shared_mem_bytes: 0,
         };
         unsafe { b.launch(cfg) }?;
-        Ok(out)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -441,10 +466,11 @@ impl Kernels {
         half: usize,
         pos: &CudaSlice<i32>,
         tables: (&CudaSlice<f32>, &CudaSlice<f32>),
-    ) -> Result<CudaSlice<f32>> {
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         need("qkv", qkv.len(), rows * width)?;
         need("positions", pos.len(), rows)?;
-        let mut out = uninit::<f32>(s, rows * qn)?;
+        need("rotated queries", out.len(), rows * qn)?;
         let (r, w, q, h) = (int(rows)?, int(width)?, int(qn)?, int(half)?);
         let mut b = s.launch_builder(&self.f[5]);
         b.arg(qkv)
@@ -455,9 +481,9 @@ impl Kernels {
             .arg(pos)
             .arg(tables.0)
             .arg(tables.1)
-            .arg(&mut out);
+            .arg(out);
         unsafe { b.launch(linear(rows * qn / 2)?) }?;
-        Ok(out)
+        Ok(())
     }
 
     /// Keys and values of `rows` qkv rows into a cache layer at positions `start..`.
@@ -565,20 +591,29 @@ impl Kernels {
         gu: &CudaSlice<f32>,
         rows: usize,
         ffn: usize,
-    ) -> Result<CudaSlice<f32>> {
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
         need("gate and up", gu.len(), rows * 2 * ffn)?;
-        let mut out = uninit::<f32>(s, rows * ffn)?;
+        need("gated", out.len(), rows * ffn)?;
         let (r, f) = (int(rows)?, int(ffn)?);
         let mut b = s.launch_builder(&self.f[8]);
-        b.arg(gu).arg(&r).arg(&f).arg(&mut out);
+        b.arg(gu).arg(&r).arg(&f).arg(out);
         unsafe { b.launch(linear(rows * ffn)?) }?;
-        Ok(out)
+        Ok(())
     }
 
-    fn add(&self, s: &Arc<CudaStream>, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<()> {
-        need("addend", y.len(), x.len())?;
-        let n = int(x.len())?;
-        let cfg = linear(x.len())?;
+    /// `x[i] += y[i]` for `i < n`.
+    fn add(
+        &self,
+        s: &Arc<CudaStream>,
+        x: &mut CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        n: usize,
+    ) -> Result<()> {
+        need("sum", x.len(), n)?;
+        need("addend", y.len(), n)?;
+        let cfg = linear(n)?;
+        let n = int(n)?;
         let mut b = s.launch_builder(&self.f[9]);
         b.arg(x).arg(y).arg(&n);
         unsafe { b.launch(cfg) }?;
@@ -617,8 +652,8 @@ pub struct Model {
     output: Matrix,
     cos: CudaSlice<f32>,
     sin: CudaSlice<f32>,
-    /// One pass at a time.
-    pass: Mutex<()>,
+    /// One pass at a time, with the buffers passes reuse.
+    pass: Mutex<Scratch>,
 }
 
 impl Model {
@@ -704,7 +739,7 @@ impl Model {
             output,
             cos: vector(host.cos, table, "rotary cosines")?,
             sin: vector(host.sin, table, "rotary sines")?,
-            pass: Mutex::new(()),
+            pass: Mutex::new(Scratch::default()),
             stream,
         })
     }
@@ -746,10 +781,11 @@ impl Model {
     /// `first_row` on, the segments' rows one after another (`[row][vocab]`). The caller advances
     /// each segment's length by its tokens.
     pub fn forward(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {
-        let _pass = self
+        let mut pass = self
             .pass
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sc = &mut *pass;
         let c = self.config;
         let s = &self.stream;
         let k = &self.kernels;
@@ -785,9 +821,9 @@ impl Model {
         }
         let d_tokens = s.clone_htod(&tokens)?;
         let d_pos = s.clone_htod(&pos)?;
-        let mut x = uninit::<f32>(s, rows * emb)?;
+        let x = room(s, &mut sc.x, rows * emb)?;
         match &self.embeddings {
-            Embeddings::Tied => k.embed_q8_0(s, &self.output, &d_tokens, &mut x)?,
+            Embeddings::Tied => k.embed_q8_0(s, &self.output, &d_tokens, x)?,
             Embeddings::F32(table) => {
                 for (r, &t) in tokens.iter().enumerate() {
                     let t = t as usize;
@@ -800,10 +836,13 @@ impl Model {
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let tables = (&self.cos, &self.sin);
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = k.rms_norm(s, &x.as_view(), &layer.attn_norm, rows, c.eps)?;
-            let qkv = k.matmul(s, &layer.qkv, &h.as_view(), rows)?;
-            let q = k.rope_queries(s, &qkv, rows, width, qn, half, &d_pos, tables)?;
-            let mut attn = uninit::<f32>(s, rows * qn)?;
+            let h = room(s, &mut sc.h, rows * emb)?;
+            k.rms_norm(s, &x.as_view(), &layer.attn_norm, rows, c.eps, h)?;
+            let qkv = room(s, &mut sc.qkv, rows * width)?;
+            k.matmul(s, &layer.qkv, &h.as_view(), rows, &mut sc.acts, qkv)?;
+            let q = room(s, &mut sc.q, rows * qn)?;
+            k.rope_queries(s, qkv, rows, width, qn, half, &d_pos, tables, q)?;
+            let attn = room(s, &mut sc.attn, rows * qn)?;
             let mut at = 0;
             for seg in segments.iter_mut() {
                 let n = seg.tokens.len();
@@ -840,13 +879,18 @@ impl Model {
                 k.attention(s, &qv, n, &c, seg.start, &keys, &values, scale, &mut out)?;
                 at += n;
             }
-            let o = k.matmul(s, &layer.wo, &attn.as_view(), rows)?;
-            k.add(s, &mut x, &o)?;
-            let h = k.rms_norm(s, &x.as_view(), &layer.ffn_norm, rows, c.eps)?;
-            let gu = k.matmul(s, &layer.gate_up, &h.as_view(), rows)?;
-            let g = k.silu_mul(s, &gu, rows, c.ffn)?;
-            let d = k.matmul(s, &layer.down, &g.as_view(), rows)?;
-            k.add(s, &mut x, &d)?;
+            let o = room(s, &mut sc.o, rows * emb)?;
+            k.matmul(s, &layer.wo, &attn.as_view(), rows, &mut sc.acts, o)?;
+            k.add(s, x, o, rows * emb)?;
+            let h = room(s, &mut sc.h, rows * emb)?;
+            k.rms_norm(s, &x.as_view(), &layer.ffn_norm, rows, c.eps, h)?;
+            let gu = room(s, &mut sc.gu, rows * 2 * c.ffn)?;
+            k.matmul(s, &layer.gate_up, &h.as_view(), rows, &mut sc.acts, gu)?;
+            let g = room(s, &mut sc.g, rows * c.ffn)?;
+            k.silu_mul(s, gu, rows, c.ffn, g)?;
+            let o = room(s, &mut sc.o, rows * emb)?;
+            k.matmul(s, &layer.down, &g.as_view(), rows, &mut sc.acts, o)?;
+            k.add(s, x, o, rows * emb)?;
         }
         // The rows asked for, gathered; then the output projection for them alone.
         let wanted_rows: usize = segments
@@ -856,7 +900,7 @@ impl Model {
         if wanted_rows == 0 {
             return Ok(Vec::new());
         }
-        let mut wanted = uninit::<f32>(s, wanted_rows * emb)?;
+        let wanted = room(s, &mut sc.wanted, wanted_rows * emb)?;
         let (mut at, mut to) = (0, 0);
         for seg in segments.iter() {
             let n = seg.tokens.len();
@@ -869,8 +913,17 @@ impl Model {
             at += n;
             to += n - first;
         }
-        let h = k.rms_norm(s, &wanted.as_view(), &self.norm, wanted_rows, c.eps)?;
-        let logits = k.matmul(s, &self.output, &h.as_view(), wanted_rows)?;
-        Ok(s.clone_dtoh(&logits)?)
+        let h = room(s, &mut sc.h, wanted_rows * emb)?;
+        k.rms_norm(s, &wanted.as_view(), &self.norm, wanted_rows, c.eps, h)?;
+        let logits = room(s, &mut sc.logits, wanted_rows * vocab)?;
+        k.matmul(
+            s,
+            &self.output,
+            &h.as_view(),
+            wanted_rows,
+            &mut sc.acts,
+            logits,
+        )?;
+        Ok(s.clone_dtoh(&logits.slice(0..wanted_rows * vocab))?)
     }
 }
