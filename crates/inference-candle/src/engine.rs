@@ -411,10 +411,21 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
         .chain(rest)
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
+    lane_sum(logits, |v| crate::exp::exp(v - max)).ln() + max
+}
+
+/// `sum(f(v))` over `values` in sixteen lanes (lane `i` takes values `i, i + 16, ...` in
+/// order), the lanes summed in a fixed tree, the values past the last sixteen added after.
+/// Inlined into its callers, so that it is compiled with their target features.
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
     let mut acc = [0f32; LANES];
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += crate::exp::exp(v - max);
+            *a += f(v);
         }
     }
     let mut width = LANES;
@@ -426,9 +437,9 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
     }
     let mut sum = acc[0];
     for &v in rest {
-        sum += crate::exp::exp(v - max);
+        sum += f(v);
     }
-    sum.ln() + max
+    sum
 }
 
 /// The index of the largest value (the lowest index on ties, as llama.cpp's argmax): the
@@ -613,34 +624,14 @@ fn first_tokens(logits: &[f32], k: usize) -> Vec<u32> {
         .collect()
 }
 
-/// `sum(e^((l - log_sum) / t))` over a row in id order, in sixteen lanes summed in a fixed
-/// tree (the values past the last sixteen added after), as [`log_sum_exp`] sums.
+/// `sum(e^((l - log_sum) / t))` over a row in id order ([`lane_sum`], as [`log_sum_exp`]
+/// sums).
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
     "x86_64+avx2+fma+f16c"
 ))]
 fn weight_sum(logits: &[f32], log_sum: f32, t: f32) -> f32 {
-    const LANES: usize = 16;
-    let chunks = logits.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    let mut acc = [0f32; LANES];
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += crate::exp::exp((v - log_sum) / t);
-        }
-    }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-    }
-    let mut sum = acc[0];
-    for &v in rest {
-        sum += crate::exp::exp((v - log_sum) / t);
-    }
-    sum
+    lane_sum(logits, |v| crate::exp::exp((v - log_sum) / t))
 }
 
 impl Engine for CandleEngine {
