@@ -880,15 +880,20 @@ mod tests {
         order[kept - 1]
     }
 
-    #[test]
-    fn the_first_tokens_are_a_full_sorts_first() {
-        let mut state = 17u64;
-        let mut next = || {
+    /// A linear congruential stream of 31-bit numbers for the tests' rows.
+    fn numbers(seed: u64) -> impl FnMut() -> u32 {
+        let mut state = seed;
+        move || {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as u32
-        };
+        }
+    }
+
+    #[test]
+    fn the_first_tokens_are_a_full_sorts_first() {
+        let mut next = numbers(17);
         for n in [1usize, 5, 64, 1000] {
             // Few distinct values (many ties), and the special values.
             let mut row: Vec<f32> = (0..n).map(|_| (next() % 7) as f32 - 3.0).collect();
@@ -910,13 +915,8 @@ mod tests {
 
     #[test]
     fn sampling_from_the_first_tokens_picks_what_a_full_sort_picks() {
-        let mut state = 3u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut bits = numbers(3);
+        let mut next = || (bits() >> 7) as f32 / (1u32 << 24) as f32;
         let n = 5000;
         // Peaked (the draw stays in the first tokens) and flat (it reaches past them).
         let rows: Vec<Vec<f32>> = [12.0f32, 3.0, 0.05]
@@ -962,13 +962,7 @@ mod tests {
     /// values (passed over, or kept when first), infinities, and every length around the lanes.
     #[test]
     fn argmax_is_the_first_largest_value_as_a_scan_finds_it() {
-        let mut state = 5u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = numbers(5);
         let specials = [
             f32::NAN,
             0.0,
