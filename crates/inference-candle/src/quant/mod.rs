@@ -324,11 +324,24 @@ fn panel_rows_per_task(panel_rows: usize, threads: usize) -> usize {
 /// Activation rows a kernel takes through all its panel rows before the next rows: as many as
 /// fit in about 24 KiB (half a typical L1 data cache), in whole tiles of `tile` rows. A kernel
 /// that ran each panel row over every row of a long prompt read the activations from L2 for
-/// every panel row, about a third slower.
-fn act_group(blocks: usize, tile: usize) -> usize {
+/// every panel row, about a third slower. But a chunk of `weight_bytes` too large to stay in L2
+/// (the output matrix: about 3.7 MB per task) is read from memory again for every group, so
+/// there the groups are larger: the output matrix's 48-row chunks of a scoring pass are one
+/// group, not two. `--example kernels` on the output matrix's shape, 48 rows, with the Q8_0
+/// tile's accumulators in registers: 233-245 -> 292-314 billion multiply-adds/s (both steps).
+fn act_group(blocks: usize, tile: usize, weight_bytes: usize) -> usize {
     /// Bytes of activations a group may hold.
     const BUDGET: usize = 24 << 10;
-    let rows = BUDGET / (blocks.max(1) * std::mem::size_of::<ActBlock>());
+    /// Weights of a chunk above which a group holds [`BIG_BUDGET`] bytes of activations.
+    const BIG_WEIGHTS: usize = 512 << 10;
+    /// Bytes of activations a group may hold when the chunk's weights do not stay in L2.
+    const BIG_BUDGET: usize = 64 << 10;
+    let budget = if weight_bytes > BIG_WEIGHTS {
+        BIG_BUDGET
+    } else {
+        BUDGET
+    };
+    let rows = budget / (blocks.max(1) * std::mem::size_of::<ActBlock>());
     (rows / tile * tile).max(tile)
 }
 
@@ -364,8 +377,17 @@ mod x86 {
 
     use super::{ActBlock, BLOCK, ZERO_ACT};
     use bytemuck::cast;
-    use half::f16;
     use std::arch::x86_64::*;
+
+    /// `x` rounded to f16 (to nearest, ties to even, as `half::f16::from_f32` rounds), as f32:
+    /// the F16C instructions inline, where `half` checks for them at every call.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    fn to_f16(x: f32) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+            _mm_set_ss(x),
+        )))
+    }
 
     /// [`super::quantize_scalar`]'s numbers, sixteen values at a time: the largest magnitude
     /// (NaN ignored, as `f32::max` does), `q = round(x / d)` half away from zero (truncate, then
@@ -393,7 +415,7 @@ mod x86 {
             let amax = _mm512_reduce_max_ps(amax);
             let d = amax / 127.0;
             let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-            let q: [__m128i; 2] = v.map(|v| {
+            let wide: [__m512i; 2] = v.map(|v| {
                 let y = _mm512_mul_ps(v, id);
                 let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
                 let away =
@@ -405,15 +427,15 @@ mod x86 {
                 let r = _mm512_mask_add_ps(t, away, t, step);
                 let r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r), r);
                 let r = _mm512_min_ps(_mm512_max_ps(r, lowest), highest);
-                _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r))
+                // In -128..=127 already: the 32-bit integers are the 8-bit values.
+                _mm512_cvtps_epi32(r)
             });
-            let q: [i8; BLOCK] = cast(q);
-            let wide = cast::<[i8; BLOCK], [__m128i; 2]>(q).map(|h| _mm512_cvtepi8_epi32(h));
+            let q: [i8; BLOCK] = cast(wide.map(|w| _mm512_cvtepi32_epi8(w)));
             let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(wide[0], wide[1]));
             *o = ActBlock {
                 q,
-                d: f16::from_f32(d).to_f32(),
-                s: f16::from_f32(sum as f32 * d).to_f32(),
+                d: to_f16(d),
+                s: to_f16(sum as f32 * d),
                 offset: -128 * sum,
             };
         }
@@ -434,6 +456,27 @@ mod x86 {
         }
     }
 
+    /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8), each copy with `$r`
+    /// a constant: a tile's per-row accumulators are then indexed by constants and stay in
+    /// registers. Left to the compiler, the Q8_0 tile's row loop stayed a loop in one of its
+    /// versions and kept its eight accumulators on the stack (a load and a store per row and
+    /// block), about a third slower than the Q4_1 tile at 168 rows.
+    macro_rules! each_row {
+        ($n:expr, |$r:ident| $body:block) => {
+            each_row!(@ $n, $r, $body, 0 1 2 3 4 5 6 7)
+        };
+        (@ $n:expr, $r:ident, $body:block, $($i:literal)*) => {
+            const { assert!($n <= 8, "each_row! unrolls at most 8 rows") };
+            $(
+                if $i < $n {
+                    let $r: usize = $i;
+                    $body
+                }
+            )*
+        };
+    }
+    pub(super) use each_row;
+
     /// Every output of a chunk: activation rows in groups small enough to stay in the L1 cache
     /// ([`super::act_group`]), and for each group every panel row of the chunk against its rows
     /// `$big` at a time, then four, then one, with
@@ -447,7 +490,7 @@ mod x86 {
         ($panels:expr, $blocks:expr, $acts:expr, $out:expr, $tile:ident, $big:literal) => {{
             let blocks: usize = $blocks;
             let m = $acts.len() / blocks;
-            let group = super::super::act_group(blocks, $big);
+            let group = super::super::act_group(blocks, $big, std::mem::size_of_val($panels));
             let mut g0 = 0;
             while g0 < m {
                 let g1 = (g0 + group).min(m);
@@ -474,11 +517,19 @@ mod x86 {
                         &[]
                     };
                     let out: &mut [&mut [f32]] = &mut $out[g0..g1];
+                    // A whole panel's 16 outputs are one fixed-size store: a copy of variable
+                    // length was a `memcpy` call per row and panel row (about 4% of a scoring
+                    // pass). Only a matrix's last panel row can be partial.
+                    let whole = out.first().is_none_or(|o| o.len() >= (pi + 1) * 16);
                     let mut put = |r0: usize, v: &[[f32; 16]]| {
                         for (o, lanes) in out[r0..].iter_mut().zip(v) {
-                            let o = &mut o[pi * 16..];
-                            let n = o.len().min(16);
-                            o[..n].copy_from_slice(&lanes[..n]);
+                            if whole {
+                                o[pi * 16..pi * 16 + 16].copy_from_slice(lanes);
+                            } else {
+                                let o = &mut o[pi * 16..];
+                                let n = o.len().min(16);
+                                o[..n].copy_from_slice(&lanes[..n]);
+                            }
                         }
                     };
                     let mut r0 = 0;

@@ -170,7 +170,7 @@ mod x86 {
     //! The SIMD kernels. Vectors are loaded from arrays with `bytemuck::cast` (a plain load);
     //! the intrinsics are safe to call inside functions that enable their features.
 
-    use super::super::x86::outputs_tiled;
+    use super::super::x86::{each_row, outputs_tiled};
     use super::{ActBlock, Panel};
     use bytemuck::cast;
     use std::arch::x86_64::*;
@@ -216,7 +216,7 @@ mod x86 {
             let ahead = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n));
             let w: [__m512i; 8] = std::array::from_fn(|j| cast(pb.qs[j]));
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
-            for r in 0..R {
+            each_row!(R, |r| {
                 if let Some(t) = ahead {
                     super::super::x86::prefetch_part(t, r, R);
                 }
@@ -232,7 +232,7 @@ mod x86 {
                 let sum = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
                 let scale = _mm512_mul_ps(dw, _mm512_set1_ps(ab.d));
                 acc[r] = _mm512_fmadd_ps(sum, scale, acc[r]);
-            }
+            });
         }
         std::array::from_fn(|r| cast(acc[r]))
     }
