@@ -444,17 +444,50 @@ mod x86 {
     /// Ask for the cache lines `i` of `x` with `i % of == part` ahead of their use (a hint: it
     /// changes no result and cannot fault): a panel's lines spread over a tile's `of`
     /// activation rows, so that no burst of prefetches waits on the memory while the products
-    /// behind it could run (`of = 1`: every line).
+    /// behind it could run (`of = 1`: every line). `HINT` is the level (`_MM_HINT_T0` into L1,
+    /// `_MM_HINT_T1` into L2).
     #[target_feature(enable = "sse")]
     #[inline]
-    pub(crate) fn prefetch_part<T>(x: &T, part: usize, of: usize) {
+    pub(crate) fn prefetch_part<const HINT: i32, T>(x: &T, part: usize, of: usize) {
         let at = (x as *const T).cast::<i8>();
         for line in (part * 64..std::mem::size_of::<T>()).step_by(64 * of.max(1)) {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                at.wrapping_add(line),
-            );
+            std::arch::x86_64::_mm_prefetch::<HINT>(at.wrapping_add(line));
         }
     }
+
+    /// Prefetch for block `b` of panel row `p` (`next`: the chunk's panels after it): the
+    /// block `near` blocks ahead into L1, its lines spread over `of` calls (this is call
+    /// `part`, see [`prefetch_part`]), and with `far` (a single activation row's product) also
+    /// the block about [`FAR_BYTES`] ahead into L2.
+    ///
+    /// A core has only so many misses to L1 in flight, so a single row, which does little
+    /// arithmetic per byte of weights, streams them at what those misses allow (about 10 GB/s
+    /// per core here). Requests to L2 further ahead raise that: one core streaming 115 MB of
+    /// panels went from about 10 to 16 GB/s, and one stream's generation got about 7% faster
+    /// (see "Session 10's steps" in BENCHMARKS.md). Tiles of several rows do not ask: there it
+    /// gained nothing in eight-row passes, and it slowed a scoring pass by a fifth.
+    #[target_feature(enable = "sse")]
+    #[inline]
+    pub(crate) fn prefetch_ahead<T>(
+        p: &[T],
+        next: &[T],
+        b: usize,
+        near: usize,
+        (part, of): (usize, usize),
+        far: bool,
+    ) {
+        let n = p.len();
+        let at = |k: usize| p.get(b + k).or_else(|| next.get(b + k - n));
+        if let Some(t) = at(near) {
+            prefetch_part::<{ _MM_HINT_T0 }, T>(t, part, of);
+        }
+        if far && let Some(t) = at(near.max(FAR_BYTES / std::mem::size_of::<T>().max(1))) {
+            prefetch_part::<{ _MM_HINT_T1 }, T>(t, 0, 1);
+        }
+    }
+
+    /// How far ahead of its use a single row's product asks L2 for a panel.
+    pub(crate) const FAR_BYTES: usize = 20 << 10;
 
     /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8), each copy with `$r`
     /// a constant: a tile's per-row accumulators are then indexed by constants and stay in
@@ -507,15 +540,10 @@ mod x86 {
                     .map(|a| std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]))
                     .collect();
                 let singles: Vec<&[_]> = quads.remainder().chunks_exact(blocks).collect();
-                let panel_rows = $panels.len() / blocks.max(1);
                 for (pi, p) in $panels.chunks_exact(blocks).enumerate() {
                     // The next panel row, whose weights the kernel asks the memory for while
                     // it computes this one.
-                    let next: &[_] = if pi + 1 < panel_rows {
-                        &$panels[(pi + 1) * blocks..(pi + 2) * blocks]
-                    } else {
-                        &[]
-                    };
+                    let next: &[_] = $panels.get((pi + 1) * blocks..).unwrap_or(&[]);
                     let out: &mut [&mut [f32]] = &mut $out[g0..g1];
                     // A whole panel's 16 outputs are one fixed-size store: a copy of variable
                     // length was a `memcpy` call per row and panel row (about 4% of a scoring

@@ -148,7 +148,7 @@ mod x86 {
     //! The SIMD kernels. Vectors are loaded from arrays with `bytemuck::cast` (a plain load);
     //! the intrinsics are safe to call inside functions that enable their features.
 
-    use super::super::x86::outputs_tiled;
+    use super::super::x86::{outputs_tiled, prefetch_ahead};
     use super::{ActBlock, Panel};
     use bytemuck::cast;
     use std::arch::x86_64::*;
@@ -206,7 +206,6 @@ mod x86 {
         }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
-            let ahead = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n));
             let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
                 let q: __m512i = cast(pb.qs[j]);
                 (
@@ -216,9 +215,7 @@ mod x86 {
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             for r in 0..R {
-                if let Some(t) = ahead {
-                    super::super::x86::prefetch_part(t, r, R);
-                }
+                prefetch_ahead(p, next, b, AHEAD, (r, R), R == 1);
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Low nibbles meet values 0..16, high nibbles values 16..32: two chains.
@@ -253,9 +250,7 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut mins = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
-            if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
-                super::super::x86::prefetch_part(t, 0, 1);
-            }
+            prefetch_ahead(p, next, b, AHEAD, (0, 1), R == 1);
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
             });

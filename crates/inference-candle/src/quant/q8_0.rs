@@ -170,7 +170,7 @@ mod x86 {
     //! The SIMD kernels. Vectors are loaded from arrays with `bytemuck::cast` (a plain load);
     //! the intrinsics are safe to call inside functions that enable their features.
 
-    use super::super::x86::{each_row, outputs_tiled};
+    use super::super::x86::{each_row, outputs_tiled, prefetch_ahead};
     use super::{ActBlock, Panel};
     use bytemuck::cast;
     use std::arch::x86_64::*;
@@ -213,13 +213,10 @@ mod x86 {
         }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
-            let ahead = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n));
             let w: [__m512i; 8] = std::array::from_fn(|j| cast(pb.qs[j]));
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             each_row!(R, |r| {
-                if let Some(t) = ahead {
-                    super::super::x86::prefetch_part(t, r, R);
-                }
+                prefetch_ahead(p, next, b, AHEAD, (r, R), R == 1);
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Two chains of four, the first starting at the correction for the + 128.
@@ -254,9 +251,7 @@ mod x86 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
-            if let Some(t) = p.get(b + AHEAD).or_else(|| next.get(b + AHEAD - n)) {
-                super::super::x86::prefetch_part(t, 0, 1);
-            }
+            prefetch_ahead(p, next, b, AHEAD, (0, 1), R == 1);
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
             });
