@@ -464,8 +464,8 @@ mod x86 {
     /// arithmetic per byte of weights, streams them at what those misses allow (about 10 GB/s
     /// per core here). Requests to L2 further ahead raise that: one core streaming 115 MB of
     /// panels went from about 10 to 16 GB/s, and one stream's generation got about 7% faster
-    /// (see "Session 10's steps" in BENCHMARKS.md). Tiles of several rows do not ask: there it
-    /// gained nothing in eight-row passes, and it slowed a scoring pass by a fifth.
+    /// (see "Session 10's steps" in BENCHMARKS.md). Products of several rows do not ask: there
+    /// it gained nothing in eight-row passes, and it slowed a scoring pass by a fifth.
     #[target_feature(enable = "sse")]
     #[inline]
     pub(crate) fn prefetch_ahead<T>(
@@ -513,12 +513,13 @@ mod x86 {
     /// Every output of a chunk: activation rows in groups small enough to stay in the L1 cache
     /// ([`super::act_group`]), and for each group every panel row of the chunk against its rows
     /// `$big` at a time, then four, then one, with
-    /// `$tile::<R>(panel_row, next_panel_row, act_rows) -> [[f32; 16]; R]` (the next panel row,
-    /// empty after the chunk's last, is only prefetched: with about 100 MB of weights, more
-    /// than this machine's share of L3, the hardware prefetchers alone kept an eight-row
-    /// product at about 95 billion multiply-adds/s; prefetching 16 blocks ahead, about 127-185,
-    /// `--example kernels avx512-vnni 8 cold:200`). Each output is the same whatever group or
-    /// tile computes it.
+    /// `$tile::<R>(panel_row, later_panel_rows, far, act_rows) -> [[f32; 16]; R]` (the chunk's
+    /// later panel rows are only prefetched: with about 100 MB of weights, more than this
+    /// machine's share of L3, the hardware prefetchers alone kept an eight-row product at about
+    /// 95 billion multiply-adds/s; prefetching 16 blocks ahead, about 127-185, `--example
+    /// kernels avx512-vnni 8 cold:200`; `far`, for a product of one row only, also asks L2
+    /// further ahead, see [`prefetch_ahead`]). Each output is the same whatever group or tile
+    /// computes it.
     macro_rules! outputs_tiled {
         ($panels:expr, $blocks:expr, $acts:expr, $out:expr, $tile:ident, $big:literal) => {{
             let blocks: usize = $blocks;
@@ -562,15 +563,15 @@ mod x86 {
                     };
                     let mut r0 = 0;
                     for &a in &big_tiles {
-                        put(r0, &$tile::<$big>(p, next, a));
+                        put(r0, &$tile::<$big>(p, next, false, a));
                         r0 += $big;
                     }
                     for &a in &quad_tiles {
-                        put(r0, &$tile::<4>(p, next, a));
+                        put(r0, &$tile::<4>(p, next, false, a));
                         r0 += 4;
                     }
                     for &a in &singles {
-                        put(r0, &$tile::<1>(p, next, [a]));
+                        put(r0, &$tile::<1>(p, next, m == 1, [a]));
                         r0 += 1;
                     }
                 }

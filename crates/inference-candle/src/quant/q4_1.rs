@@ -187,6 +187,7 @@ mod x86 {
     fn tile_avx512<const R: usize>(
         p: &[Panel],
         next: &[Panel],
+        far: bool,
         a: [&[ActBlock]; R],
     ) -> [[f32; 16]; R] {
         let n = p.len();
@@ -215,7 +216,7 @@ mod x86 {
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             for r in 0..R {
-                prefetch_ahead(p, next, b, AHEAD, (r, R), R == 1);
+                prefetch_ahead(p, next, b, AHEAD, (r, R), far);
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Low nibbles meet values 0..16, high nibbles values 16..32: two chains.
@@ -238,6 +239,7 @@ mod x86 {
     fn tile_avx2<const R: usize>(
         p: &[Panel],
         next: &[Panel],
+        far: bool,
         a: [&[ActBlock]; R],
     ) -> [[f32; 16]; R] {
         let n = p.len();
@@ -250,7 +252,7 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut mins = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
-            prefetch_ahead(p, next, b, AHEAD, (0, 1), R == 1);
+            prefetch_ahead(p, next, b, AHEAD, (0, 1), far);
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
             });

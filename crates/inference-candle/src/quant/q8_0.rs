@@ -204,6 +204,7 @@ mod x86 {
     fn tile_avx512<const R: usize>(
         p: &[Panel],
         next: &[Panel],
+        far: bool,
         a: [&[ActBlock]; R],
     ) -> [[f32; 16]; R] {
         let n = p.len();
@@ -216,7 +217,7 @@ mod x86 {
             let w: [__m512i; 8] = std::array::from_fn(|j| cast(pb.qs[j]));
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             each_row!(R, |r| {
-                prefetch_ahead(p, next, b, AHEAD, (r, R), R == 1);
+                prefetch_ahead(p, next, b, AHEAD, (r, R), far);
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Two chains of four, the first starting at the correction for the + 128.
@@ -240,6 +241,7 @@ mod x86 {
     fn tile_avx2<const R: usize>(
         p: &[Panel],
         next: &[Panel],
+        far: bool,
         a: [&[ActBlock]; R],
     ) -> [[f32; 16]; R] {
         let n = p.len();
@@ -251,7 +253,7 @@ mod x86 {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
-            prefetch_ahead(p, next, b, AHEAD, (0, 1), R == 1);
+            prefetch_ahead(p, next, b, AHEAD, (0, 1), far);
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
             });
