@@ -420,6 +420,9 @@ fn bench_inference(
         None => Device::from_env().map_err(anyhow::Error::msg)?,
     };
     let engine = Arc::new(CandleEngine::load_on(&path, device)?);
+    // Every figure processes the whole prompt, as llama.cpp does beside it: the same prompt is
+    // fed again and again here, and a real server's prompts share only their start.
+    engine.reuse_prompts(false);
     // A 108-token prompt, as in the reference measurement.
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(12);
     let mut prompt = engine.tokenize(&text)?;

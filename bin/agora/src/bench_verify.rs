@@ -15,6 +15,12 @@ const PROMPTS: [&str; 4] = [
 ];
 
 /// Time generating `tokens`-token greedy answers and verifying them, `runs` times per prompt.
+///
+/// The miner and the validator are two engines, as they are two machines: each keeps its last
+/// prompt's cache and starts the next prompt from the part they share (the chat template's
+/// system turn), and the validator has not seen the prompt it verifies before, since it did not
+/// generate the answer. Consecutive prompts differ (the prompts are the inner loop), as a
+/// validator's challenges do.
 pub fn bench_verify(
     tokens: usize,
     runs: usize,
@@ -23,6 +29,7 @@ pub fn bench_verify(
     let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
     let path = agora_inference::model::locate(&dir)?;
     let engine = agora_inference_candle::CandleEngine::load(&path)?;
+    let validator = agora_inference_candle::CandleEngine::load(&path)?;
     let eos = engine.info().eos_token;
     let mut gen_total = Duration::ZERO;
     let mut verify_total = Duration::ZERO;
@@ -31,16 +38,16 @@ pub fn bench_verify(
         "{:<6} {:>7} {:>12} {:>12} {:>7}",
         "prompt", "tokens", "generate ms", "verify ms", "share"
     );
-    for (p, text) in PROMPTS.iter().enumerate() {
-        let rendered = engine.render_chat(&[
-            ChatMessage {
-                role: "system".into(),
-                content: "You are a helpful AI assistant.".into(),
-            },
-            ChatMessage::user(*text),
-        ])?;
-        let prompt = engine.tokenize(&rendered)?;
-        for _ in 0..runs {
+    for _ in 0..runs {
+        for (p, text) in PROMPTS.iter().enumerate() {
+            let rendered = engine.render_chat(&[
+                ChatMessage {
+                    role: "system".into(),
+                    content: "You are a helpful AI assistant.".into(),
+                },
+                ChatMessage::user(*text),
+            ])?;
+            let prompt = engine.tokenize(&rendered)?;
             let start = Instant::now();
             let out = engine.generate(
                 &GenerateRequest::greedy(prompt.clone(), tokens),
@@ -61,7 +68,7 @@ pub fn bench_verify(
                 claimed_tokens: ids.len(),
             };
             let start = Instant::now();
-            let verdict = verify::verify(&engine, &answer, eos)?;
+            let verdict = verify::verify(&validator, &answer, eos)?;
             let verified = start.elapsed();
             if verdict != Verdict::Pass {
                 bail!("the engine's own answer to prompt {p} failed verification: {verdict:?}");
@@ -95,6 +102,11 @@ pub fn bench_verify(
     println!(
         "bench verify/share_of_generation {}",
         share(verify_total, gen_total)
+    );
+    // Prompt positions the validator took from its last prompt's cache (the shared system turn).
+    println!(
+        "bench verify/validator_reused_positions_mean {} positions",
+        validator.reused_positions() / u64::from(n)
     );
     Ok(())
 }

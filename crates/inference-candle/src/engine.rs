@@ -21,7 +21,16 @@ pub struct CandleEngine {
     /// Tokens that end generation: the GGUF's end of sequence and `<|endoftext|>`.
     stop_ids: Vec<u32>,
     batcher: Batcher,
+    /// The last prompt's key-value cache (see [`CandleEngine::cached_start`]).
+    last_prompt: std::sync::Mutex<Option<(Vec<u32>, Cache)>>,
+    /// Prompt positions taken from the last prompt's cache instead of computed, in all.
+    reused: std::sync::atomic::AtomicU64,
+    /// Whether prompts start from the last prompt's cache (on unless turned off).
+    reuse_prompts: std::sync::atomic::AtomicBool,
 }
+
+/// Positions of a prompt kept for the next prompt (about 23 KB each: 12 MB at most).
+const KEPT_POSITIONS: usize = 512;
 
 /// Sequences decoded together: at most this many per pass.
 const MAX_BATCH: usize = 32;
@@ -237,7 +246,31 @@ impl CandleEngine {
             info,
             stop_ids,
             batcher: Batcher::default(),
+            last_prompt: std::sync::Mutex::new(None),
+            reused: std::sync::atomic::AtomicU64::new(0),
+            reuse_prompts: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// Whether a prompt starts from the part it shares with the last prompt (see
+    /// [`CandleEngine::cached_start`]; on by default). `agora bench inference` turns it off:
+    /// it feeds the same prompt again and again, and measures what processing all of a prompt
+    /// costs. Turning it off also drops the kept prompt.
+    pub fn reuse_prompts(&self, on: bool) {
+        self.reuse_prompts
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            *self
+                .last_prompt
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+    }
+
+    /// Prompt positions taken from an earlier prompt's cache instead of computed, since the
+    /// engine was loaded (see [`CandleEngine::cached_start`]).
+    pub fn reused_positions(&self) -> u64 {
+        self.reused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where the engine's passes run, for reports: `cpu (KERNEL)` or the GPU's name.
@@ -255,6 +288,64 @@ impl CandleEngine {
         let st = self.batcher.state.lock();
         st.unwrap_or_else(std::sync::PoisonError::into_inner)
             .largest
+    }
+
+    /// A cache holding the start that `tokens` shares with the last prompt (never all of
+    /// `tokens`: a pass needs a position to produce logits), and how many positions that is.
+    ///
+    /// Chat prompts begin alike (the template's system turn, about 15-30 tokens), and a
+    /// validator's challenges all do, so the next prompt's pass skips those positions: a
+    /// shorter time to first token, and a verification that processes fewer rows. Positions are
+    /// computed on their own, so the numbers are the same, bit for bit, as from a fresh cache
+    /// (`a_prompt_continued_from_the_last_ones_cache_gets_the_same_numbers`). GPU caches are
+    /// not copied: there every prompt starts afresh.
+    fn cached_start(&self, tokens: &[u32]) -> (Cache, usize) {
+        if !self
+            .reuse_prompts
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return (self.weights.cache(), 0);
+        }
+        let kept = self
+            .last_prompt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((saved, cache)) = kept.as_ref() {
+            let common = saved
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(tokens.len().saturating_sub(1));
+            if common > 0
+                && let Some(start) = cache.prefix(common)
+            {
+                self.reused
+                    .fetch_add(common as u64, std::sync::atomic::Ordering::Relaxed);
+                return (start, common);
+            }
+        }
+        drop(kept);
+        (self.weights.cache(), 0)
+    }
+
+    /// Keep the first [`KEPT_POSITIONS`] positions of `prompt` from `cache` (which holds at
+    /// least the prompt) for the next prompt.
+    fn keep_prompt(&self, prompt: &[u32], cache: &Cache) {
+        if !self
+            .reuse_prompts
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let n = prompt.len().min(KEPT_POSITIONS);
+        if let Some(copy) = cache.prefix(n) {
+            *self
+                .last_prompt
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((prompt[..n].to_vec(), copy));
+        }
     }
 
     /// The next position's logits after feeding `token`, decoded together with whatever other
@@ -686,12 +777,18 @@ impl Engine for CandleEngine {
         if needed > limit {
             return Err(Error::ContextLimit { needed, limit });
         }
-        let mut cache = self.weights.cache();
-        // Only the last position's logits are needed to start generating.
+        // The start it shares with the last prompt comes from that prompt's cache; only the
+        // last position's logits are needed to start generating.
+        let (mut cache, skip) = self.cached_start(&request.prompt);
         let logits = self
             .weights
-            .forward_from(&request.prompt, &mut cache, request.prompt.len() - 1)
+            .forward_from(
+                &request.prompt[skip..],
+                &mut cache,
+                request.prompt.len() - 1 - skip,
+            )
             .map_err(backend)?;
+        self.keep_prompt(&request.prompt, &cache);
         let mut row = self.row(&std::sync::Arc::new(logits), 0)?;
         let mut rng = Rng(request.sampling.seed);
         let _member = Member::join(&self.batcher);
@@ -796,14 +893,15 @@ impl Engine for CandleEngine {
         // continuation token k. The model treats every position on its own, so these are the
         // generator's own numbers, bit for bit. Each row on its own, as the pass produces them
         // (rows in parallel): the log-probabilities of the claimed token and of the argmax,
-        // from the row's log-sum-exp, with the numbers `generate` reports.
-        let mut cache = self.weights.cache();
+        // from the row's log-sum-exp, with the numbers `generate` reports. The start the
+        // prompt shares with the last one comes from that one's cache.
+        let (mut cache, skip) = self.cached_start(prompt);
         let scores = self
             .weights
             .forward_from_each(
-                &all[..all.len() - 1],
+                &all[skip..all.len() - 1],
                 &mut cache,
-                prompt.len() - 1,
+                prompt.len() - 1 - skip,
                 |k, row| {
                     let id = *continuation
                         .get(k)
@@ -824,6 +922,7 @@ impl Engine for CandleEngine {
                 },
             )
             .map_err(backend)?;
+        self.keep_prompt(prompt, &cache);
         if scores.len() != continuation.len() {
             return Err(Error::Backend(format!(
                 "the pass scored {} of {} tokens",

@@ -242,6 +242,40 @@ pub struct Cache {
     pub len: usize,
 }
 
+impl Cache {
+    /// A copy of this cache's first `n` positions (at most [`Cache::len`]), for a sequence that
+    /// starts with the same tokens. Every position is computed on its own (see
+    /// [`Weights::forward_segments`]), so a sequence continued from the copy gets the numbers a
+    /// fresh cache would give it, bit for bit. `None` for a GPU cache (not copied).
+    pub fn prefix(&self, n: usize) -> Option<Cache> {
+        if self.gpu.is_some() {
+            return None;
+        }
+        let n = n.min(self.len);
+        let layers = self
+            .layers
+            .iter()
+            .map(|(keys, values)| {
+                // Values are a row per position; keys come in whole blocks of positions (the
+                // last block's positions past `n` are written over as the copy grows).
+                let width = values.len().checked_div(self.len).unwrap_or(0);
+                let key_len =
+                    (n.div_ceil(crate::attention::KEY_BLOCK) * crate::attention::KEY_BLOCK * width)
+                        .min(keys.len());
+                Some((
+                    keys.get(..key_len)?.to_vec(),
+                    values.get(..n * width)?.to_vec(),
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Cache {
+            layers,
+            gpu: None,
+            len: n,
+        })
+    }
+}
+
 type Result<T> = candle_core::Result<T>;
 
 fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {

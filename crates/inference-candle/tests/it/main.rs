@@ -325,6 +325,85 @@ fn scoring_reproduces_the_generators_own_numbers() {
     }
 }
 
+/// A prompt that starts like the last one is continued from the last one's key-value cache
+/// (the chat template's system turn, or all of the prompt when a validator scores an answer to
+/// a prompt it has just processed), and gets exactly the numbers a fresh cache gives it.
+#[test]
+fn a_prompt_continued_from_the_last_ones_cache_gets_the_same_numbers() {
+    // An engine of its own: the shared one's last prompt depends on the other tests.
+    let dir = agora_inference::model::default_dir();
+    let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
+    let e = CandleEngine::load(&path).expect("load the model");
+    let chat = |q: &str| {
+        let text = e
+            .render_chat(&[
+                ChatMessage {
+                    role: "system".into(),
+                    content: "You are a helpful AI assistant.".into(),
+                },
+                ChatMessage::user(q),
+            ])
+            .unwrap();
+        e.tokenize(&text).unwrap()
+    };
+    let first = chat("Name three rivers in Africa.");
+    let second = chat("Explain recycling in two sentences.");
+    let shared = first
+        .iter()
+        .zip(&second)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared >= 10 && shared < second.len() - 1,
+        "the prompts share {shared} tokens"
+    );
+    let generate = |prompt: &[u32]| {
+        e.generate(&GenerateRequest::greedy(prompt.to_vec(), 32), &mut |_| true)
+            .unwrap()
+    };
+    // Nothing kept yet: the reference, from a fresh cache.
+    let fresh = generate(&second);
+    let ids: Vec<u32> = fresh.tokens.iter().map(|t| t.id).collect();
+    // After the first prompt, the second starts from its cache: the shared start only.
+    assert_eq!(e.reused_positions(), 0);
+    generate(&first);
+    let before = e.reused_positions();
+    let reused = generate(&second);
+    assert_eq!(e.reused_positions() - before, shared as u64);
+    assert_eq!(reused, fresh, "generation from the shared start");
+    // Scoring after the first prompt (the shared start), then right after the second (all of
+    // the prompt but its last token): the generator's numbers, bit for bit.
+    for (keep, reuses) in [(&first, shared), (&second, second.len() - 1)] {
+        generate(keep);
+        let before = e.reused_positions();
+        let scores = e.score(&second, &ids).unwrap();
+        assert_eq!(e.reused_positions() - before, reuses as u64);
+        assert_eq!(scores.len(), ids.len());
+        for (i, (t, s)) in fresh.tokens.iter().zip(&scores).enumerate() {
+            assert!(s.is_argmax, "position {i} is not the argmax when scored");
+            assert_eq!(
+                t.logprob.to_bits(),
+                s.logprob.to_bits(),
+                "position {i}: generated and scored log-probabilities differ"
+            );
+        }
+    }
+    // A prompt that is the start of the kept one still runs its last position.
+    generate(&second);
+    let short = &second[..shared + 1];
+    let before = e.reused_positions();
+    let alone = CandleEngine::load(&path)
+        .expect("load the model")
+        .generate(&GenerateRequest::greedy(short.to_vec(), 32), &mut |_| true)
+        .unwrap();
+    assert_eq!(
+        generate(short),
+        alone,
+        "a prompt that is the kept one's start"
+    );
+    assert_eq!(e.reused_positions() - before, shared as u64);
+}
+
 /// Concurrent generations are decoded together (one pass over the weights for all of them) and
 /// each gets exactly the tokens and log-probabilities it gets alone.
 #[test]
