@@ -463,7 +463,7 @@ mod x86 {
     /// A core has only so many misses to L1 in flight, so a single row, which does little
     /// arithmetic per byte of weights, streams them at what those misses allow (about 10 GB/s
     /// per core here). Requests to L2 further ahead raise that: one core streaming 115 MB of
-    /// panels went from about 10 to 16 GB/s, and one stream's generation got about 7% faster
+    /// panels went from about 10 to 16 GB/s, and one stream's generation got about 9% faster
     /// (see "Session 10's steps" in BENCHMARKS.md). Products of several rows do not ask: there
     /// it gained nothing in eight-row passes, and it slowed a scoring pass by a fifth.
     #[target_feature(enable = "sse")]
