@@ -8,11 +8,27 @@ use agora_inference_candle::CandleEngine;
 
 fn engine() -> &'static CandleEngine {
     static ENGINE: OnceLock<CandleEngine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let dir = agora_inference::model::default_dir();
-        let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
-        CandleEngine::load(&path).expect("load the model")
-    })
+    ENGINE.get_or_init(|| CandleEngine::load(&model_path()).expect("load the model"))
+}
+
+/// The model file, fetched as `agora model fetch` does when missing.
+fn model_path() -> std::path::PathBuf {
+    let dir = agora_inference::model::default_dir();
+    agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model")
+}
+
+/// The tokens of a chat with the validators' system message and the user message `q`.
+fn chat_prompt(e: &CandleEngine, q: &str) -> Vec<u32> {
+    let text = e
+        .render_chat(&[
+            ChatMessage {
+                role: "system".into(),
+                content: "You are a helpful AI assistant.".into(),
+            },
+            ChatMessage::user(q),
+        ])
+        .unwrap();
+    e.tokenize(&text).unwrap()
 }
 
 fn fixture() -> serde_json::Value {
@@ -297,16 +313,7 @@ fn scoring_reproduces_the_generators_own_numbers() {
         "Explain recycling in two sentences.",
         "Write a short poem about volcanoes.",
     ] {
-        let text = e
-            .render_chat(&[
-                ChatMessage {
-                    role: "system".into(),
-                    content: "You are a helpful AI assistant.".into(),
-                },
-                ChatMessage::user(q),
-            ])
-            .unwrap();
-        let prompt = e.tokenize(&text).unwrap();
+        let prompt = chat_prompt(e, q);
         let out = e
             .generate(&GenerateRequest::greedy(prompt.clone(), 40), &mut |_| true)
             .unwrap();
@@ -331,23 +338,10 @@ fn scoring_reproduces_the_generators_own_numbers() {
 #[test]
 fn a_prompt_continued_from_the_last_ones_cache_gets_the_same_numbers() {
     // An engine of its own: the shared one's last prompt depends on the other tests.
-    let dir = agora_inference::model::default_dir();
-    let path = agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model");
+    let path = model_path();
     let e = CandleEngine::load(&path).expect("load the model");
-    let chat = |q: &str| {
-        let text = e
-            .render_chat(&[
-                ChatMessage {
-                    role: "system".into(),
-                    content: "You are a helpful AI assistant.".into(),
-                },
-                ChatMessage::user(q),
-            ])
-            .unwrap();
-        e.tokenize(&text).unwrap()
-    };
-    let first = chat("Name three rivers in Africa.");
-    let second = chat("Explain recycling in two sentences.");
+    let first = chat_prompt(&e, "Name three rivers in Africa.");
+    let second = chat_prompt(&e, "Explain recycling in two sentences.");
     let shared = first
         .iter()
         .zip(&second)
