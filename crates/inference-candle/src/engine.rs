@@ -293,7 +293,7 @@ impl CandleEngine {
     /// A cache holding the start that `tokens` shares with the last prompt (never all of
     /// `tokens`: a pass needs a position to produce logits), and how many positions that is.
     ///
-    /// Chat prompts begin alike (the template's system turn, about 15-30 tokens), and a
+    /// Chat prompts begin alike (the template's system turn: 15 to 24 tokens), and a
     /// validator's challenges all do, so the next prompt's pass skips those positions: a
     /// shorter time to first token, and a verification that processes fewer rows. Positions are
     /// computed on their own, so the numbers are the same, bit for bit, as from a fresh cache

@@ -448,7 +448,7 @@ mod x86 {
     /// `_MM_HINT_T1` into L2).
     #[target_feature(enable = "sse")]
     #[inline]
-    pub(crate) fn prefetch_part<const HINT: i32, T>(x: &T, part: usize, of: usize) {
+    fn prefetch_part<const HINT: i32, T>(x: &T, part: usize, of: usize) {
         let at = (x as *const T).cast::<i8>();
         for line in (part * 64..std::mem::size_of::<T>()).step_by(64 * of.max(1)) {
             std::arch::x86_64::_mm_prefetch::<HINT>(at.wrapping_add(line));
@@ -487,7 +487,7 @@ mod x86 {
     }
 
     /// How far ahead of its use a single row's product asks L2 for a panel.
-    pub(crate) const FAR_BYTES: usize = 20 << 10;
+    const FAR_BYTES: usize = 20 << 10;
 
     /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8), each copy with `$r`
     /// a constant: a tile's per-row accumulators are then indexed by constants and stay in

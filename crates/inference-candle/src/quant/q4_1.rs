@@ -177,7 +177,7 @@ mod x86 {
     /// (`--example kernels avx512-vnni 8 cold:200`), session 8: 16 ahead 158-195 billion
     /// multiply-adds/s; 8 ahead 139-168; 24 ahead 131-134, 32 (also into L2 only) 114-129.
     /// The block's lines are asked for one per activation row of the tile
-    /// ([`super::super::x86::prefetch_part`]), not in a burst: about a tenth faster (9 of 12
+    /// ([`super::super::x86::prefetch_ahead`]), not in a burst: about a tenth faster (9 of 12
     /// alternated runs).
     const AHEAD: usize = 16;
 

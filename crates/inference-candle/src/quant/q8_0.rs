@@ -198,7 +198,7 @@ mod x86 {
     /// Blocks ahead whose weights are prefetched (about 5 KB, as for Q4_1). Unlike Q4_1's, these
     /// tiles never ask L2 further ahead (their `far` argument is ignored): the output matrix at
     /// one row, as decoding reads it from memory, gained nothing (`--example kernels
-    /// avx512-vnni 1 cold:200`: 27.5-28.4 billion multiply-adds/s either way), one stream's
+    /// avx512-vnni 1 cold:200`: 26.8-30.6 billion multiply-adds/s either way), one stream's
     /// generation lost about 5%, and a product whose weights sit in L2 lost about a tenth.
     const AHEAD: usize = 10;
 
