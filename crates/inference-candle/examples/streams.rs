@@ -3,7 +3,9 @@
 //! (their steady state: the tokens emitted while all of them generate): `cargo run --release
 //! -p agora-inference-candle --example streams [STREAMS] [TOKENS]` (default 8 and 128; the
 //! model from `agora model fetch`). A third argument, `SCORES`, first times that many scoring
-//! passes of 168 tokens (a validator's check of a 128-token answer).
+//! passes of 168 tokens (a validator's check of a 128-token answer), each processing its whole
+//! prompt (the engine's reuse of the last prompt's cache is off, as in `agora bench
+//! inference`); `STREAMS` 0 then stops there.
 #![allow(clippy::float_arithmetic, reason = "timing arithmetic")]
 
 use agora_inference::{Engine, GenerateRequest};
@@ -26,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.tokenize(&"The quick brown fox jumps over the lazy dog. ".repeat(12))?;
     prompt.truncate(108);
     engine.score(&prompt[..8], &prompt[8..9])?;
+    // Every pass processes its whole prompt (the same one each time here).
+    engine.reuse_prompts(false);
     let scores = arg(3, 0);
     if scores > 0 {
         let long: Vec<u32> = prompt.iter().cycle().take(168).copied().collect();
@@ -39,6 +43,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "bench streams/score_168_ms {:.1} ms",
             best.as_secs_f64() * 1e3
         );
+    }
+    if streams == 0 {
+        return Ok(());
     }
 
     let start = Instant::now();
