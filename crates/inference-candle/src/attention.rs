@@ -85,6 +85,26 @@ pub fn causal(
     start: usize,
     seq: usize,
 ) -> Vec<f32> {
+    // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
+    let mut q16 = q.to_vec();
+    round_to_f16(&mut q16);
+    let mut out = Vec::new();
+    causal_into(&q16, keys, values, shape, start, seq, &mut out);
+    out
+}
+
+/// [`causal`] of a query already rounded to f16 ([`round_to_f16`]), into `out` (its contents
+/// replaced, its allocation reused: every value is written, each output row by the task that
+/// computes it).
+pub fn causal_into(
+    q16: &[f32],
+    keys: &[half::f16],
+    values: &[half::f16],
+    shape: Shape,
+    start: usize,
+    seq: usize,
+    out: &mut Vec<f32>,
+) {
     let Shape {
         heads,
         head_dim: hd,
@@ -93,11 +113,12 @@ pub fn causal(
     let kv_heads = shape.kv_heads.max(1);
     let rep = (heads / kv_heads).max(1);
     let scale = 1.0 / (hd as f32).sqrt();
-    // The query rounded to f16 once, as llama.cpp multiplies it with its f16 keys.
-    let q16 = rounded_to_f16(q);
-    let mut out = vec![0f32; seq * heads * hd];
+    out.truncate(seq * heads * hd);
+    out.resize(seq * heads * hd, 0.0);
     let group = rep * hd;
     let one = |item: usize, o: &mut [f32]| {
+        // The reference kernel adds into its output.
+        o.fill(0.0);
         let (i, kvh) = (item / kv_heads, item % kv_heads);
         let first = item * group;
         let cache = Kv {
@@ -119,7 +140,6 @@ pub fn causal(
             .enumerate()
             .for_each(|(item, o)| one(item, o));
     }
-    out
 }
 
 /// One key-value head's cached keys and values.
@@ -173,15 +193,13 @@ fn attend_group(qrows: &[f32], kv: &Kv<'_>, last: usize, scale: f32, o: &mut [f3
     }
 }
 
-/// `x` with every value rounded to f16 (to nearest, ties to even), as f32.
+/// Every value of `x` rounded to f16 (to nearest, ties to even), as f32, in place.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c"))]
-fn rounded_to_f16(x: &[f32]) -> Vec<f32> {
-    let mut out = x.to_vec();
+pub fn round_to_f16(x: &mut [f32]) {
     multiversion::target::match_target! {
-        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::round_to_f16(&mut out, 1.0),
-        _ => out.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::round_to_f16(x, 1.0),
+        _ => x.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
     }
-    out
 }
 
 /// Each head's softmax (rows of `n` scores): maximum, exponentials, their sum in position

@@ -314,6 +314,29 @@ fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
         .for_each(|(o, x)| norm_rows(x, weight, eps, o));
 }
 
+/// `x += o` (the residual connection, value by value), then [`rms_norm`] of the new `x` into
+/// `out`, in one pass over the rows, split over rayon's threads as [`rms_norm_into`] splits
+/// them: the additions of a scoring pass's 168 rows had run on one thread, twice a layer,
+/// while the pool's other thread waited.
+fn add_rms_norm_into(x: &mut [f32], o: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    use rayon::prelude::*;
+    let n = weight.len();
+    out.truncate(x.len());
+    out.resize(x.len(), 0.0);
+    if n == 0 {
+        return;
+    }
+    out.par_chunks_mut(NORM_ROWS * n)
+        .zip(x.par_chunks_mut(NORM_ROWS * n))
+        .zip(o.par_chunks(NORM_ROWS * n))
+        .for_each(|((out, x), o)| {
+            for (xv, &ov) in x.iter_mut().zip(o) {
+                *xv += ov;
+            }
+            norm_rows(x, weight, eps, out);
+        });
+}
+
 /// Rows of a segment rotated and appended to its cache by one task (a long segment's rows are
 /// split over the pool).
 const ROWS_PER_TASK: usize = 16;
@@ -794,22 +817,36 @@ impl Weights {
         // The pass's intermediate results, reused layer after layer (the products write every
         // value, so a reused buffer is neither reallocated nor cleared).
         let (mut h, mut qkv, mut gu, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Each segment's rotated queries and keys and its attention output, reused the same
+        // way (clearing a scoring pass's 0.9 MB of them, layer after layer, was serial work).
+        let mut scratch: Vec<[Vec<f32>; 3]> = segments.iter().map(|_| Default::default()).collect();
+        let mut attn = Vec::new();
+        // Whether `o` holds the last layer's output, not yet added to `x` (it is added as the
+        // next layer's first norm reads `x`).
+        let mut pending = false;
         for (layer, block) in self.blocks.iter().enumerate() {
-            rms_norm_into(&x, &block.attn_norm, eps, &mut h);
+            if pending {
+                add_rms_norm_into(&mut x, &o, &block.attn_norm, eps, &mut h);
+            } else {
+                rms_norm_into(&x, &block.attn_norm, eps, &mut h);
+            }
             block.qkv.forward_into(&h, emb, &mut qkv)?;
             // Per segment, on the pool (one task each, so that no serial stretch lets the
             // pool's threads fall asleep before attention): its queries rotated, its keys and
             // values appended to its cache, then its attention. A long segment (a prompt, a
             // scored continuation) also splits its rows over the pool; rows are independent.
             let width = qn + 2 * kvn;
-            let mut parts: Vec<Vec<f32>> = segments
+            segments
                 .par_iter_mut()
+                .zip(scratch.par_iter_mut())
                 .zip(&starts)
                 .zip(&offsets)
-                .map(|((seg, &start), &off)| {
+                .for_each(|(((seg, [q, k, out]), &start), &off)| {
                     let seq = seg.tokens.len();
                     let (keys, values) = &mut seg.cache.layers[layer];
-                    let (mut q, mut k) = (vec![0f32; seq * qn], vec![0f32; seq * kvn]);
+                    // Every value is written below: only a buffer's growth is cleared.
+                    q.resize(seq * qn, 0.0);
+                    k.resize(seq * kvn, 0.0);
                     // llama.cpp keeps the key-value cache in f16; round the same way so that
                     // greedy decoding follows the reference at near-ties.
                     let old = values.len();
@@ -828,25 +865,29 @@ impl Weights {
                             );
                             q.copy_from_slice(&row[..qn]);
                             rope(q, cos, sin);
+                            // Rounded to f16 as llama.cpp multiplies it with its f16 keys.
+                            crate::attention::round_to_f16(q);
                             k.copy_from_slice(&row[qn..qn + kvn]);
                             rope(k, cos, sin);
                             for (v, &x) in v.iter_mut().zip(&row[qn + kvn..]) {
                                 *v = half::f16::from_f32(x);
                             }
                         });
-                    crate::attention::push_keys(keys, start, shape, &k);
-                    crate::attention::causal(&q, keys, values, shape, start, seq)
-                })
-                .collect();
-            let attn = match parts.len() {
-                1 => parts.pop().unwrap_or_default(),
-                _ => parts.concat(),
+                    crate::attention::push_keys(keys, start, shape, k);
+                    crate::attention::causal_into(q, keys, values, shape, start, seq, out);
+                });
+            let attn: &[f32] = match &scratch[..] {
+                [[_, _, out]] => out,
+                _ => {
+                    attn.clear();
+                    for [_, _, out] in &scratch {
+                        attn.extend_from_slice(out);
+                    }
+                    &attn
+                }
             };
-            block.wo.forward_into(&attn, qn, qn, &mut o)?;
-            for (xv, o) in x.iter_mut().zip(&o) {
-                *xv += o;
-            }
-            rms_norm_into(&x, &block.ffn_norm, eps, &mut h);
+            block.wo.forward_into(attn, qn, qn, &mut o)?;
+            add_rms_norm_into(&mut x, &o, &block.ffn_norm, eps, &mut h);
             // SiLU of the gate times the up projection, in place of the gate: the down
             // projection reads each row's first half.
             block.gate_up.forward_into(&h, emb, &mut gu)?;
@@ -859,9 +900,14 @@ impl Weights {
             block
                 .down
                 .forward_into(&gu, self.ffn, 2 * self.ffn, &mut o)?;
-            for (xv, o) in x.iter_mut().zip(&o) {
-                *xv += o;
-            }
+            pending = true;
+        }
+        if pending {
+            // The last layer's output, in the same groups of rows as the norms.
+            let rows = NORM_ROWS * emb.max(1);
+            x.par_chunks_mut(rows)
+                .zip(o.par_chunks(rows))
+                .for_each(|(x, o)| x.iter_mut().zip(o).for_each(|(xv, &ov)| *xv += ov));
         }
         // The rows asked for: each segment's from its first_row on. Every row's activations
         // are quantized on their own and each output is one dot product per row and column, so
