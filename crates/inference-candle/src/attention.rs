@@ -176,21 +176,34 @@ fn attend_group(qrows: &[f32], kv: &Kv<'_>, last: usize, scale: f32, o: &mut [f3
     let hd = kv.hd;
     let rep = qrows.len() / hd;
     let n = last + 1;
-    // Scores, head by head: scores[r * n + j].
-    let mut scores = vec![0f32; rep * n];
-    // Then the softmax and the weighted sums of values, in position order.
-    multiversion::target::match_target! {
-        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => {
-            x86::scores(qrows, kv, n, scale, &mut scores);
-            x86::softmax(&mut scores, n);
-            x86::weighted_values(&scores, kv, n, o);
-        },
-        _ => {
-            scores_scalar(qrows, kv, n, scale, &mut scores);
-            softmax(&mut scores, n);
-            values_scalar(&scores, kv, n, o);
-        },
-    }
+    // Scores, head by head: scores[r * n + j], every one written before it is read, in this
+    // thread's buffer (nothing here calls back into the pool, so no other item can take it
+    // over halfway): a decoding step had allocated and cleared one per row, key-value head
+    // and layer.
+    SCORES.with_borrow_mut(|buffer| {
+        if buffer.len() < rep * n {
+            buffer.resize(rep * n, 0.0);
+        }
+        let scores = &mut buffer[..rep * n];
+        // Then the softmax and the weighted sums of values, in position order.
+        multiversion::target::match_target! {
+            "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => {
+                x86::scores(qrows, kv, n, scale, scores);
+                x86::softmax(scores, n);
+                x86::weighted_values(scores, kv, n, o);
+            },
+            _ => {
+                scores_scalar(qrows, kv, n, scale, scores);
+                softmax(scores, n);
+                values_scalar(scores, kv, n, o);
+            },
+        }
+    });
+}
+
+thread_local! {
+    /// [`attend_group`]'s scores, kept per thread.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Every value of `x` rounded to f16 (to nearest, ties to even), as f32, in place.
