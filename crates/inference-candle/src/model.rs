@@ -285,6 +285,14 @@ fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {
     }
 }
 
+/// [`rms_norm_into`] into a new vector, without a residual (the tests' entry).
+#[cfg(test)]
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = Vec::new();
+    rms_norm_into(&mut x.to_vec(), None, weight, eps, &mut out);
+    out
+}
+
 /// RMS norm of each row of `x`: `x / sqrt(mean(x^2) + eps) * weight`, all in f32, the squares
 /// summed in order. (llama.cpp sums the squares in f64 and multiplies by the reciprocal; that
 /// variant measured slightly further from llama.cpp's own greedy tokens on the fixture prompts,
@@ -294,14 +302,18 @@ fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize> {
 /// A row's sum is one chain of dependent additions, which leaves the adder waiting on each
 /// one; [`NORM_ROWS`] rows' chains are therefore run side by side (each still in order, so
 /// every row gets the bits it gets alone), and groups of rows are split over rayon's threads.
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = Vec::new();
-    rms_norm_into(x, weight, eps, &mut out);
-    out
-}
-
-/// [`rms_norm`] into `out` (its allocation reused).
-fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+///
+/// Into `out` (its allocation reused), with `residual` first added to `x`, value by value (the
+/// residual connection), in the same pass over the rows and the same split over the threads:
+/// the additions of a scoring pass's 168 rows had run on one thread, twice a layer, while the
+/// pool's other thread waited.
+fn rms_norm_into(
+    x: &mut [f32],
+    residual: Option<&[f32]>,
+    weight: &[f32],
+    eps: f32,
+    out: &mut Vec<f32>,
+) {
     use rayon::prelude::*;
     let n = weight.len();
     out.truncate(x.len());
@@ -309,29 +321,15 @@ fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
     if n == 0 {
         return;
     }
-    out.par_chunks_mut(NORM_ROWS * n)
-        .zip(x.par_chunks(NORM_ROWS * n))
-        .for_each(|(o, x)| norm_rows(x, weight, eps, o));
-}
-
-/// `x += o` (the residual connection, value by value), then [`rms_norm`] of the new `x` into
-/// `out`, in one pass over the rows, split over rayon's threads as [`rms_norm_into`] splits
-/// them: the additions of a scoring pass's 168 rows had run on one thread, twice a layer,
-/// while the pool's other thread waited.
-fn add_rms_norm_into(x: &mut [f32], o: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
-    use rayon::prelude::*;
-    let n = weight.len();
-    out.truncate(x.len());
-    out.resize(x.len(), 0.0);
-    if n == 0 {
-        return;
-    }
-    out.par_chunks_mut(NORM_ROWS * n)
-        .zip(x.par_chunks_mut(NORM_ROWS * n))
-        .zip(o.par_chunks(NORM_ROWS * n))
-        .for_each(|((out, x), o)| {
-            for (xv, &ov) in x.iter_mut().zip(o) {
-                *xv += ov;
+    let chunk = NORM_ROWS * n;
+    out.par_chunks_mut(chunk)
+        .zip(x.par_chunks_mut(chunk))
+        .enumerate()
+        .for_each(|(i, (out, x))| {
+            if let Some(r) = residual.and_then(|r| r.get(i * chunk..i * chunk + x.len())) {
+                for (xv, &rv) in x.iter_mut().zip(r) {
+                    *xv += rv;
+                }
             }
             norm_rows(x, weight, eps, out);
         });
@@ -341,10 +339,10 @@ fn add_rms_norm_into(x: &mut [f32], o: &[f32], weight: &[f32], eps: f32, out: &m
 /// split over the pool).
 const ROWS_PER_TASK: usize = 16;
 
-/// Rows whose squares [`rms_norm`] sums side by side.
+/// Rows whose squares [`rms_norm_into`] sums side by side.
 const NORM_ROWS: usize = 8;
 
-/// [`rms_norm`] of up to [`NORM_ROWS`] rows into `out`.
+/// [`rms_norm_into`] of up to [`NORM_ROWS`] rows into `out`.
 fn norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let n = weight.len();
     let mut sums = [0f32; NORM_ROWS];
@@ -821,15 +819,11 @@ impl Weights {
         // way (clearing a scoring pass's 0.9 MB of them, layer after layer, was serial work).
         let mut scratch: Vec<[Vec<f32>; 3]> = segments.iter().map(|_| Default::default()).collect();
         let mut attn = Vec::new();
-        // Whether `o` holds the last layer's output, not yet added to `x` (it is added as the
-        // next layer's first norm reads `x`).
-        let mut pending = false;
         for (layer, block) in self.blocks.iter().enumerate() {
-            if pending {
-                add_rms_norm_into(&mut x, &o, &block.attn_norm, eps, &mut h);
-            } else {
-                rms_norm_into(&x, &block.attn_norm, eps, &mut h);
-            }
+            // The last layer's output (in `o`) is added to `x` as this layer's first norm
+            // reads it.
+            let last = (layer > 0).then_some(&o[..]);
+            rms_norm_into(&mut x, last, &block.attn_norm, eps, &mut h);
             block.qkv.forward_into(&h, emb, &mut qkv)?;
             // Per segment, on the pool (one task each, so that no serial stretch lets the
             // pool's threads fall asleep before attention): its queries rotated, its keys and
@@ -887,7 +881,7 @@ impl Weights {
                 }
             };
             block.wo.forward_into(attn, qn, qn, &mut o)?;
-            add_rms_norm_into(&mut x, &o, &block.ffn_norm, eps, &mut h);
+            rms_norm_into(&mut x, Some(&o), &block.ffn_norm, eps, &mut h);
             // SiLU of the gate times the up projection, in place of the gate: the down
             // projection reads each row's first half.
             block.gate_up.forward_into(&h, emb, &mut gu)?;
@@ -900,28 +894,28 @@ impl Weights {
             block
                 .down
                 .forward_into(&gu, self.ffn, 2 * self.ffn, &mut o)?;
-            pending = true;
         }
-        if pending {
-            // The last layer's output, in the same groups of rows as the norms.
-            let rows = NORM_ROWS * emb.max(1);
-            x.par_chunks_mut(rows)
-                .zip(o.par_chunks(rows))
-                .for_each(|(x, o)| x.iter_mut().zip(o).for_each(|(xv, &ov)| *xv += ov));
-        }
-        // The rows asked for: each segment's from its first_row on. Every row's activations
-        // are quantized on their own and each output is one dot product per row and column, so
-        // projecting the rows together gives each row's numbers exactly.
-        let mut wanted: Vec<f32> = Vec::new();
+        // The rows asked for: each segment's from its first_row on, with the last layer's
+        // output added as the final norm reads them. Every row's activations are quantized on
+        // their own and each output is one dot product per row and column, so projecting the
+        // rows together gives each row's numbers exactly.
+        let (mut wanted, mut last) = (Vec::new(), Vec::new());
         let mut at = 0;
         for seg in segments.iter_mut() {
             let seq = seg.tokens.len();
             let first = seg.first_row.min(seq);
-            wanted.extend_from_slice(&x[(at + first) * emb..(at + seq) * emb]);
+            let rows = (at + first) * emb..(at + seq) * emb;
+            wanted.extend_from_slice(&x[rows.clone()]);
+            if !self.blocks.is_empty() {
+                last.extend_from_slice(&o[rows]);
+            }
             at += seq;
             seg.cache.len += seq;
         }
-        Ok(rms_norm(&wanted, &self.norm, eps))
+        let mut normed = Vec::new();
+        let last = (!self.blocks.is_empty()).then_some(&last[..]);
+        rms_norm_into(&mut wanted, last, &self.norm, eps, &mut normed);
+        Ok(normed)
     }
 }
 
