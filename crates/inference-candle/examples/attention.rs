@@ -5,7 +5,7 @@
 //! best of five rounds.
 #![allow(clippy::float_arithmetic, reason = "timing arithmetic")]
 
-use agora_inference_candle::attention::{Shape, causal, push_keys};
+use agora_inference_candle::attention::{LayerCache, Shape, causal};
 use std::time::Instant;
 
 mod common;
@@ -27,22 +27,11 @@ fn main() {
         head_dim: 64,
     };
     let width = shape.kv_heads * shape.head_dim;
-    let caches: Vec<(Vec<half::f16>, Vec<half::f16>)> = (0..layers * streams)
+    let caches: Vec<LayerCache> = (0..layers * streams)
         .map(|c| {
-            let mut keys = Vec::new();
-            for pos in 0..context {
-                push_keys(
-                    &mut keys,
-                    pos,
-                    shape,
-                    &random(width, (c * context + pos) as u64),
-                );
-            }
-            let values = random(context * width, c as u64 + 7)
-                .into_iter()
-                .map(half::f16::from_f32)
-                .collect();
-            (keys, values)
+            let mut cache = LayerCache::new(shape);
+            cache.push(&random(context * 2 * width, c as u64 + 7));
+            cache
         })
         .collect();
     let q = random(shape.heads * shape.head_dim, 3);
@@ -51,8 +40,8 @@ fn main() {
     for _ in 0..5 {
         let start = Instant::now();
         for _ in 0..20 {
-            for (keys, values) in &caches {
-                let out = causal(&q, keys, values, shape, context - 1, 1);
+            for cache in &caches {
+                let out = causal(&q, cache, context - 1, 1);
                 sink += out[0];
             }
         }

@@ -229,13 +229,12 @@ impl std::fmt::Debug for Weights {
     }
 }
 
-/// One sequence's key-value cache: per layer, keys and values laid out
-/// `[position][kv_head][dim]` (rounded through f16 as llama.cpp keeps them).
+/// One sequence's key-value cache: per layer, keys and values quantized to 8 bits
+/// ([`crate::attention::LayerCache`]).
 #[derive(Debug, Default)]
 pub struct Cache {
-    /// Per layer, keys and values in f16: keys in blocks of 16 positions
-    /// ([`crate::attention::push_keys`]), values a row per position.
-    layers: Vec<(Vec<half::f16>, Vec<half::f16>)>,
+    /// Per layer.
+    layers: Vec<crate::attention::LayerCache>,
     /// The cache on the GPU, for a GPU model.
     gpu: Option<agora_inference_cuda::Cache>,
     /// Tokens already in the cache.
@@ -252,24 +251,8 @@ impl Cache {
             return None;
         }
         let n = n.min(self.len);
-        let layers = self
-            .layers
-            .iter()
-            .map(|(keys, values)| {
-                // Values are a row per position; keys come in whole blocks of positions (the
-                // last block's positions past `n` are written over as the copy grows).
-                let width = values.len().checked_div(self.len).unwrap_or(0);
-                let key_len =
-                    (n.div_ceil(crate::attention::KEY_BLOCK) * crate::attention::KEY_BLOCK * width)
-                        .min(keys.len());
-                Some((
-                    keys.get(..key_len)?.to_vec(),
-                    values.get(..n * width)?.to_vec(),
-                ))
-            })
-            .collect::<Option<Vec<_>>>()?;
         Some(Cache {
-            layers,
+            layers: self.layers.iter().map(|l| l.prefix(n)).collect(),
             gpu: None,
             len: n,
         })
@@ -423,6 +406,14 @@ impl Weights {
             );
         }
         let head_dim = embedding / heads;
+        let shape = crate::attention::Shape {
+            heads,
+            kv_heads,
+            head_dim,
+        };
+        if let Err(e) = shape.check() {
+            candle_core::bail!("{e}");
+        }
         let tensor = |r: &mut R, name: &str| ct.tensor(r, name, device);
         let vector = |r: &mut R, name: &str| -> Result<Vec<f32>> {
             tensor(r, name)?.dequantize(device)?.to_vec1::<f32>()
@@ -659,6 +650,15 @@ impl Weights {
         scale(&mut self.norm);
     }
 
+    /// The attention's heads.
+    fn shape(&self) -> crate::attention::Shape {
+        crate::attention::Shape {
+            heads: self.config.heads,
+            kv_heads: self.config.kv_heads,
+            head_dim: self.config.head_dim,
+        }
+    }
+
     /// A fresh cache.
     pub fn cache(&self) -> Cache {
         if self.gpu.is_some() {
@@ -669,7 +669,7 @@ impl Weights {
             };
         }
         Cache {
-            layers: vec![(Vec::new(), Vec::new()); self.blocks.len()],
+            layers: vec![crate::attention::LayerCache::new(self.shape()); self.blocks.len()],
             gpu: None,
             len: 0,
         }
@@ -807,11 +807,6 @@ impl Weights {
         let half = c.head_dim / 2;
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let eps = c.rms_eps as f32;
-        let shape = crate::attention::Shape {
-            heads: c.heads,
-            kv_heads: c.kv_heads,
-            head_dim: c.head_dim,
-        };
         // The pass's intermediate results, reused layer after layer (the products write every
         // value, so a reused buffer is neither reallocated nor cleared).
         let (mut h, mut qkv, mut gu, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -835,23 +830,19 @@ impl Weights {
                 .zip(scratch.par_iter_mut())
                 .zip(&starts)
                 .zip(&offsets)
-                .for_each(|(((seg, [q, k, out]), &start), &off)| {
+                .for_each(|(((seg, [q, kv, out]), &start), &off)| {
                     let seq = seg.tokens.len();
-                    let (keys, values) = &mut seg.cache.layers[layer];
-                    // Every value is written below: only a buffer's growth is cleared.
+                    let cache = &mut seg.cache.layers[layer];
+                    // Every value is written below: only a buffer's growth is cleared. `kv`
+                    // holds each row's rotated keys, then its values.
                     q.resize(seq * qn, 0.0);
-                    k.resize(seq * kvn, 0.0);
-                    // llama.cpp keeps the key-value cache in f16; round the same way so that
-                    // greedy decoding follows the reference at near-ties.
-                    let old = values.len();
-                    values.resize(old + seq * kvn, half::f16::ZERO);
+                    kv.resize(seq * 2 * kvn, 0.0);
                     q.par_chunks_mut(qn)
-                        .zip(k.par_chunks_mut(kvn))
-                        .zip(values[old..].par_chunks_mut(kvn))
+                        .zip(kv.par_chunks_mut(2 * kvn))
                         .zip(qkv[off * width..(off + seq) * width].par_chunks(width))
                         .enumerate()
                         .with_min_len(ROWS_PER_TASK)
-                        .for_each(|(i, (((q, k), v), row))| {
+                        .for_each(|(i, ((q, kv), row))| {
                             let pos = start + i;
                             let (cos, sin) = (
                                 &self.cos[pos * half..(pos + 1) * half],
@@ -859,16 +850,11 @@ impl Weights {
                             );
                             q.copy_from_slice(&row[..qn]);
                             rope(q, cos, sin);
-                            // Rounded to f16 as llama.cpp multiplies it with its f16 keys.
-                            crate::attention::round_to_f16(q);
-                            k.copy_from_slice(&row[qn..qn + kvn]);
-                            rope(k, cos, sin);
-                            for (v, &x) in v.iter_mut().zip(&row[qn + kvn..]) {
-                                *v = half::f16::from_f32(x);
-                            }
+                            kv.copy_from_slice(&row[qn..]);
+                            rope(&mut kv[..kvn], cos, sin);
                         });
-                    crate::attention::push_keys(keys, start, shape, k);
-                    crate::attention::causal_into(q, keys, values, shape, start, seq, out);
+                    cache.push(kv);
+                    crate::attention::causal_into(q, cache, start, seq, out);
                 });
             let attn: &[f32] = match &scratch[..] {
                 [[_, _, out]] => out,

@@ -195,53 +195,98 @@ extern "C" __global__ void rope_queries(const float* qkv, int rows, int width, i
     rotate(src[0], src[1], cos[t], sin[t], out + (size_t)r * qn + 2 * p);
 }
 
-// Keys (rotated) and values of `rows` qkv rows into a cache at positions start.., both rounded
-// to f16. Cache rows are kvn wide. One thread per pair.
+// One 32-value block quantized as the CPU engine quantizes activations and its 8-bit cache
+// (crates/inference-candle/src/quant/mod.rs): lane l holds value l; returns the lane's q and
+// sets *d to the scale rounded to f16.
+__device__ __forceinline__ int quantize_lane(float v, float* d) {
+    float amax = fabsf(v);
+    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
+    float dd = __fdiv_rn(amax, 127.0f);
+    float id = dd != 0.0f ? __fdiv_rn(1.0f, dd) : 0.0f;
+    *d = round_f16(dd);
+    return (int)roundf(__fmul_rn(v, id));
+}
+
+// Keys (rotated) and values of `rows` qkv rows into a cache at positions start.., quantized to
+// 8 bits per 32 values of a head (the CPU engine's cache, crates/inference-candle/src/
+// attention.rs). A cache position is a row of `kvn` quantized values (exact small integers, kept
+// as floats) and then kvn / 32 scales. One warp per (row, 32-block); blocks [0, kvn / 32) are
+// keys, the rest values.
 extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int qn, int kvn,
                                     int half, int start, const float* cos, const float* sin,
                                     float* keys, float* values) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    int pairs = kvn / 2;
-    if (i >= rows * pairs) return;
-    int r = i / pairs, p = i % pairs, k = p % half;
-    const float* src = qkv + (size_t)r * width + qn + 2 * p;
-    size_t t = (size_t)(start + r) * half + k;
-    float o[2];
-    rotate(src[0], src[1], cos[t], sin[t], o);
-    size_t at = (size_t)(start + r) * kvn + 2 * p;
-    keys[at] = round_f16(o[0]);
-    keys[at + 1] = round_f16(o[1]);
-    values[at] = round_f16(src[kvn]);
-    values[at + 1] = round_f16(src[kvn + 1]);
+    int per_row = 2 * (kvn / 32);
+    int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (w >= rows * per_row) return;
+    int r = w / per_row, blk = w % per_row;
+    bool is_key = blk < kvn / 32;
+    int b = is_key ? blk : blk - kvn / 32;
+    int e = b * 32 + lane;
+    const float* src = qkv + (size_t)r * width + qn;
+    float v;
+    if (is_key) {
+        int p = e / 2, k = p % half;
+        size_t t = (size_t)(start + r) * half + k;
+        float o[2];
+        rotate(src[2 * p], src[2 * p + 1], cos[t], sin[t], o);
+        v = o[e % 2];
+    } else {
+        v = src[kvn + e];
+    }
+    float d;
+    int q = quantize_lane(v, &d);
+    int row = kvn + kvn / 32;
+    float* dst = (is_key ? keys : values) + (size_t)(start + r) * row;
+    dst[e] = (float)q;
+    if (lane == 0) dst[kvn + b] = d;
 }
 
-// Causal attention of `rows` query rows (positions start..) against a cache; one warp per
-// (row, head). Scores as the CPU computes them (q rounded to f16, an eight-lane dot product
-// summed in a fixed tree, times scale), the softmax sum in position order, probabilities rounded
-// to f16, values summed in position order.
+// Causal attention of `rows` query rows (positions start..) against the 8-bit cache; one warp
+// per (row, head), the CPU engine's operations in its order: the query quantized per 32 values
+// in two parts (hi, then the remainder x - hi * d as lo); per position and block the exact
+// integer dot products P_hi and P_lo, each s = fma(P, d_q * d_k, s) in that order; the score
+// s * scale; the softmax sum in position order, probabilities rounded to f16; per dimension,
+// o = fma(p * d_v, v, o) in position order. head_dim is a multiple of 32, at most 256.
 extern "C" __global__ void attention(const float* q, int rows, int heads, int kv_heads, int hd,
                                      int start, const float* keys, const float* values,
                                      float scale, float* out) {
     extern __shared__ float sc[];
+    __shared__ int qq[2][256];
+    __shared__ float qd[2][8];
     int item = blockIdx.x;
     if (item >= rows * heads) return;
     int i = item / heads, h = item % heads, lane = threadIdx.x;
     int kvh = h / (heads / kv_heads);
-    int last = start + i, kvn = kv_heads * hd;
+    int last = start + i, kvn = kv_heads * hd, nb = hd / 32, row = kvn + kvn / 32;
     const float* qr = q + (size_t)item * hd;
+    // The query in two 8-bit parts: its quantization, then that of what it leaves.
+    for (int b = 0; b < nb; b++) {
+        float v = qr[b * 32 + lane], d, dl;
+        int hi = quantize_lane(v, &d);
+        int lo = quantize_lane(__fsub_rn(v, __fmul_rn((float)hi, d)), &dl);
+        qq[0][b * 32 + lane] = hi;
+        qq[1][b * 32 + lane] = lo;
+        if (lane == 0) {
+            qd[0][b] = d;
+            qd[1][b] = dl;
+        }
+    }
+    __syncwarp();
     float mx = __int_as_float(0xff800000);  // -infinity
     for (int j = lane; j <= last; j += 32) {
-        const float* kr = keys + (size_t)j * kvn + kvh * hd;
-        float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        int c = 0;
-        for (; c + 8 <= hd; c += 8)
-            for (int l = 0; l < 8; l++)
-                acc[l] = __fadd_rn(acc[l], __fmul_rn(round_f16(qr[c + l]), kr[c + l]));
-        float tail = 0.0f;
-        for (; c < hd; c++) tail = __fadd_rn(tail, __fmul_rn(round_f16(qr[c]), kr[c]));
-        float dot = __fadd_rn(__fadd_rn(__fadd_rn(acc[0], acc[1]), __fadd_rn(acc[2], acc[3])),
-                              __fadd_rn(__fadd_rn(acc[4], acc[5]), __fadd_rn(acc[6], acc[7])));
-        float sj = __fmul_rn(__fadd_rn(dot, tail), scale);
+        const float* kr = keys + (size_t)j * row;
+        float s = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            float dk = kr[kvn + kvh * nb + b];
+            for (int part = 0; part < 2; part++) {
+                int dot = 0;
+                for (int t = 0; t < 32; t++)
+                    dot += qq[part][b * 32 + t] * (int)kr[kvh * hd + b * 32 + t];
+                s = __fmaf_rn((float)dot, __fmul_rn(qd[part][b], dk), s);
+            }
+        }
+        float sj = __fmul_rn(s, scale);
         sc[j] = sj;
         mx = fmaxf(mx, sj);
     }
@@ -257,11 +302,14 @@ extern "C" __global__ void attention(const float* q, int rows, int heads, int kv
     }
     __syncwarp();
     float iv = inv;
-    const float* vb = values + kvh * hd;
     for (int dd = lane; dd < hd; dd += 32) {
+        int b = dd / 32;
         float o = 0.0f;
-        for (int j = 0; j <= last; j++)
-            o = __fadd_rn(o, __fmul_rn(round_f16(__fmul_rn(sc[j], iv)), vb[(size_t)j * kvn + dd]));
+        for (int j = 0; j <= last; j++) {
+            const float* vr = values + (size_t)j * row;
+            float w = __fmul_rn(round_f16(__fmul_rn(sc[j], iv)), vr[kvn + kvh * nb + b]);
+            o = __fmaf_rn(w, vr[kvh * hd + dd], o);
+        }
         out[(size_t)item * hd + dd] = o;
     }
 }

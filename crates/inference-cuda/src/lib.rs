@@ -22,8 +22,9 @@
 //!   blocks, products, logits) live in device buffers kept from pass to pass and grown when a
 //!   pass needs more, so a decoding step launches its kernels and allocates nothing.
 //! - **Caches grow.** A sequence's key-value cache is one device buffer, `[layer][keys |
-//!   values][position][kv_head * head_dim]`, reallocated at twice the size when a pass needs
-//!   more positions.
+//!   values][position][kv_head * head_dim + kv_head * head_dim / 32]` (the 8-bit values the CPU
+//!   engine's cache holds, kept as floats, then their scales), reallocated at twice the size
+//!   when a pass needs more positions.
 //!
 //! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); [`Kernels`]
 //! holds every launch, and each checks the buffer sizes its kernel indexes before launching.
@@ -262,6 +263,12 @@ fn warps(items: usize, rows: usize) -> Result<LaunchConfig> {
     })
 }
 
+/// Floats per cached position of one layer's keys (or values) `kvn` wide: the 8-bit values
+/// (exact small integers, kept as floats) and a scale per 32.
+fn cache_row(kvn: usize) -> usize {
+    kvn + kvn / 32
+}
+
 fn int(n: usize) -> Result<i32> {
     i32::try_from(n).or_else(|_| invalid(format!("{n} does not fit a kernel's int")))
 }
@@ -486,7 +493,8 @@ impl Kernels {
         Ok(())
     }
 
-    /// Keys and values of `rows` qkv rows into a cache layer at positions `start..`.
+    /// Keys and values of `rows` qkv rows into a cache layer at positions `start..`, quantized
+    /// to 8 bits (a position is [`cache_row`] floats: the values, then a scale per 32).
     #[allow(clippy::too_many_arguments)]
     fn store_kv(
         &self,
@@ -503,8 +511,8 @@ impl Kernels {
         values: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         need("qkv", qkv.len(), rows * width)?;
-        need("keys", keys.len(), (start + rows) * kvn)?;
-        need("values", values.len(), (start + rows) * kvn)?;
+        need("keys", keys.len(), (start + rows) * cache_row(kvn))?;
+        need("values", values.len(), (start + rows) * cache_row(kvn))?;
         need(
             "rotary table",
             tables.0.len().min(tables.1.len()),
@@ -530,7 +538,7 @@ impl Kernels {
             .arg(tables.1)
             .arg(&mut *keys)
             .arg(&mut *values);
-        unsafe { b.launch(linear(rows * kvn / 2)?) }?;
+        unsafe { b.launch(warps(rows * 2 * (kvn / 32), 1)?) }?;
         Ok(())
     }
 
@@ -549,8 +557,8 @@ impl Kernels {
     ) -> Result<()> {
         let (hd, kvn) = (c.head_dim, c.kv_heads * c.head_dim);
         need("queries", q.len(), rows * c.heads * hd)?;
-        need("keys", keys.len(), (start + rows) * kvn)?;
-        need("values", values.len(), (start + rows) * kvn)?;
+        need("keys", keys.len(), (start + rows) * cache_row(kvn))?;
+        need("values", values.len(), (start + rows) * cache_row(kvn))?;
         need("attention output", out.len(), rows * c.heads * hd)?;
         let shared =
             u32::try_from((start + rows) * 4 + 64).or_else(|_| invalid("context too long"))?;
@@ -680,9 +688,14 @@ impl Model {
         if c.heads == 0
             || c.kv_heads == 0
             || !c.heads.is_multiple_of(c.kv_heads)
-            || !c.head_dim.is_multiple_of(2)
+            || !c.head_dim.is_multiple_of(32)
+            || c.head_dim > 256
         {
-            return invalid("unsupported head layout");
+            // The 8-bit cache quantizes per 32 values of a head; the attention kernel holds a
+            // quantized query of at most 256 values.
+            return invalid(
+                "unsupported head layout (head sizes must be multiples of 32, at most 256)",
+            );
         }
         let (qn, kvn) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let upload = |m: &HostMatrix<'_>, rows: usize, cols: usize, what: &str| -> Result<Matrix> {
@@ -760,15 +773,15 @@ impl Model {
             return Ok(());
         }
         let c = &self.config;
-        let kvn = c.kv_heads * c.head_dim;
+        let row = cache_row(c.kv_heads * c.head_dim);
         let cap = positions.next_power_of_two().max(64).min(c.context_length);
         let layers = self.layers.len();
-        let mut kv = self.stream.alloc_zeros::<f32>(layers * 2 * cap * kvn)?;
+        let mut kv = self.stream.alloc_zeros::<f32>(layers * 2 * cap * row)?;
         if let Some(old) = &cache.kv {
-            let held = cache.capacity * kvn;
+            let held = cache.capacity * row;
             for part in 0..2 * layers {
                 let src = old.slice(part * held..(part + 1) * held);
-                let mut dst = kv.slice_mut(part * cap * kvn..part * cap * kvn + held);
+                let mut dst = kv.slice_mut(part * cap * row..part * cap * row + held);
                 self.stream.memcpy_dtod(&src, &mut dst)?;
             }
         }
@@ -853,10 +866,11 @@ impl Model {
                 let Some(kv) = seg.cache.kv.as_mut() else {
                     return invalid("cache not reserved");
                 };
-                let region = li * 2 * cap * kvn;
+                let row = cache_row(kvn);
+                let region = li * 2 * cap * row;
                 {
-                    let mut layer_kv = kv.slice_mut(region..region + 2 * cap * kvn);
-                    let (mut keys, mut values) = layer_kv.split_at_mut(cap * kvn);
+                    let mut layer_kv = kv.slice_mut(region..region + 2 * cap * row);
+                    let (mut keys, mut values) = layer_kv.split_at_mut(cap * row);
                     let src = qkv.slice(at * width..(at + n) * width);
                     k.store_kv(
                         s,
@@ -872,8 +886,8 @@ impl Model {
                         &mut values,
                     )?;
                 }
-                let layer_kv = kv.slice(region..region + 2 * cap * kvn);
-                let (keys, values) = layer_kv.split_at(cap * kvn);
+                let layer_kv = kv.slice(region..region + 2 * cap * row);
+                let (keys, values) = layer_kv.split_at(cap * row);
                 let qv = q.slice(at * qn..(at + n) * qn);
                 let mut out = attn.slice_mut(at * qn..(at + n) * qn);
                 k.attention(s, &qv, n, &c, seg.start, &keys, &values, scale, &mut out)?;

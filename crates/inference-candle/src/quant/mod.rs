@@ -38,7 +38,7 @@ pub mod q8_0;
 use half::f16;
 
 /// Values per quantization block.
-const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 32;
 /// Output rows per panel (one SIMD lane each).
 const PANEL: usize = 16;
 
@@ -89,16 +89,16 @@ impl Kernel {
 /// One block of 32 activations quantized to 8 bits.
 #[derive(Clone, Copy, Debug)]
 pub struct ActBlock {
-    q: [i8; BLOCK],
+    pub(crate) q: [i8; BLOCK],
     /// The scale, rounded to f16.
-    d: f32,
+    pub(crate) d: f32,
     /// `d * sum(q)` rounded to f16 (Q8_1's `s`).
-    s: f32,
+    pub(crate) s: f32,
     /// `-128 * sum(q)`: the correction when weights are fed to `vpdpbusd` as `q_w + 128`.
-    offset: i32,
+    pub(crate) offset: i32,
 }
 
-const ZERO_ACT: ActBlock = ActBlock {
+pub(crate) const ZERO_ACT: ActBlock = ActBlock {
     q: [0; BLOCK],
     d: 0.0,
     s: 0.0,
@@ -117,7 +117,7 @@ fn quantize_row(x: &[f32], blocks: usize, out: &mut Vec<ActBlock>) {
 /// row's end): with AVX-512 where the CPU has it, else [`quantize_scalar`]; both compute the
 /// same bits (`simd_quantization_gives_the_scalar_bits`).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c"))]
-fn quantize_into(x: &[f32], out: &mut [ActBlock]) {
+pub(crate) fn quantize_into(x: &[f32], out: &mut [ActBlock]) {
     multiversion::target::match_target! {
         "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::quantize_avx512(x, out),
         _ => quantize_scalar(x, out),
