@@ -199,6 +199,17 @@ impl LayerCache {
         self.len = end;
     }
 
+    /// Keep the first `n` positions (at most [`LayerCache::len`]): a pass that failed halfway
+    /// may have appended to some layers, and the next pass writes its positions again.
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len);
+        let row_blocks = self.shape.kv_heads * self.shape.blocks();
+        // Keys keep whole blocks; positions past `n` are written over as the cache grows.
+        self.values.truncate(n * self.shape.width());
+        self.value_scales.truncate(n * row_blocks);
+        self.len = n;
+    }
+
     /// A copy of the first `n` positions (at most [`LayerCache::len`]).
     pub fn prefix(&self, n: usize) -> LayerCache {
         let n = n.min(self.len);
@@ -770,15 +781,24 @@ mod tests {
                 assert_eq!(c.len(), total);
             }
         }
-        // A prefix continued with the same rows is the whole again.
+        // A prefix continued with the same rows is the whole again, and so is a cache cut
+        // back after other rows were appended.
+        let other = numbers(total * w, 99);
         for n in [0, 1, 15, 16, 17, 40, 70] {
             let mut c = whole.prefix(n);
             assert_eq!(c.len(), n);
             c.push(&rows[n * w..]);
-            assert_eq!(c.keys, whole.keys, "prefix {n}");
-            assert_eq!(c.key_scales, whole.key_scales);
-            assert_eq!(c.values, whole.values);
-            assert_eq!(c.value_scales, whole.value_scales);
+            let mut cut = whole.prefix(n);
+            cut.push(&other[..(total - n) * w]);
+            cut.truncate(n);
+            assert_eq!(cut.len(), n);
+            cut.push(&rows[n * w..]);
+            for c in [&c, &cut] {
+                assert_eq!(c.keys, whole.keys, "prefix {n}");
+                assert_eq!(c.key_scales, whole.key_scales);
+                assert_eq!(c.values, whole.values);
+                assert_eq!(c.value_scales, whole.value_scales);
+            }
         }
     }
 

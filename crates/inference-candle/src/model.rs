@@ -792,6 +792,9 @@ impl Weights {
             if seg.cache.layers.len() != self.blocks.len() {
                 candle_core::bail!("the cache was not made for this model");
             }
+            if seg.cache.layers.iter().any(|l| l.len() < start) {
+                candle_core::bail!("the cache holds fewer positions than its length says");
+            }
             for &t in seg.tokens {
                 let t = t as usize;
                 if t >= vocab {
@@ -853,6 +856,8 @@ impl Weights {
                             kv.copy_from_slice(&row[qn..]);
                             rope(&mut kv[..kvn], cos, sin);
                         });
+                    // Positions from `start` on are written (again, after a failed pass).
+                    cache.truncate(start);
                     cache.push(kv);
                     crate::attention::causal_into(q, cache, start, seq, out);
                 });
