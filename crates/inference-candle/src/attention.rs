@@ -190,9 +190,7 @@ impl LayerCache {
                     quantize_into(&row[width..2 * width], q);
                     for ((v, s), block) in values.chunks_exact_mut(BLOCK).zip(scales).zip(&*q) {
                         *s = block.d;
-                        for (v, &x) in v.iter_mut().zip(&block.q) {
-                            *v = x;
-                        }
+                        v.copy_from_slice(&block.q);
                     }
                 },
             );
