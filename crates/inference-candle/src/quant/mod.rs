@@ -379,46 +379,116 @@ mod x86 {
     use bytemuck::cast;
     use std::arch::x86_64::*;
 
-    /// `x` rounded to f16 (to nearest, ties to even, as `half::f16::from_f32` rounds), as f32:
-    /// the F16C instructions inline, where `half` checks for them at every call.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    #[inline]
-    fn to_f16(x: f32) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-            _mm_set_ss(x),
-        )))
-    }
-
-    /// [`super::quantize_scalar`]'s numbers, sixteen values at a time: the largest magnitude
-    /// (NaN ignored, as `f32::max` does), `q = round(x / d)` half away from zero, NaN to 0 and
-    /// saturation to `i8` as `as i8` does. The rounding: clamp to `[-128, 127]` (NaN passes),
-    /// add `0.5 - 2^-25` with the value's sign and truncate. For every f32 `t` with `|t| <= 128`
-    /// that is `t.round()` (checked over all 2,248,146,946 of them, both signs, when this was
-    /// written); the clamp covers what saturates (infinities where `d` is subnormal).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(super) fn quantize_avx512(x: &[f32], out: &mut [ActBlock]) {
         let (blocks, _) = x.as_chunks::<BLOCK>();
-        let mut blocks = blocks.iter();
+        let n = blocks.len().min(out.len());
+        // Sixteen blocks at a time: their maxima and sums come out of one butterfly each
+        // (lane `j` for block `j`), and their scales from one vector division each.
+        for (b, o) in blocks[..n].chunks(16).zip(out[..n].chunks_mut(16)) {
+            quantize_group(b, o);
+        }
+        for o in &mut out[n..] {
+            *o = ZERO_ACT;
+        }
+    }
+
+    /// The `permutex2var` indices of one butterfly level that halves groups of `2w` lanes of
+    /// two vectors into groups of `w` (the first vector's groups, then the second's), the
+    /// group's first (`hi` false) or second half.
+    const fn halves(w: usize, hi: bool) -> [i32; 16] {
+        let mut idx = [0i32; 16];
+        let mut i = 0;
+        while i < 16 {
+            let k = i % 8;
+            let lane = 16 * (i / 8) + (k / w) * 2 * w + k % w + if hi { w } else { 0 };
+            idx[i] = lane as i32;
+            i += 1;
+        }
+        idx
+    }
+
+    /// The four levels' indices (halves of 16, 8, 4 and 2 lanes).
+    const LEVELS: [([i32; 16], [i32; 16]); 4] = [
+        (halves(8, false), halves(8, true)),
+        (halves(4, false), halves(4, true)),
+        (halves(2, false), halves(2, true)),
+        (halves(1, false), halves(1, true)),
+    ];
+
+    /// Lane `j` of the result: the maximum of `v[j]`'s lanes (no NaN among them).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    fn max_lanes(v: [__m512; 16]) -> __m512 {
+        let mut v = v;
+        let mut count = 16;
+        for (lo, hi) in LEVELS {
+            let (lo, hi): (__m512i, __m512i) = (cast(lo), cast(hi));
+            for p in 0..count / 2 {
+                let (a, b) = (v[2 * p], v[2 * p + 1]);
+                v[p] = _mm512_max_ps(
+                    _mm512_permutex2var_ps(a, lo, b),
+                    _mm512_permutex2var_ps(a, hi, b),
+                );
+            }
+            count /= 2;
+        }
+        v[0]
+    }
+
+    /// Lane `j` of the result: the sum of `v[j]`'s lanes.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[inline]
+    fn sum_lanes(v: [__m512i; 16]) -> __m512i {
+        let mut v = v;
+        let mut count = 16;
+        for (lo, hi) in LEVELS {
+            let (lo, hi): (__m512i, __m512i) = (cast(lo), cast(hi));
+            for p in 0..count / 2 {
+                let (a, b) = (v[2 * p], v[2 * p + 1]);
+                v[p] = _mm512_add_epi32(
+                    _mm512_permutex2var_epi32(a, lo, b),
+                    _mm512_permutex2var_epi32(a, hi, b),
+                );
+            }
+            count /= 2;
+        }
+        v[0]
+    }
+
+    /// [`super::quantize_scalar`]'s numbers for up to sixteen blocks: the largest magnitude
+    /// (NaN ignored, as `f32::max` does), `d = amax / 127`, `q = round(x / d)` half away from
+    /// zero, NaN to 0 and saturation to `i8` as `as i8` does. The rounding: clamp to
+    /// `[-128, 127]` (NaN passes), add `0.5 - 2^-25` with the value's sign and truncate. For
+    /// every f32 `t` with `|t| <= 128` that is `t.round()` (checked over all 2,248,146,946 of
+    /// them, both signs, when this was written); the clamp covers what saturates (infinities
+    /// where `d` is subnormal).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn quantize_group(blocks: &[[f32; BLOCK]], out: &mut [ActBlock]) {
+        let n = blocks.len().min(out.len()).min(16);
+        let zero = _mm512_setzero_ps();
+        let values: [[__m512; 2]; 16] =
+            std::array::from_fn(|j| blocks.get(j).map_or([zero; 2], |b| cast(*b)));
+        // max(a, b) gives b when either is NaN: a NaN value leaves the running maximum.
+        let amax = max_lanes(values.map(|v| {
+            _mm512_max_ps(
+                _mm512_abs_ps(v[1]),
+                _mm512_max_ps(_mm512_abs_ps(v[0]), zero),
+            )
+        }));
+        let d = _mm512_div_ps(amax, _mm512_set1_ps(127.0));
+        let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(d, zero);
+        let id = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0), d);
         // 0.5 - 2^-25, the largest f32 below a half.
         let below_half = _mm512_set1_epi32(0x3EFF_FFFF);
         let sign = _mm512_set1_epi32(i32::MIN);
         let (lowest, highest) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
-        for o in out.iter_mut() {
-            let Some(b) = blocks.next() else {
-                *o = ZERO_ACT;
-                continue;
-            };
-            let v: [__m512; 2] = cast(*b);
-            // max(a, b) gives b when either is NaN: a NaN value leaves the running maximum.
-            let amax = _mm512_max_ps(
-                _mm512_abs_ps(v[1]),
-                _mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_setzero_ps()),
-            );
-            let amax = _mm512_reduce_max_ps(amax);
-            let d = amax / 127.0;
-            let id = _mm512_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-            let wide: [__m512i; 2] = v.map(|v| {
-                let y = _mm512_mul_ps(v, id);
+        let mut q = [[0i8; BLOCK]; 16];
+        let mut sums = [_mm512_setzero_si512(); 16];
+        for j in 0..n {
+            let idj = _mm512_permutexvar_ps(_mm512_set1_epi32(j as i32), id);
+            let wide: [__m512i; 2] = values[j].map(|v| {
+                let y = _mm512_mul_ps(v, idj);
                 // `max` and `min` return their second operand when either is NaN: NaN stays.
                 let t = _mm512_min_ps(highest, _mm512_max_ps(lowest, y));
                 // below_half | (t & sign): the bits of 0.5 - 2^-25 with t's sign.
@@ -428,13 +498,24 @@ mod x86 {
                 // integers are the 8-bit values.
                 _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), r)
             });
-            let q: [i8; BLOCK] = cast(wide.map(|w| _mm512_cvtepi32_epi8(w)));
-            let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(wide[0], wide[1]));
+            q[j] = cast(wide.map(|w| _mm512_cvtepi32_epi8(w)));
+            sums[j] = _mm512_add_epi32(wide[0], wide[1]);
+        }
+        let sum = sum_lanes(sums);
+        // The scale and `sum * d` rounded to f16 (to nearest, ties to even, as `half` rounds).
+        let to_f16 = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+        let dh: [f32; 16] = cast(to_f16(d));
+        let sh: [f32; 16] = cast(to_f16(_mm512_mul_ps(_mm512_cvtepi32_ps(sum), d)));
+        let offset: [i32; 16] = cast(_mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_slli_epi32::<7>(sum),
+        ));
+        for (j, o) in out.iter_mut().enumerate().take(n) {
             *o = ActBlock {
-                q,
-                d: to_f16(d),
-                s: to_f16(sum as f32 * d),
-                offset: -128 * sum,
+                q: q[j],
+                d: dh[j],
+                s: sh[j],
+                offset: offset[j],
             };
         }
     }
@@ -771,6 +852,20 @@ mod tests {
         // The exact halves round away from zero.
         let halves = &scalar[64];
         assert_eq!(halves.q[..8], [127, -127, 3, -3, 1, -1, 127, -127]);
+        // Every count of blocks around the SIMD groups of sixteen, with the specials among
+        // them, and zero blocks past the values.
+        for count in 1..=40 {
+            let x = &x[x.len() - count * BLOCK..];
+            let (mut simd, mut scalar) = (vec![ZERO_ACT; count + 2], vec![ZERO_ACT; count + 2]);
+            quantize_into(x, &mut simd);
+            quantize_scalar(x, &mut scalar);
+            for (i, (a, b)) in simd.iter().zip(&scalar).enumerate() {
+                assert_eq!(a.q, b.q, "{count} blocks, block {i}");
+                assert_eq!(a.d.to_bits(), b.d.to_bits(), "{count} blocks, block {i}");
+                assert_eq!(a.s.to_bits(), b.s.to_bits(), "{count} blocks, block {i}");
+                assert_eq!(a.offset, b.offset, "{count} blocks, block {i}");
+            }
+        }
     }
 
     #[test]
