@@ -12,10 +12,11 @@
 //! - **The CPU engine's arithmetic.** Weights stay in the GGUF's own Q4_1 / Q8_0 blocks;
 //!   activations are quantized to 8 bits per 32-block exactly as on the CPU; each product output
 //!   is one thread summing blocks in order with the same fused multiply-adds; norms, rotary
-//!   embedding and attention do the CPU's operations in the CPU's order (kernels are compiled with
-//!   `--fmad=false`, so nothing else is fused). What can differ is `exp` (the softmax and SiLU),
-//!   whose last bit the CUDA library may round differently from the CPU's: a GPU miner's answers
-//!   re-score on a CPU validator as argmax except at rare near-ties (measured in BENCHMARKS.md).
+//!   embedding, the 8-bit key-value cache and attention do the CPU's operations in the CPU's
+//!   order (kernels are compiled with `--fmad=false`, so nothing else is fused), and `exp` (the
+//!   softmax and SiLU) follows the CPU's own steps (`crates/inference-candle/src/exp.rs`), not
+//!   the CUDA library's. The GPU therefore computes the CPU's bits: on an H200 its greedy
+//!   answers equal the CPU engine's token for token (sessions 5, 9 and 12, in BENCHMARKS.md).
 //! - **One stream, one pass at a time.** Passes are serialised by a lock; the engine batches
 //!   concurrent generations into one pass as on the CPU.
 //! - **Buffers are reused.** A pass's intermediate results (activations, their quantized
