@@ -123,11 +123,6 @@ impl LayerCache {
         self.len == 0
     }
 
-    /// Bytes held (keys, values and their scales).
-    pub fn bytes(&self) -> usize {
-        self.keys.len() + self.values.len() + 4 * (self.key_scales.len() + self.value_scales.len())
-    }
-
     /// Append positions `len..len + rows.len() / (2 * width)`: each row holds a position's keys
     /// (rotated, all key-value heads) and then its values, `width = kv_heads * head_dim` each.
     /// Many rows (a prompt, a scored continuation) are quantized and written block by block on
@@ -158,24 +153,26 @@ impl LayerCache {
                     .par_chunks_mut(scale_block),
             )
             .enumerate()
-            .for_each(|(b, (keys, scales))| {
-                let b = first + b;
-                let mut q = vec![ZERO_ACT; row_blocks];
-                for pos in (b * KEY_BLOCK).max(start)..((b + 1) * KEY_BLOCK).min(end) {
-                    let row = &rows[(pos - start) * 2 * width..][..width];
-                    quantize_into(row, &mut q);
-                    let at = pos % KEY_BLOCK;
-                    for (kb, block) in q.iter().enumerate() {
-                        let (kvh, blk) = (kb / nb, kb % nb);
-                        scales[kb * KEY_BLOCK + at] = block.d;
-                        let head = &mut keys[kvh * hd * KEY_BLOCK..(kvh + 1) * hd * KEY_BLOCK];
-                        for (t, &v) in block.q.iter().enumerate() {
-                            let d = blk * BLOCK + t;
-                            head[(d / 4) * 4 * KEY_BLOCK + at * 4 + d % 4] = (v as u8) ^ 0x80;
+            .for_each_init(
+                || vec![ZERO_ACT; row_blocks],
+                |q, (b, (keys, scales))| {
+                    let b = first + b;
+                    for pos in (b * KEY_BLOCK).max(start)..((b + 1) * KEY_BLOCK).min(end) {
+                        let row = &rows[(pos - start) * 2 * width..][..width];
+                        quantize_into(row, q);
+                        let at = pos % KEY_BLOCK;
+                        for (kb, block) in q.iter().enumerate() {
+                            let (kvh, blk) = (kb / nb, kb % nb);
+                            scales[kb * KEY_BLOCK + at] = block.d;
+                            let head = &mut keys[kvh * hd * KEY_BLOCK..(kvh + 1) * hd * KEY_BLOCK];
+                            for (t, &v) in block.q.iter().enumerate() {
+                                let d = blk * BLOCK + t;
+                                head[(d / 4) * 4 * KEY_BLOCK + at * 4 + d % 4] = (v as u8) ^ 0x80;
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         // Values and their scales, a row per position.
         self.values.resize(end * width, 0);
         self.value_scales.resize(end * row_blocks, 0.0);

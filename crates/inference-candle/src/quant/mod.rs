@@ -416,37 +416,19 @@ mod x86 {
         (halves(1, false), halves(1, true)),
     ];
 
-    /// Lane `j` of the result: the maximum of `v[j]`'s lanes (no NaN among them).
+    /// Lane `j` of the result: `v[j]`'s sixteen lanes merged by `merge` (a maximum or a sum:
+    /// exact in any order), by four levels of `permutex2var` that each halve the groups. The
+    /// permutes move bits, so f32 vectors go through as their bits.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    fn max_lanes(v: [__m512; 16]) -> __m512 {
+    fn reduce_lanes(v: [__m512i; 16], merge: impl Fn(__m512i, __m512i) -> __m512i) -> __m512i {
         let mut v = v;
         let mut count = 16;
         for (lo, hi) in LEVELS {
             let (lo, hi): (__m512i, __m512i) = (cast(lo), cast(hi));
             for p in 0..count / 2 {
                 let (a, b) = (v[2 * p], v[2 * p + 1]);
-                v[p] = _mm512_max_ps(
-                    _mm512_permutex2var_ps(a, lo, b),
-                    _mm512_permutex2var_ps(a, hi, b),
-                );
-            }
-            count /= 2;
-        }
-        v[0]
-    }
-
-    /// Lane `j` of the result: the sum of `v[j]`'s lanes.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    #[inline]
-    fn sum_lanes(v: [__m512i; 16]) -> __m512i {
-        let mut v = v;
-        let mut count = 16;
-        for (lo, hi) in LEVELS {
-            let (lo, hi): (__m512i, __m512i) = (cast(lo), cast(hi));
-            for p in 0..count / 2 {
-                let (a, b) = (v[2 * p], v[2 * p + 1]);
-                v[p] = _mm512_add_epi32(
+                v[p] = merge(
                     _mm512_permutex2var_epi32(a, lo, b),
                     _mm512_permutex2var_epi32(a, hi, b),
                 );
@@ -470,12 +452,20 @@ mod x86 {
         let values: [[__m512; 2]; 16] =
             std::array::from_fn(|j| blocks.get(j).map_or([zero; 2], |b| cast(*b)));
         // max(a, b) gives b when either is NaN: a NaN value leaves the running maximum.
-        let amax = max_lanes(values.map(|v| {
-            _mm512_max_ps(
-                _mm512_abs_ps(v[1]),
-                _mm512_max_ps(_mm512_abs_ps(v[0]), zero),
-            )
-        }));
+        let amax = _mm512_castsi512_ps(reduce_lanes(
+            values.map(|v| {
+                _mm512_castps_si512(_mm512_max_ps(
+                    _mm512_abs_ps(v[1]),
+                    _mm512_max_ps(_mm512_abs_ps(v[0]), zero),
+                ))
+            }),
+            |a, b| {
+                _mm512_castps_si512(_mm512_max_ps(
+                    _mm512_castsi512_ps(a),
+                    _mm512_castsi512_ps(b),
+                ))
+            },
+        ));
         let d = _mm512_div_ps(amax, _mm512_set1_ps(127.0));
         let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(d, zero);
         let id = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(1.0), d);
@@ -501,7 +491,7 @@ mod x86 {
             q[j] = cast(wide.map(|w| _mm512_cvtepi32_epi8(w)));
             sums[j] = _mm512_add_epi32(wide[0], wide[1]);
         }
-        let sum = sum_lanes(sums);
+        let sum = reduce_lanes(sums, |a, b| _mm512_add_epi32(a, b));
         // The scale and `sum * d` rounded to f16 (to nearest, ties to even, as `half` rounds).
         let to_f16 = |v: __m512| _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
         let dh: [f32; 16] = cast(to_f16(d));
