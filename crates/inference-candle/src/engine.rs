@@ -33,6 +33,13 @@ pub struct CandleEngine {
 /// at most).
 const KEPT_POSITIONS: usize = 512;
 
+/// This engine's numerics version ([`ModelInfo::numerics`]); the CUDA kernels compute the
+/// CPU's bits and share it. Raise it with every change to what a forward pass computes (not
+/// to how fast): 1, the f16 key-value cache (sessions 1-11); 2, the 8-bit key-value cache
+/// (session 12; 5 of the validator fixture's 8 greedy answers recorded under 1 fail under
+/// it). See `docs/ARCHITECTURE.md`, "Numerics against llama.cpp".
+pub const NUMERICS: u32 = 2;
+
 /// Sequences decoded together: at most this many per pass.
 const MAX_BATCH: usize = 32;
 
@@ -239,6 +246,7 @@ impl CandleEngine {
             context_length: weights.config.context_length,
             vocab_size: tokenizer.vocab_size(),
             eos_token: eos,
+            numerics: NUMERICS,
         };
         Ok(CandleEngine {
             weights,

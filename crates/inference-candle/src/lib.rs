@@ -37,6 +37,6 @@ pub mod quant;
 pub mod tokenizer;
 
 pub use agora_inference::Error;
-pub use engine::CandleEngine;
+pub use engine::{CandleEngine, NUMERICS};
 pub use model::Device;
 pub use quant::Kernel;

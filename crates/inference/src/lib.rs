@@ -230,6 +230,13 @@ pub struct ModelInfo {
     pub vocab_size: usize,
     /// End-of-sequence token.
     pub eos_token: u32,
+    /// The engine's numerics version. Engines (and devices) that share it compute the same
+    /// logits, bit for bit, for the same model file, so that a validator can teacher-force a
+    /// miner's greedy answer and find the miner's own choice at every position; engines that
+    /// do not share it round differently, and a greedy answer from one fails on the other at
+    /// the first position where two tokens are close. Miners advertise it; a validator
+    /// names a difference instead of failing the answers token by token. 0 means not known.
+    pub numerics: u32,
 }
 
 /// An inference engine.

@@ -11,6 +11,8 @@ use crate::{
 
 const EOS: u32 = 256;
 const VOCAB: usize = 257;
+/// The tiny engine's numerics version ([`ModelInfo::numerics`]): its logits are integers.
+const NUMERICS: u32 = 1;
 
 /// The tiny engine.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +49,7 @@ impl Engine for TinyEngine {
             context_length: 4096,
             vocab_size: VOCAB,
             eos_token: EOS,
+            numerics: NUMERICS,
         }
     }
 

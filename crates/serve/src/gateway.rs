@@ -98,6 +98,8 @@ pub struct Completion {
     pub tokens: Vec<u32>,
     /// When each token arrived, counted from the moment the request was sent.
     pub arrivals: Vec<Duration>,
+    /// The engine numerics version the miner advertised when it was asked (0: not said).
+    pub numerics: u32,
 }
 
 /// Why a request could not be answered.
@@ -618,6 +620,7 @@ impl Gateway {
                             receipt,
                             tokens,
                             arrivals,
+                            numerics: miner.advert.numerics,
                         },
                         latency.unwrap_or_else(|| started.elapsed().as_millis() as u64),
                     ));

@@ -275,6 +275,7 @@ impl Miner {
             hpke_key: to_hex(&self.hpke.public),
             model_hash: self.model_hash.to_string(),
             model: info.name,
+            numerics: info.numerics,
             price_per_1k: self.config.price_per_1k.to_string(),
             load: self.active.load(Ordering::Relaxed) as u32,
             capacity: self.config.capacity as u32,

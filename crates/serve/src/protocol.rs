@@ -119,6 +119,12 @@ pub struct Advert {
     pub model_hash: String,
     /// Model name.
     pub model: String,
+    /// The engine's numerics version (`agora_inference::ModelInfo::numerics`): validators
+    /// verify greedy answers only from miners computing the same bits. 0: not said (an
+    /// advert from before the field, which parses as 0; a 0 is left out of the JSON, so such
+    /// an advert's signed bytes are what its miner signed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub numerics: u32,
     /// Price per 1k tokens (decimal AGORA).
     pub price_per_1k: String,
     /// Requests queued or running now.
@@ -155,6 +161,10 @@ impl Advert {
         };
         agora_crypto::verify(&hotkey, &self.signing_bytes(), &sig).is_ok()
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the gateway expects of the receipt for one request.
@@ -203,4 +213,50 @@ pub fn check_receipt(receipt: &Receipt, e: &Expected) -> Result<(), String> {
         return Err("receipt's nonce is not the one asked for".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_crypto::Keypair;
+
+    fn signed(key: &Keypair, numerics: u32) -> Advert {
+        let mut advert = Advert {
+            netuid: 1,
+            hotkey: key.address().to_string(),
+            peer_id: "12D3KooWExample".into(),
+            hpke_key: "00".repeat(32),
+            model_hash: "11".repeat(32),
+            model: "smollm2-135m-instruct-q4_1".into(),
+            numerics,
+            price_per_1k: "0.001".into(),
+            load: 0,
+            capacity: 4,
+            time_ms: 1,
+            signature: String::new(),
+        };
+        advert.signature = agora_primitives::to_hex(&key.sign(&advert.signing_bytes()));
+        advert
+    }
+
+    #[test]
+    fn an_advert_signs_its_numerics_and_one_from_before_the_field_still_verifies() {
+        let key = Keypair::from_seed(&[5; 32]);
+        let advert = signed(&key, 2);
+        let json = serde_json::to_string(&advert).unwrap();
+        assert!(json.contains("\"numerics\":2"), "{json}");
+        let back: Advert = serde_json::from_str(&json).unwrap();
+        assert!(back.verify());
+        // The version is signed: a relay cannot change it.
+        let mut forged = back.clone();
+        forged.numerics = 1;
+        assert!(!forged.verify());
+        // An advert from before the field: its miner signed JSON without it.
+        let old = signed(&key, 0);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("numerics"), "{json}");
+        let back: Advert = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.numerics, 0);
+        assert!(back.verify());
+    }
 }

@@ -547,7 +547,8 @@ pub fn prompt_tokens(engine: &dyn Engine, user: &str) -> Result<Vec<u32>, agora_
 }
 
 /// Judge a completion of `c` against the validator's model: a receipt for the registered
-/// model, text that is the text of the ids, and the teacher-forcing rules of [`verify`].
+/// model, an engine computing the validator's numerics (when the miner's advert says which),
+/// text that is the text of the ids, and the teacher-forcing rules of [`verify`].
 pub fn check_completion(
     engine: &dyn Engine,
     c: &Challenge,
@@ -560,6 +561,13 @@ pub fn check_completion(
     };
     if receipt.model_hash != registered_model {
         return fail(Failure::WrongModelHash);
+    }
+    let own = engine.info().numerics;
+    if completion.numerics != 0 && own != 0 && completion.numerics != own {
+        return fail(Failure::EngineNumerics {
+            miner: completion.numerics,
+            validator: own,
+        });
     }
     let vocab = engine.info().vocab_size;
     if completion.tokens.iter().any(|&t| t as usize >= vocab) {
@@ -586,4 +594,86 @@ pub fn check_completion(
         claimed_tokens: receipt.completion_tokens as usize,
     };
     verify::verify(engine, &answer, engine.info().eos_token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_inference::{GenerateRequest, TinyEngine};
+    use agora_primitives::Amount;
+
+    /// The tiny engine's greedy answer to `c`, as a miner advertising `numerics` sends it.
+    fn answered(engine: &TinyEngine, c: &Challenge, model: Hash, numerics: u32) -> Completion {
+        let prompt = prompt_tokens(engine, &c.prompt).unwrap();
+        let out = engine
+            .generate(
+                &GenerateRequest::greedy(prompt.clone(), c.max_tokens as usize),
+                &mut |_| true,
+            )
+            .unwrap();
+        let tokens: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+        let text = engine.detokenize(&tokens).unwrap();
+        let finish_reason = match out.finish {
+            agora_inference::FinishReason::Length => "length",
+            _ => "stop",
+        };
+        let receipt = agora_primitives::Receipt {
+            netuid: 1,
+            miner: Address([1; 32]),
+            gateway: Address([2; 32]),
+            request_hash: Hash([3; 32]),
+            response_hash: agora_crypto::hash(text.as_bytes()),
+            model_hash: model,
+            prompt_tokens: prompt.len() as u32,
+            completion_tokens: tokens.len() as u32,
+            price_per_1k_tokens: Amount(1),
+            nonce: 7,
+            expiry_height: 100,
+        };
+        Completion {
+            text,
+            finish_reason: finish_reason.into(),
+            prompt_tokens: prompt.len() as u32,
+            completion_tokens: tokens.len() as u32,
+            miner: receipt.miner,
+            receipt: Some(receipt),
+            tokens,
+            arrivals: Vec::new(),
+            numerics,
+        }
+    }
+
+    #[test]
+    fn a_miner_on_other_numerics_is_named_and_not_teacher_forced() {
+        let engine = TinyEngine::new();
+        let own = engine.info().numerics;
+        assert_ne!(own, 0, "the tiny engine states its numerics");
+        let model = Hash([9; 32]);
+        let c = Challenge {
+            prompt: "Name a colour.".into(),
+            max_tokens: 6,
+            sampled_seed: None,
+        };
+        // The same answer passes from a miner on the validator's numerics, or one that does
+        // not say (an advert from before the field)...
+        for numerics in [own, 0] {
+            let done = answered(&engine, &c, model, numerics);
+            assert!(!done.tokens.is_empty());
+            let verdict = check_completion(&engine, &c, &done, model).unwrap();
+            assert_eq!(verdict, Verdict::Pass, "numerics {numerics}");
+        }
+        // ...and fails, naming both versions, from a miner that advertises other numerics.
+        let done = answered(&engine, &c, model, own + 1);
+        let verdict = check_completion(&engine, &c, &done, model).unwrap();
+        assert_eq!(
+            verdict,
+            Verdict::Fail(Failure::EngineNumerics {
+                miner: own + 1,
+                validator: own
+            })
+        );
+        // A receipt for another model still fails as that first.
+        let verdict = check_completion(&engine, &c, &done, Hash([8; 32])).unwrap();
+        assert_eq!(verdict, Verdict::Fail(Failure::WrongModelHash));
+    }
 }

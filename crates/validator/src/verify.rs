@@ -105,6 +105,16 @@ pub enum Failure {
     NoReceipt,
     /// The receipt names another model than the one the miner registered.
     WrongModelHash,
+    /// The miner advertises another engine numerics version than the validator's
+    /// (`agora_inference::ModelInfo::numerics`): its answers cannot be checked token by
+    /// token here, so none is teacher-forced. The miner's operator fixes it by running the
+    /// same Agora release as the subnet's validators.
+    EngineNumerics {
+        /// The miner's.
+        miner: u32,
+        /// This validator's.
+        validator: u32,
+    },
     /// The text sent is not the text of the token ids sent.
     TextMismatch,
     /// The miner claims another number of tokens than it gave.
