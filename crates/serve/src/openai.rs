@@ -39,17 +39,17 @@ pub struct OpenAiError {
     kind: &'static str,
     code: &'static str,
     message: String,
-    param: Option<&'static str>,
+    param: Option<String>,
 }
 
 impl OpenAiError {
-    fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+    fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             kind: "invalid_request_error",
             code: "invalid_request",
             message: message.into(),
-            param,
+            param: param.map(str::to_owned),
         }
     }
 
@@ -130,7 +130,7 @@ struct Body {
     #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
     #[serde(default)]
@@ -154,7 +154,89 @@ fn completion_id() -> String {
     format!("chatcmpl-{}", agora_primitives::to_hex(&b))
 }
 
+/// The request fields this endpoint reads.
+const SUPPORTED: [&str; 11] = [
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "n",
+];
+
+/// Fields of OpenAI's chat API that this gateway does not implement: accepted at a value that
+/// asks for nothing (clients and frameworks send some of them by default), refused otherwise.
+/// `Some((neutral, what to send instead))` for such a field, `None` for a field OpenAI's API
+/// does not have either.
+fn unimplemented(field: &str, v: &Value) -> Option<(bool, &'static str)> {
+    let empty_object = v.as_object().is_some_and(|o| o.is_empty());
+    let empty_array = v.as_array().is_some_and(|a| a.is_empty());
+    Some(match field {
+        "presence_penalty" | "frequency_penalty" => (v.as_f64() == Some(0.0), "0"),
+        "logprobs" => (v == &Value::Bool(false), "false"),
+        "top_logprobs" => (v.as_u64() == Some(0), "0"),
+        "logit_bias" | "metadata" => (empty_object, "{}"),
+        "tools" | "functions" => (empty_array, "[]"),
+        "tool_choice" | "function_call" => (
+            matches!(v.as_str(), Some("none" | "auto")),
+            "\"none\" (no tools are offered)",
+        ),
+        "parallel_tool_calls" => (v.is_boolean(), "true or false"),
+        "response_format" => (
+            v.get("type").and_then(Value::as_str) == Some("text")
+                && v.as_object().is_some_and(|o| o.len() == 1),
+            "{\"type\": \"text\"}",
+        ),
+        "store" => (v == &Value::Bool(false), "false"),
+        // An end-user id for the provider's abuse monitoring; nothing here reads it.
+        "user" => (v.is_string(), "a string"),
+        _ => return None,
+    })
+}
+
+/// Refuse fields this endpoint does not read (OpenAI refuses unknown ones too): a field OpenAI
+/// does not have, or one of its fields this gateway does not implement asked to do something
+/// ([`unimplemented`]). A field set to `null` counts as left out.
+fn check_fields(body: &[u8]) -> Result<(), OpenAiError> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        // Not a JSON object: the typed parse says what is wrong.
+        return Ok(());
+    };
+    for (field, v) in &fields {
+        if v.is_null() || SUPPORTED.contains(&field.as_str()) {
+            continue;
+        }
+        match unimplemented(field, v) {
+            Some((true, _)) => {}
+            Some((false, neutral)) => {
+                return Err(OpenAiError::invalid(
+                    format!(
+                        "{field} is not supported by this gateway; leave it out or send {neutral}"
+                    ),
+                    Some(field),
+                ));
+            }
+            None => {
+                return Err(OpenAiError::invalid(
+                    format!(
+                        "unrecognized request argument supplied: {field}; this endpoint reads {}",
+                        SUPPORTED.join(", ")
+                    ),
+                    Some(field),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAiError> {
+    check_fields(body)?;
     let parsed: Body = serde_json::from_slice(body).map_err(|e| {
         OpenAiError::invalid(
             format!("request body is not valid JSON for this endpoint: {e}"),
@@ -272,7 +354,7 @@ async fn chat(
     let model = model_name(&gateway, parsed.model.as_deref());
     let id = completion_id();
     let created = created();
-    if !parsed.stream {
+    if !parsed.stream.unwrap_or(false) {
         return match gateway.complete(&request, None).await {
             Ok(c) => axum::Json(json!({
                 "id": id,

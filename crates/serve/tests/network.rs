@@ -366,6 +366,52 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
     );
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
 
+    // OpenAI fields this gateway does not implement pass at values that ask for nothing (as
+    // frameworks send them), and `null` counts as left out...
+    let mut neutral = body.clone();
+    for (field, v) in [
+        ("presence_penalty", serde_json::json!(0)),
+        ("frequency_penalty", serde_json::json!(0.0)),
+        ("logprobs", serde_json::json!(false)),
+        ("user", serde_json::json!("alice")),
+        ("logit_bias", serde_json::json!({})),
+        ("tools", serde_json::json!([])),
+        ("tool_choice", serde_json::json!("none")),
+        ("response_format", serde_json::json!({"type": "text"})),
+        ("stream", serde_json::Value::Null),
+        ("seed", serde_json::Value::Null),
+    ] {
+        neutral[field] = v;
+    }
+    let (status, v) = client("POST", "/v1/chat/completions", neutral.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    // ...and are refused, by name, when they ask for something; so is a field OpenAI does not
+    // have.
+    for (field, v, says) in [
+        ("logprobs", serde_json::json!(true), "not supported"),
+        ("frequency_penalty", serde_json::json!(0.5), "not supported"),
+        (
+            "tools",
+            serde_json::json!([{"type": "function"}]),
+            "not supported",
+        ),
+        (
+            "bogus",
+            serde_json::json!(1),
+            "unrecognized request argument",
+        ),
+    ] {
+        let mut asks = body.clone();
+        asks[field] = v;
+        let (status, v) = client("POST", "/v1/chat/completions", asks.to_string()).await;
+        assert_eq!(status, 400, "{v}");
+        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(v["error"]["param"], field, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says) && message.contains(field), "{v}");
+    }
+
     for (body, status, code) in [
         ("{not json".to_owned(), 400, "invalid_request"),
         (r#"{"messages": []}"#.to_owned(), 400, "invalid_request"),
