@@ -1,5 +1,5 @@
 """Talk to an Agora gateway with the official `openai` package: one plain and one streaming
-chat completion, both with `usage`. Usage: python openai_check.py http://127.0.0.1:8700/v1"""
+chat completion, both with `usage`, and one with log-probabilities. Usage: python openai_check.py http://127.0.0.1:8700/v1"""
 
 import sys
 
@@ -50,6 +50,23 @@ def main() -> int:
     assert usage is not None and usage.completion_tokens > 0, usage
     assert streamed == text, f"greedy answers differ: {streamed!r} vs {text!r}"
     print(f"stream: {len(pieces)} chunks, usage={usage.prompt_tokens}+{usage.completion_tokens}")
+
+    reply = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=12, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens, (len(content), reply.usage)
+    for t in content:
+        assert len(t.top_logprobs) == 3, t
+        # Greedy: every token is its position's most likely one.
+        assert t.token == t.top_logprobs[0].token and t.logprob == t.top_logprobs[0].logprob, t
+        assert 0 >= t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob, t
+    joined = b"".join(bytes(t.bytes) for t in content)
+    answer = reply.choices[0].message.content.encode()
+    # The tokens' bytes are the answer (the last may end inside a character the text leaves out).
+    assert joined.startswith(answer) and len(joined) - len(answer) < 4, (joined, answer)
+    assert text.encode().startswith(answer), (text, answer)
+    print(f"logprobs: {len(content)} tokens, first {content[0].token!r} at {content[0].logprob:.3f}")
 
     try:
         client.chat.completions.create(model=model, messages=[], max_tokens=4)

@@ -82,6 +82,9 @@ impl Engine for Timed {
     fn detokenize(&self, ids: &[u32]) -> Result<String, agora_inference::Error> {
         self.inner.detokenize(ids)
     }
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, agora_inference::Error> {
+        self.inner.token_bytes(id)
+    }
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, agora_inference::Error> {
         self.inner.render_chat(messages)
     }

@@ -110,6 +110,7 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
     );
     assert!(out.contains("plain: "), "{out}");
     assert!(out.contains("stream: "), "{out}");
+    assert!(out.contains("logprobs: "), "{out}");
     assert!(out.contains("bad request: 400"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -743,6 +743,10 @@ impl Engine for CandleEngine {
         self.info.clone()
     }
 
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, Error> {
+        self.tokenizer.token_bytes(id)
+    }
+
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error> {
         Ok(self.tokenizer.encode(text))
     }

@@ -247,6 +247,11 @@ pub trait Engine: Send + Sync {
     fn tokenize(&self, text: &str) -> Result<Vec<u32>, Error>;
     /// Token ids to text.
     fn detokenize(&self, ids: &[u32]) -> Result<String, Error>;
+    /// One token's own bytes (a token may hold part of a UTF-8 character, which its text
+    /// alone would show as U+FFFD). By default the token detokenized alone.
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, Error> {
+        self.detokenize(&[id]).map(String::into_bytes)
+    }
     /// The prompt for a conversation, in the model's chat template, ready for the assistant.
     fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, Error>;
     /// Generate; `on_token` sees each token as it is produced and returns false to cancel.

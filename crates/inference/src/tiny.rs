@@ -57,6 +57,13 @@ impl Engine for TinyEngine {
         Ok(text.bytes().map(u32::from).collect())
     }
 
+    fn token_bytes(&self, id: u32) -> Result<Vec<u8>, Error> {
+        match id {
+            EOS => Ok(Vec::new()),
+            _ => Ok(vec![u8::try_from(id).map_err(|_| Error::UnknownToken(id))?]),
+        }
+    }
+
     fn detokenize(&self, ids: &[u32]) -> Result<String, Error> {
         let bytes: Result<Vec<u8>, Error> = ids
             .iter()
@@ -85,11 +92,17 @@ impl Engine for TinyEngine {
         let mut finish = FinishReason::Length;
         for _ in 0..request.max_tokens {
             let id = Self::favourite(&context);
+            // The favourite first, then every other token alike, lower ids first.
+            let top = std::iter::once(id)
+                .chain((0..VOCAB as u32).filter(|&t| t != id))
+                .take(request.top_logprobs)
+                .map(|t| (t, Self::logprob(&context, t)))
+                .collect();
             let event = TokenEvent {
                 id,
                 text: self.detokenize(&[id])?,
                 logprob: Self::logprob(&context, id),
-                top: vec![(id, Self::logprob(&context, id))],
+                top,
             };
             context.push(id);
             let keep_going = on_token(&event);
@@ -155,6 +168,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(c.finish, FinishReason::Cancelled);
+        // Alternatives as asked: the token first, then the others.
+        let mut asked = GenerateRequest::greedy(e.tokenize("abc").unwrap(), 2);
+        asked.top_logprobs = 3;
+        let d = e.generate(&asked, &mut |_| true).unwrap();
+        for t in &d.tokens {
+            assert_eq!(t.top.len(), 3);
+            assert_eq!(t.top[0], (t.id, t.logprob));
+            assert!(t.top[1].1 <= t.top[0].1 && t.top[1].0 != t.id);
+        }
+        assert!(a.tokens.iter().all(|t| t.top.is_empty()));
         assert_eq!(c.tokens.len(), 3);
     }
 }

@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::protocol::{
     Advert, Expected, GatewayFrame, InferRequest, MAX_FRAME, Message, MinerFrame, PROTOCOL,
-    check_receipt,
+    TokenLogprobs, check_receipt,
 };
 use crate::seal::seal_request;
 
@@ -77,6 +77,9 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     /// Price cap for this request (at most the gateway's).
     pub max_price_per_1k: Option<Amount>,
+    /// Log-probabilities wanted: `None`, none; `Some(n)`, each token's and its `n` most likely
+    /// alternatives' (at most [`crate::protocol::MAX_TOP_LOGPROBS`]).
+    pub logprobs: Option<u8>,
 }
 
 /// A finished answer.
@@ -100,6 +103,9 @@ pub struct Completion {
     pub arrivals: Vec<Duration>,
     /// The engine numerics version the miner advertised when it was asked (0: not said).
     pub numerics: u32,
+    /// Each token's log-probabilities as the miner sent them, when the request asked (the
+    /// miner's claim: nothing checks them yet).
+    pub logprobs: Option<Vec<TokenLogprobs>>,
 }
 
 /// Why a request could not be answered.
@@ -158,10 +164,16 @@ impl std::fmt::Debug for Gateway {
 }
 
 /// One step of an answer, for streaming.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Piece {
-    /// Generated text.
-    Text(String),
+    /// A generated token: the text it adds (empty while a UTF-8 character is incomplete) and,
+    /// when the request asked, its log-probabilities.
+    Token {
+        /// Text.
+        text: String,
+        /// Log-probabilities.
+        logprobs: Option<TokenLogprobs>,
+    },
 }
 
 fn random_u64() -> u64 {
@@ -502,6 +514,7 @@ impl Gateway {
             receipt_nonce: nonce,
             expiry_height: self.height.load(Ordering::Relaxed) + self.config.receipt_ttl_blocks,
             max_price_per_1k: cap.to_string(),
+            logprobs: request.logprobs,
         };
         let plaintext = serde_json::to_vec(&infer)
             .map_err(|e| Attempt::Fatal(GatewayError::Invalid(e.to_string())))?;
@@ -526,6 +539,7 @@ impl Gateway {
         let mut latency = None;
         let mut tokens = Vec::new();
         let mut arrivals = Vec::new();
+        let mut logprobs_seen = Vec::new();
         let deadline = started + self.config.request_timeout;
         loop {
             let wait = if count == 0 {
@@ -551,7 +565,23 @@ impl Gateway {
             let frame: MinerFrame =
                 serde_json::from_slice(&plain).map_err(|e| failed(format!("miner frame: {e}")))?;
             match frame {
-                MinerFrame::Token { text: piece, id } => {
+                MinerFrame::Token {
+                    text: piece,
+                    id,
+                    logprobs,
+                } => {
+                    // Asked for, they come with every token, with no more alternatives than
+                    // asked; not asked for, they are dropped.
+                    let logprobs = match (request.logprobs, logprobs) {
+                        (None, _) => None,
+                        (Some(n), Some(l)) if l.top.len() <= usize::from(n) => Some(l),
+                        (Some(_), _) => {
+                            return Err(failed(
+                                "the miner's token came without the log-probabilities asked for"
+                                    .into(),
+                            ));
+                        }
+                    };
                     if count == 0 {
                         latency = Some(started.elapsed().as_millis() as u64);
                     }
@@ -559,9 +589,16 @@ impl Gateway {
                     tokens.push(id);
                     arrivals.push(started.elapsed());
                     text.push_str(&piece);
+                    if let Some(l) = &logprobs {
+                        logprobs_seen.push(l.clone());
+                    }
                     if let Some(p) = &pieces {
                         // A client that went away cancels the request.
-                        if p.send(Piece::Text(piece)).await.is_err() {
+                        let piece = Piece::Token {
+                            text: piece,
+                            logprobs,
+                        };
+                        if p.send(piece).await.is_err() {
                             return Err(Attempt::ClientGone);
                         }
                     }
@@ -621,6 +658,7 @@ impl Gateway {
                             tokens,
                             arrivals,
                             numerics: miner.advert.numerics,
+                            logprobs: request.logprobs.map(|_| logprobs_seen),
                         },
                         latency.unwrap_or_else(|| started.elapsed().as_millis() as u64),
                     ));

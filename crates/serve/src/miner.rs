@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::protocol::{
-    ADVERT_TOPIC, Advert, GatewayFrame, InferRequest, MAX_FRAME, MAX_PROMPT_BYTES, MinerFrame,
-    PROTOCOL,
+    ADVERT_TOPIC, Advert, Alternative, GatewayFrame, InferRequest, MAX_FRAME, MAX_PROMPT_BYTES,
+    MAX_TOP_LOGPROBS, MinerFrame, PROTOCOL, TokenLogprobs,
 };
 use crate::seal::{MinerKey, ResponseKey, open_request};
 
@@ -400,6 +400,12 @@ impl Miner {
                 ),
             ));
         }
+        if req.logprobs.is_some_and(|n| n > MAX_TOP_LOGPROBS) {
+            return Err((
+                "invalid_request",
+                format!("at most {MAX_TOP_LOGPROBS} alternatives per token"),
+            ));
+        }
         let bytes: usize = req.messages.iter().map(|m| m.content.len()).sum();
         if bytes > MAX_PROMPT_BYTES || req.messages.is_empty() {
             return Err((
@@ -525,28 +531,49 @@ impl Miner {
                 seed: req.seed,
             },
             stop: req.stop.clone(),
-            top_logprobs: 0,
+            top_logprobs: usize::from(req.logprobs.unwrap_or(0)),
         };
-        // Each piece carries the moment it was ready (the `slow` adversary paces by it).
-        let (tx, mut rx) = mpsc::channel::<(u32, String, Duration)>(256);
+        let want = req.logprobs.is_some();
+        // Each piece carries its log-probabilities when asked, and the moment it was ready
+        // (the `slow` adversary paces by it).
+        let (tx, mut rx) = mpsc::channel::<(u32, String, Option<TokenLogprobs>, Duration)>(256);
         let started = std::time::Instant::now();
         let worker: tokio::task::JoinHandle<
             Result<agora_inference::FinishReason, agora_inference::Error>,
         > = match self.canned(req, &request_hash) {
-            Some((pieces, finish)) => tokio::spawn(async move {
-                for (id, text) in pieces {
-                    if tx.send((id, text, started.elapsed())).await.is_err() {
-                        return Ok(agora_inference::FinishReason::Cancelled);
+            Some((pieces, finish)) => {
+                // Adversaries that do not run the model make their log-probabilities up.
+                let made_up: Vec<Option<TokenLogprobs>> = pieces
+                    .iter()
+                    .map(|(id, _)| {
+                        want.then(|| TokenLogprobs {
+                            bytes: self.engine.token_bytes(*id).unwrap_or_default(),
+                            logprob: 0.0,
+                            top: Vec::new(),
+                        })
+                    })
+                    .collect();
+                tokio::spawn(async move {
+                    for ((id, text), logprobs) in pieces.into_iter().zip(made_up) {
+                        if tx
+                            .send((id, text, logprobs, started.elapsed()))
+                            .await
+                            .is_err()
+                        {
+                            return Ok(agora_inference::FinishReason::Cancelled);
+                        }
                     }
-                }
-                Ok(finish)
-            }),
+                    Ok(finish)
+                })
+            }
             None => {
                 let engine = self.engine.clone();
                 tokio::task::spawn_blocking(move || {
+                    let e = engine.as_ref();
                     engine
                         .generate(&request, &mut |t| {
-                            tx.blocking_send((t.id, t.text.clone(), started.elapsed()))
+                            let logprobs = want.then(|| logprobs_of(e, t));
+                            tx.blocking_send((t.id, t.text.clone(), logprobs, started.elapsed()))
                                 .is_ok()
                         })
                         .map(|o| o.finish)
@@ -557,7 +584,7 @@ impl Miner {
         let mut pieces: Vec<(u32, String)> = Vec::new();
         let mut held: Vec<MinerFrame> = Vec::new();
         let clock = tokio::time::Instant::from_std(started);
-        while let Some((id, piece, ready)) = rx.recv().await {
+        while let Some((id, piece, logprobs, ready)) = rx.recv().await {
             text.push_str(&piece);
             pieces.push((id, piece.clone()));
             let count = pieces.len();
@@ -567,7 +594,11 @@ impl Miner {
                 let _ = worker.await;
                 return Err("dying mid-stream on purpose".into());
             }
-            let frame = MinerFrame::Token { text: piece, id };
+            let frame = MinerFrame::Token {
+                text: piece,
+                id,
+                logprobs,
+            };
             match self.config.mode {
                 MinerMode::Buffer => {
                     held.push(frame);
@@ -677,5 +708,22 @@ impl Miner {
             }
             Err(e) => Err(format!("gateway frame: {e}")),
         }
+    }
+}
+
+/// A generated token's log-probabilities as a token frame carries them.
+fn logprobs_of(engine: &dyn Engine, t: &agora_inference::TokenEvent) -> TokenLogprobs {
+    TokenLogprobs {
+        bytes: engine.token_bytes(t.id).unwrap_or_default(),
+        logprob: TokenLogprobs::sendable(t.logprob),
+        top: t
+            .top
+            .iter()
+            .map(|&(id, logprob)| Alternative {
+                id,
+                bytes: engine.token_bytes(id).unwrap_or_default(),
+                logprob: TokenLogprobs::sendable(logprob),
+            })
+            .collect(),
     }
 }

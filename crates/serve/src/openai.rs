@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::gateway::{ChatRequest, Gateway, GatewayError, Piece};
-use crate::protocol::Message;
+use crate::protocol::{MAX_TOP_LOGPROBS, Message, TokenLogprobs};
 
 /// Largest request body.
 pub const MAX_BODY: usize = 1 << 20;
@@ -135,6 +135,10 @@ struct Body {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     n: Option<u32>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u32>,
 }
 
 fn created() -> u64 {
@@ -155,7 +159,7 @@ fn completion_id() -> String {
 }
 
 /// The request fields this endpoint reads.
-const SUPPORTED: [&str; 11] = [
+const SUPPORTED: [&str; 13] = [
     "model",
     "messages",
     "max_tokens",
@@ -167,6 +171,8 @@ const SUPPORTED: [&str; 11] = [
     "stream",
     "stream_options",
     "n",
+    "logprobs",
+    "top_logprobs",
 ];
 
 /// Fields of OpenAI's chat API that this gateway does not implement: accepted at a value that
@@ -178,8 +184,6 @@ fn unimplemented(field: &str, v: &Value) -> Option<(bool, &'static str)> {
     let empty_array = v.as_array().is_some_and(|a| a.is_empty());
     Some(match field {
         "presence_penalty" | "frequency_penalty" => (v.as_f64() == Some(0.0), "0"),
-        "logprobs" => (v == &Value::Bool(false), "false"),
-        "top_logprobs" => (v.as_u64() == Some(0), "0"),
         "logit_bias" | "metadata" => (empty_object, "{}"),
         "tools" | "functions" => (empty_array, "[]"),
         "tool_choice" | "function_call" => (
@@ -309,6 +313,24 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAi
                 })?,
         ),
     };
+    let top = match parsed.top_logprobs {
+        Some(n) if parsed.logprobs != Some(true) => {
+            return Err(OpenAiError::invalid(
+                format!("top_logprobs ({n}) needs logprobs: true"),
+                Some("top_logprobs"),
+            ));
+        }
+        Some(n) => u8::try_from(n)
+            .ok()
+            .filter(|&n| n <= MAX_TOP_LOGPROBS)
+            .ok_or_else(|| {
+                OpenAiError::invalid(
+                    format!("top_logprobs must be 0 to {MAX_TOP_LOGPROBS}"),
+                    Some("top_logprobs"),
+                )
+            })?,
+        None => 0,
+    };
     let request = ChatRequest {
         messages: parsed.messages.clone(),
         max_tokens,
@@ -317,6 +339,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAi
         seed: parsed.seed.unwrap_or(0),
         stop,
         max_price_per_1k: max_price,
+        logprobs: (parsed.logprobs == Some(true)).then_some(top),
     };
     Ok((request, parsed))
 }
@@ -365,7 +388,7 @@ async fn chat(
                     "index": 0,
                     "message": {"role": "assistant", "content": c.text},
                     "finish_reason": c.finish_reason,
-                    "logprobs": null,
+                    "logprobs": c.logprobs.as_deref().map(logprobs_json),
                 }],
                 "usage": {
                     "prompt_tokens": c.prompt_tokens,
@@ -520,8 +543,34 @@ fn stream_from_live(
 }
 
 fn piece_chunk(id: &str, created: u64, model: &str, p: Piece) -> Value {
-    let Piece::Text(t) = p;
-    chunk(id, created, model, json!({"content": t}), None)
+    let Piece::Token { text, logprobs } = p;
+    let mut c = chunk(id, created, model, json!({"content": text}), None);
+    if let Some(l) = logprobs {
+        c["choices"][0]["logprobs"] = logprobs_json(std::slice::from_ref(&l));
+    }
+    c
+}
+
+/// OpenAI's `logprobs` object for these tokens: each token's text (its bytes as UTF-8, with
+/// U+FFFD for a partial character, as OpenAI writes it), bytes and log-probability, and its
+/// most likely alternatives alike.
+fn logprobs_json(tokens: &[TokenLogprobs]) -> Value {
+    let one = |bytes: &[u8], logprob: f32| {
+        json!({
+            "token": String::from_utf8_lossy(bytes),
+            "logprob": logprob,
+            "bytes": bytes,
+        })
+    };
+    let content: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            let mut v = one(&t.bytes, t.logprob);
+            v["top_logprobs"] = t.top.iter().map(|a| one(&a.bytes, a.logprob)).collect();
+            v
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
 }
 
 fn sse_response<S>(stream: S) -> Response

@@ -55,6 +55,55 @@ pub struct InferRequest {
     pub expiry_height: u64,
     /// The most the gateway pays per 1k tokens (decimal AGORA).
     pub max_price_per_1k: String,
+    /// Log-probabilities wanted: `None`, none; `Some(n)`, each token's and its `n` most likely
+    /// alternatives' (at most [`MAX_TOP_LOGPROBS`]). Left out of the JSON when `None`, so a
+    /// request without it is what miners from before the field read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u8>,
+}
+
+/// Most alternatives a request may ask for per token (OpenAI's `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+
+/// What a log-probability of minus infinity is sent as (JSON has no infinities; OpenAI writes
+/// the same value).
+pub const LOGPROB_FLOOR: f32 = -9999.0;
+
+/// A generated token's log-probabilities (natural log, under the model before temperature),
+/// sent with it when the request asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLogprobs {
+    /// The token's own bytes (part of a UTF-8 character, possibly).
+    pub bytes: Vec<u8>,
+    /// Its log-probability, at least [`LOGPROB_FLOOR`].
+    pub logprob: f32,
+    /// The most likely tokens at its position, best first (ties to the lower id).
+    pub top: Vec<Alternative>,
+}
+
+/// One of the most likely tokens at a position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alternative {
+    /// Token id.
+    pub id: u32,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its log-probability, at least [`LOGPROB_FLOOR`].
+    pub logprob: f32,
+}
+
+impl TokenLogprobs {
+    /// A log-probability as sent: [`LOGPROB_FLOOR`] for minus infinity (and NaN, which a
+    /// model never gives), anything else as it is.
+    pub fn sendable(logprob: f32) -> f32 {
+        if logprob >= LOGPROB_FLOOR {
+            logprob
+        } else {
+            LOGPROB_FLOOR
+        }
+    }
 }
 
 /// Frames from the miner.
@@ -68,6 +117,9 @@ pub enum MinerFrame {
         text: String,
         /// Token id.
         id: u32,
+        /// Its log-probabilities, when the request asked (left out otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logprobs: Option<TokenLogprobs>,
     },
     /// The end: finish reason, usage and the receipt signed by the miner.
     Done {
@@ -258,5 +310,62 @@ mod tests {
         let back: Advert = serde_json::from_str(&json).unwrap();
         assert_eq!(back.numerics, 0);
         assert!(back.verify());
+    }
+
+    #[test]
+    fn log_probabilities_travel_only_when_asked() {
+        let mut req = InferRequest {
+            messages: vec![Message {
+                role: "user".into(),
+                content: "hi".into(),
+            }],
+            max_tokens: 4,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+            gateway: "00".repeat(32),
+            receipt_nonce: 1,
+            expiry_height: 10,
+            max_price_per_1k: "1".into(),
+            logprobs: None,
+        };
+        // Not asked: the request and the token frames are what parties from before the field
+        // read.
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(!json.contains("logprobs"), "{json}");
+        let plain = MinerFrame::Token {
+            text: "a".into(),
+            id: 7,
+            logprobs: None,
+        };
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("logprobs"), "{json}");
+        req.logprobs = Some(2);
+        let back: InferRequest =
+            serde_json::from_str(&serde_json::to_string(&req).unwrap()).unwrap();
+        assert_eq!(back, req);
+        let with = MinerFrame::Token {
+            text: "a".into(),
+            id: 7,
+            logprobs: Some(TokenLogprobs {
+                bytes: b"a".to_vec(),
+                logprob: TokenLogprobs::sendable(f32::NEG_INFINITY),
+                top: vec![Alternative {
+                    id: 8,
+                    bytes: vec![0xE2, 0x82],
+                    logprob: -0.5,
+                }],
+            }),
+        };
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(
+            json.contains("-9999"),
+            "minus infinity is sent as OpenAI writes it: {json}"
+        );
+        let back: MinerFrame = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, with);
+        assert!(TokenLogprobs::sendable(f32::NAN) == LOGPROB_FLOOR);
+        assert!(TokenLogprobs::sendable(-1.5) == -1.5);
     }
 }

@@ -122,6 +122,7 @@ fn ask(text: &str) -> ChatRequest {
         seed: 0,
         stop: vec![],
         max_price_per_1k: None,
+        logprobs: None,
     }
 }
 
@@ -388,7 +389,7 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
     // ...and are refused, by name, when they ask for something; so is a field OpenAI does not
     // have.
     for (field, v, says) in [
-        ("logprobs", serde_json::json!(true), "not supported"),
+        ("presence_penalty", serde_json::json!(-1), "not supported"),
         ("frequency_penalty", serde_json::json!(0.5), "not supported"),
         (
             "tools",
@@ -410,6 +411,60 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
         assert_eq!(v["error"]["code"], "invalid_request", "{v}");
         let message = v["error"]["message"].as_str().unwrap();
         assert!(message.contains(says) && message.contains(field), "{v}");
+    }
+
+    // Log-probabilities: each token's, and its most likely alternatives', from the miner's
+    // engine (greedy here, so every token is its position's first alternative).
+    let mut with = body.clone();
+    with["logprobs"] = serde_json::json!(true);
+    with["top_logprobs"] = serde_json::json!(3);
+    let (status, v) = client("POST", "/v1/chat/completions", with.to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 5, "{v}");
+    let mut text = String::new();
+    for t in content {
+        let top = t["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3, "{t}");
+        assert_eq!(t["token"], top[0]["token"], "{t}");
+        assert_eq!(t["logprob"], top[0]["logprob"], "{t}");
+        let lp = |x: &serde_json::Value| x["logprob"].as_f64().unwrap();
+        assert!(lp(t) <= 0.0 && lp(&top[1]) <= lp(&top[0]) && lp(&top[2]) <= lp(&top[1]));
+        let bytes: Vec<u8> = serde_json::from_value(t["bytes"].clone()).unwrap();
+        assert!(!bytes.is_empty(), "{t}");
+        assert_eq!(t["token"], String::from_utf8_lossy(&bytes).as_ref(), "{t}");
+        text.push_str(t["token"].as_str().unwrap());
+    }
+    // The tiny engine's tokens are single bytes, each its own text (the real model's bytes
+    // are checked in `scripts/openai_check.py`).
+    assert_eq!(text, v["choices"][0]["message"]["content"], "{v}");
+    // Streamed: each token's chunk carries its own.
+    with["stream"] = serde_json::json!(true);
+    let (status, text) = client("POST", "/v1/chat/completions", with.to_string()).await;
+    assert_eq!(status, 200, "{text}");
+    let carried = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["logprobs"]["content"].as_array().cloned())
+        .inspect(|c| assert_eq!(c.len(), 1))
+        .count();
+    assert_eq!(carried, 5, "{text}");
+    // Not asked for: none.
+    assert!(chunks.iter().all(|c| c["choices"][0]["logprobs"].is_null()));
+    let (_, plain) = client("POST", "/v1/chat/completions", body.to_string()).await;
+    let plain: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    assert!(plain["choices"][0]["logprobs"].is_null(), "{plain}");
+    for (top, logprobs) in [(21, true), (2, false)] {
+        let mut bad = body.clone();
+        bad["top_logprobs"] = serde_json::json!(top);
+        bad["logprobs"] = serde_json::json!(logprobs);
+        let (status, v) = client("POST", "/v1/chat/completions", bad.to_string()).await;
+        assert_eq!(status, 400, "{v}");
+        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(v["error"]["param"], "top_logprobs", "{v}");
     }
 
     for (body, status, code) in [

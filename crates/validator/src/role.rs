@@ -329,6 +329,7 @@ impl Validator {
             seed: c.sampled_seed.unwrap_or(0),
             stop: Vec::new(),
             max_price_per_1k: None,
+            logprobs: None,
         }
     }
 
@@ -640,6 +641,7 @@ mod tests {
             tokens,
             arrivals: Vec::new(),
             numerics,
+            logprobs: None,
         }
     }
 
