@@ -577,7 +577,8 @@ impl Gateway {
                         (Some(n), Some(l)) if l.top.len() <= usize::from(n) => Some(l),
                         (Some(_), _) => {
                             return Err(failed(
-                                "the miner's token came without the log-probabilities asked for"
+                                "the miner's token came without the log-probabilities asked \
+                                 for, or with more alternatives than asked"
                                     .into(),
                             ));
                         }
