@@ -314,7 +314,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAi
         ),
     };
     let top = match parsed.top_logprobs {
-        Some(n) if parsed.logprobs != Some(true) => {
+        Some(n) if n > 0 && parsed.logprobs != Some(true) => {
             return Err(OpenAiError::invalid(
                 format!("top_logprobs ({n}) needs logprobs: true"),
                 Some("top_logprobs"),
