@@ -66,6 +66,7 @@ pub fn bench_verify(
                 finish,
                 max_tokens: tokens,
                 claimed_tokens: ids.len(),
+                logprobs: None,
             };
             let start = Instant::now();
             let verdict = verify::verify(&validator, &answer, eos)?;

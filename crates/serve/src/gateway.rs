@@ -104,7 +104,7 @@ pub struct Completion {
     /// The engine numerics version the miner advertised when it was asked (0: not said).
     pub numerics: u32,
     /// Each token's log-probabilities as the miner sent them, when the request asked (the
-    /// miner's claim: nothing checks them yet).
+    /// miner's claim; subnet validators check it in the challenges that ask).
     pub logprobs: Option<Vec<TokenLogprobs>>,
 }
 

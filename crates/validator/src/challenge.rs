@@ -76,6 +76,9 @@ pub struct Challenge {
     pub max_tokens: u32,
     /// Greedy (temperature 0) or sampled (temperature 0.7 with this seed).
     pub sampled_seed: Option<u64>,
+    /// Log-probabilities asked for, as a client may ask (`None`, or the alternatives per
+    /// token): about one challenge in four, with 0 to 3 alternatives.
+    pub logprobs: Option<u8>,
 }
 
 /// A stream of numbers from a seed: BLAKE3 of (seed, counter).
@@ -124,6 +127,8 @@ fn draw_one(d: &mut Draw, tokens: std::ops::RangeInclusive<u32>, sampled: bool) 
     let (lo, hi) = (*tokens.start(), (*tokens.end()).max(*tokens.start()));
     let max_tokens = lo + d.below((hi - lo + 1) as usize) as u32;
     let seed = d.next();
+    // From the seed's top bits, so that the draws before and after stay what they were.
+    let logprobs = (seed >> 62 == 0).then_some(((seed >> 56) & 3) as u8);
     let prompt = template
         .replace("{topic}", topic)
         .replace("{n}", &n.to_string())
@@ -133,6 +138,7 @@ fn draw_one(d: &mut Draw, tokens: std::ops::RangeInclusive<u32>, sampled: bool) 
         prompt,
         max_tokens,
         sampled_seed: sampled.then_some(seed),
+        logprobs,
     }
 }
 
@@ -173,6 +179,10 @@ mod tests {
         assert!(a.iter().any(|c| c.sampled_seed.is_none()));
         assert!(a.iter().all(|c| (32..=64).contains(&c.max_tokens)));
         assert!(a.iter().all(|c| !c.prompt.contains('{')));
+        // Some ask for log-probabilities, as clients may; most do not.
+        let asking = a.iter().filter(|c| c.logprobs.is_some()).count();
+        assert!((2..=20).contains(&asking), "{asking} of 40");
+        assert!(a.iter().all(|c| c.logprobs.is_none_or(|n| n <= 3)));
     }
 
     #[test]

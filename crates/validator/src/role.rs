@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::challenge::{self, Challenge};
 use crate::scoring::{Observation, Scores};
-use crate::verify::{self, Answer, Failure, Finish, Mode, Verdict};
+use crate::verify::{self, Answer, ClaimedLogprob, Failure, Finish, Mode, Verdict};
 
 /// What the validator needs of the chain.
 pub trait ChainAccess: Send + Sync {
@@ -329,7 +329,7 @@ impl Validator {
             seed: c.sampled_seed.unwrap_or(0),
             stop: Vec::new(),
             max_price_per_1k: None,
-            logprobs: None,
+            logprobs: c.logprobs,
         }
     }
 
@@ -578,6 +578,14 @@ pub fn check_completion(
         return fail(Failure::TextMismatch);
     }
     let prompt = prompt_tokens(engine, &c.prompt)?;
+    let claims: Option<Vec<ClaimedLogprob>> = completion.logprobs.as_ref().map(|l| {
+        l.iter()
+            .map(|t| ClaimedLogprob {
+                logprob: t.logprob,
+                best: t.top.first().map(|a| a.logprob),
+            })
+            .collect()
+    });
     let answer = Answer {
         prompt: &prompt,
         tokens: &completion.tokens,
@@ -593,6 +601,7 @@ pub fn check_completion(
         },
         max_tokens: c.max_tokens as usize,
         claimed_tokens: receipt.completion_tokens as usize,
+        logprobs: claims.as_deref(),
     };
     verify::verify(engine, &answer, engine.info().eos_token)
 }
@@ -606,12 +615,28 @@ mod tests {
     /// The tiny engine's greedy answer to `c`, as a miner advertising `numerics` sends it.
     fn answered(engine: &TinyEngine, c: &Challenge, model: Hash, numerics: u32) -> Completion {
         let prompt = prompt_tokens(engine, &c.prompt).unwrap();
-        let out = engine
-            .generate(
-                &GenerateRequest::greedy(prompt.clone(), c.max_tokens as usize),
-                &mut |_| true,
-            )
-            .unwrap();
+        let mut request = GenerateRequest::greedy(prompt.clone(), c.max_tokens as usize);
+        request.top_logprobs = usize::from(c.logprobs.unwrap_or(0));
+        let out = engine.generate(&request, &mut |_| true).unwrap();
+        // As the miner sends them and the gateway hands them over.
+        let logprobs = c.logprobs.map(|_| {
+            out.tokens
+                .iter()
+                .map(|t| agora_serve::protocol::TokenLogprobs {
+                    bytes: engine.token_bytes(t.id).unwrap(),
+                    logprob: t.logprob,
+                    top: t
+                        .top
+                        .iter()
+                        .map(|&(id, logprob)| agora_serve::protocol::Alternative {
+                            id,
+                            bytes: engine.token_bytes(id).unwrap(),
+                            logprob,
+                        })
+                        .collect(),
+                })
+                .collect()
+        });
         let tokens: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
         let text = engine.detokenize(&tokens).unwrap();
         let finish_reason = match out.finish {
@@ -641,7 +666,7 @@ mod tests {
             tokens,
             arrivals: Vec::new(),
             numerics,
-            logprobs: None,
+            logprobs,
         }
     }
 
@@ -655,6 +680,7 @@ mod tests {
             prompt: "Name a colour.".into(),
             max_tokens: 6,
             sampled_seed: None,
+            logprobs: None,
         };
         // The same answer passes from a miner on the validator's numerics, or one that does
         // not say (an advert from before the field)...
@@ -677,5 +703,62 @@ mod tests {
         // A receipt for another model still fails as that first.
         let verdict = check_completion(&engine, &c, &done, Hash([8; 32])).unwrap();
         assert_eq!(verdict, Verdict::Fail(Failure::WrongModelHash));
+    }
+
+    #[test]
+    fn claimed_log_probabilities_are_checked_against_the_validators_own() {
+        let engine = TinyEngine::new();
+        let model = Hash([9; 32]);
+        let own = engine.info().numerics;
+        for alternatives in [0, 2] {
+            let c = Challenge {
+                prompt: "Name a colour.".into(),
+                max_tokens: 6,
+                sampled_seed: None,
+                logprobs: Some(alternatives),
+            };
+            let honest = answered(&engine, &c, model, own);
+            let claims = honest.logprobs.as_ref().unwrap();
+            assert_eq!(claims.len(), honest.tokens.len());
+            assert!(
+                claims
+                    .iter()
+                    .all(|t| t.top.len() == usize::from(alternatives))
+            );
+            let verdict = check_completion(&engine, &c, &honest, model).unwrap();
+            assert_eq!(verdict, Verdict::Pass, "{alternatives} alternatives");
+            // A made-up number for one token's log-probability...
+            let mut lying = honest.clone();
+            lying.logprobs.as_mut().unwrap()[3].logprob = 0.0;
+            let verdict = check_completion(&engine, &c, &lying, model).unwrap();
+            assert!(
+                matches!(
+                    verdict,
+                    Verdict::Fail(Failure::WrongLogprob { position: 3, .. })
+                ),
+                "{verdict:?}"
+            );
+            // ...or claims that do not cover the answer fail.
+            let mut short = honest.clone();
+            short.logprobs.as_mut().unwrap().pop();
+            let verdict = check_completion(&engine, &c, &short, model).unwrap();
+            assert!(
+                matches!(verdict, Verdict::Fail(Failure::WrongLogprob { .. })),
+                "{verdict:?}"
+            );
+            if alternatives > 0 {
+                // So does a wrong best alternative.
+                let mut best = honest.clone();
+                best.logprobs.as_mut().unwrap()[1].top[0].logprob = -0.5;
+                let verdict = check_completion(&engine, &c, &best, model).unwrap();
+                assert!(
+                    matches!(
+                        verdict,
+                        Verdict::Fail(Failure::WrongLogprob { position: 1, .. })
+                    ),
+                    "{verdict:?}"
+                );
+            }
+        }
     }
 }

@@ -12,6 +12,10 @@
 //!   agrees with (argmax or near-tie for greedy; above the impossible line for sampled); one that
 //!   ends with `length` must have exactly `max_tokens` tokens.
 //! - The count the miner claims (in its receipt) must equal the tokens given.
+//! - Log-probabilities the miner claims (when the challenge asked for them, as clients may):
+//!   every token's, and its position's best token's, within [`LOGPROB_TOLERANCE`] of the
+//!   validator's own. Miners on the validator's numerics compute the same bits, so an honest
+//!   claim is exact; the tolerance only absorbs the transport's rounding.
 //!
 //! The decision is a pure function of the model, the prompt and the answer: the same answer
 //! always gets the same verdict on the same machine.
@@ -30,6 +34,21 @@ pub const IMPOSSIBLE: f32 = -13.0;
 pub const UNLIKELY: f32 = -8.0;
 /// This many unlikely tokens fail a sampled answer.
 pub const UNLIKELY_COUNT: usize = 5;
+/// How far a claimed log-probability may be from the validator's, in nats.
+pub const LOGPROB_TOLERANCE: f32 = 1e-3;
+/// What a log-probability of minus infinity travels as (OpenAI's value; the serving
+/// protocol's `LOGPROB_FLOOR`): the validator's own are floored the same before comparing.
+pub const LOGPROB_FLOOR: f32 = -9999.0;
+
+/// The log-probabilities a miner claims for one token of its answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClaimedLogprob {
+    /// The token's.
+    pub logprob: f32,
+    /// Its position's most likely token's (the first alternative), when alternatives were
+    /// asked for.
+    pub best: Option<f32>,
+}
 
 /// How the answer was asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +69,7 @@ pub enum Finish {
 }
 
 /// What is checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Answer<'a> {
     /// The prompt's token ids (the validator renders and tokenizes the challenge itself).
     pub prompt: &'a [u32],
@@ -64,6 +83,8 @@ pub struct Answer<'a> {
     pub max_tokens: usize,
     /// The completion tokens the miner claims.
     pub claimed_tokens: usize,
+    /// The log-probabilities the miner claims, one per token, when they were asked for.
+    pub logprobs: Option<&'a [ClaimedLogprob]>,
 }
 
 /// Why an answer fails.
@@ -117,6 +138,15 @@ pub enum Failure {
     },
     /// The text sent is not the text of the token ids sent.
     TextMismatch,
+    /// A claimed log-probability is not the model's, or the claims do not cover the answer.
+    WrongLogprob {
+        /// Position in the answer (the answer's length when the claims are too few or many).
+        position: usize,
+        /// Claimed (NaN when missing).
+        claimed: f32,
+        /// The validator's (NaN when there is no such token).
+        actual: f32,
+    },
     /// The miner claims another number of tokens than it gave.
     CountMismatch {
         /// Claimed.
@@ -203,6 +233,39 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
                 && s.logprob <= IMPOSSIBLE
             {
                 return fail(Failure::StopMisplaced);
+            }
+        }
+    }
+    if let Some(claims) = answer.logprobs {
+        if claims.len() != body.len() {
+            return fail(Failure::WrongLogprob {
+                position: body.len(),
+                claimed: f32::NAN,
+                actual: f32::NAN,
+            });
+        }
+        let floored = |l: f32| if l >= LOGPROB_FLOOR { l } else { LOGPROB_FLOOR };
+        let off = |claimed: f32, actual: f32| {
+            let gap = (floored(claimed) - floored(actual)).abs();
+            // A NaN claim is off too.
+            gap.is_nan() || gap > LOGPROB_TOLERANCE
+        };
+        for (position, (c, s)) in claims.iter().zip(body).enumerate() {
+            if off(c.logprob, s.logprob) {
+                return fail(Failure::WrongLogprob {
+                    position,
+                    claimed: c.logprob,
+                    actual: s.logprob,
+                });
+            }
+            if let Some(best) = c.best
+                && off(best, s.best_logprob)
+            {
+                return fail(Failure::WrongLogprob {
+                    position,
+                    claimed: best,
+                    actual: s.best_logprob,
+                });
             }
         }
     }

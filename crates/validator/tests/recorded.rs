@@ -37,6 +37,7 @@ fn verdict(e: &CandleEngine, r: &serde_json::Value) -> Verdict {
         },
         max_tokens: r["max_tokens"].as_u64().unwrap() as usize,
         claimed_tokens: tokens.len(),
+        logprobs: None,
     };
     verify(e, &answer, e.info().eos_token).unwrap()
 }

@@ -37,6 +37,7 @@ fn check(prompt: &[u32], tokens: &[u32], mode: Mode, finish: Finish, max: usize)
         finish,
         max_tokens: max,
         claimed_tokens: tokens.len(),
+        logprobs: None,
     };
     verify(engine(), &answer, engine().info().eos_token).unwrap()
 }
@@ -135,6 +136,7 @@ fn each_kind_of_forgery_fails() {
         finish: Finish::Length,
         max_tokens: 32,
         claimed_tokens: 40,
+        logprobs: None,
     };
     assert!(matches!(
         verify(engine(), &answer, engine().info().eos_token).unwrap(),
@@ -154,4 +156,69 @@ fn each_kind_of_forgery_fails() {
             max: 32
         })
     ));
+}
+
+#[test]
+fn the_real_engines_log_probabilities_are_its_scores_and_made_up_ones_fail() {
+    use agora_validator::verify::ClaimedLogprob;
+    let p = prompt("Explain photosynthesis in two sentences.");
+    for (mode, sampling) in [
+        (Mode::Greedy, Sampling::greedy()),
+        (Mode::Sampled, sampled(11)),
+    ] {
+        let out = engine()
+            .generate(
+                &GenerateRequest {
+                    prompt: p.clone(),
+                    max_tokens: 24,
+                    sampling,
+                    stop: vec![],
+                    top_logprobs: 2,
+                },
+                &mut |_| true,
+            )
+            .unwrap();
+        let tokens: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+        let finish = match out.finish {
+            FinishReason::Stop => Finish::Stop,
+            _ => Finish::Length,
+        };
+        // What the miner's engine reported while generating, as a miner claims it.
+        let claims: Vec<ClaimedLogprob> = out
+            .tokens
+            .iter()
+            .map(|t| ClaimedLogprob {
+                logprob: t.logprob,
+                best: t.top.first().map(|&(_, l)| l),
+            })
+            .collect();
+        let judge = |claims: &[ClaimedLogprob]| {
+            let answer = Answer {
+                prompt: &p,
+                tokens: &tokens,
+                mode,
+                finish,
+                max_tokens: 24,
+                claimed_tokens: tokens.len(),
+                logprobs: Some(claims),
+            };
+            verify(engine(), &answer, engine().info().eos_token).unwrap()
+        };
+        assert_eq!(judge(&claims), Verdict::Pass, "{mode:?}");
+        // Generation reports the scoring pass's own numbers, bit for bit.
+        let scores = engine().score(&p, &tokens).unwrap();
+        for (c, s) in claims.iter().zip(&scores) {
+            assert_eq!(c.logprob.to_bits(), s.logprob.to_bits());
+            assert_eq!(c.best.unwrap().to_bits(), s.best_logprob.to_bits());
+        }
+        let mut made_up = claims.clone();
+        made_up[5].logprob -= 0.01;
+        assert!(
+            matches!(
+                judge(&made_up),
+                Verdict::Fail(Failure::WrongLogprob { position: 5, .. })
+            ),
+            "{mode:?}"
+        );
+    }
 }
