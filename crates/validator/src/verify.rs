@@ -25,6 +25,7 @@
 )]
 
 use agora_inference::{Engine, Error};
+use agora_serve::protocol::LOGPROB_FLOOR;
 
 /// Near-tie tolerance for greedy answers, in nats.
 pub const NEAR_TIE: f32 = 0.05;
@@ -34,11 +35,10 @@ pub const IMPOSSIBLE: f32 = -13.0;
 pub const UNLIKELY: f32 = -8.0;
 /// This many unlikely tokens fail a sampled answer.
 pub const UNLIKELY_COUNT: usize = 5;
-/// How far a claimed log-probability may be from the validator's, in nats.
+/// How far a claimed log-probability may be from the validator's, in nats. A log-probability
+/// of minus infinity travels as [`LOGPROB_FLOOR`]; the validator's own are floored the same
+/// before comparing.
 pub const LOGPROB_TOLERANCE: f32 = 1e-3;
-/// What a log-probability of minus infinity travels as (OpenAI's value; the serving
-/// protocol's `LOGPROB_FLOOR`): the validator's own are floored the same before comparing.
-pub const LOGPROB_FLOOR: f32 = -9999.0;
 
 /// The log-probabilities a miner claims for one token of its answer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -246,9 +246,7 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
         }
         let floored = |l: f32| if l >= LOGPROB_FLOOR { l } else { LOGPROB_FLOOR };
         let off = |claimed: f32, actual: f32| {
-            let gap = (floored(claimed) - floored(actual)).abs();
-            // A NaN claim is off too.
-            gap.is_nan() || gap > LOGPROB_TOLERANCE
+            claimed.is_nan() || (floored(claimed) - floored(actual)).abs() > LOGPROB_TOLERANCE
         };
         for (position, (c, s)) in claims.iter().zip(body).enumerate() {
             if off(c.logprob, s.logprob) {
