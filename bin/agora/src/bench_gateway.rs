@@ -102,12 +102,13 @@ impl Engine for Timed {
         }
         out
     }
-    fn score(
+    fn score_top(
         &self,
         prompt: &[u32],
         continuation: &[u32],
-    ) -> Result<Vec<agora_inference::TokenScore>, agora_inference::Error> {
-        self.inner.score(prompt, continuation)
+        top: usize,
+    ) -> Result<Vec<agora_inference::TopScore>, agora_inference::Error> {
+        self.inner.score_top(prompt, continuation, top)
     }
 }
 

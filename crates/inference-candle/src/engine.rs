@@ -4,7 +4,7 @@ use std::path::Path;
 
 use agora_inference::{
     ChatMessage, Engine, Error, FinishReason, GenerateOutput, GenerateRequest, ModelInfo, Sampling,
-    TokenEvent, TokenScore,
+    TokenEvent, TokenScore, TopScore,
 };
 use candle_core::quantized::gguf_file;
 
@@ -882,7 +882,12 @@ impl Engine for CandleEngine {
         })
     }
 
-    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error> {
+    fn score_top(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+        top: usize,
+    ) -> Result<Vec<TopScore>, Error> {
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
@@ -906,8 +911,9 @@ impl Engine for CandleEngine {
         // continuation token k. The model treats every position on its own, so these are the
         // generator's own numbers, bit for bit. Each row on its own, as the pass produces them
         // (rows in parallel): the log-probabilities of the claimed token and of the argmax,
-        // from the row's log-sum-exp, with the numbers `generate` reports. The start the
-        // prompt shares with the last one comes from that one's cache.
+        // from the row's log-sum-exp, with the numbers `generate` reports, and the row's `top`
+        // most likely tokens as `generate` orders them. The start the prompt shares with the
+        // last one comes from that one's cache.
         let (mut cache, skip) = self.cached_start(prompt);
         let scores = self
             .weights
@@ -926,11 +932,17 @@ impl Engine for CandleEngine {
                             .map(|&l| l - log_sum)
                             .ok_or(Error::UnknownToken(t))
                     };
-                    Ok(TokenScore {
-                        id,
-                        logprob: at(id)?,
-                        is_argmax: id == best,
-                        best_logprob: at(best)?,
+                    Ok(TopScore {
+                        score: TokenScore {
+                            id,
+                            logprob: at(id)?,
+                            is_argmax: id == best,
+                            best_logprob: at(best)?,
+                        },
+                        top: first_tokens(row, top)
+                            .into_iter()
+                            .map(|i| (i, row[i as usize] - log_sum))
+                            .collect(),
                     })
                 },
             )

@@ -217,6 +217,16 @@ pub struct TokenScore {
     pub best_logprob: f32,
 }
 
+/// A continuation token's score with its position's most likely tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopScore {
+    /// The token's score.
+    pub score: TokenScore,
+    /// The most likely tokens at its position `(id, logprob)`, best first, ties to the lower
+    /// id: what generation reports as the token's alternatives ([`TokenEvent::top`]).
+    pub top: Vec<(u32, f32)>,
+}
+
 /// What a model is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -261,5 +271,19 @@ pub trait Engine: Send + Sync {
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<GenerateOutput, Error>;
     /// Score `continuation` after `prompt` in one forward pass.
-    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error>;
+    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error> {
+        Ok(self
+            .score_top(prompt, continuation, 0)?
+            .into_iter()
+            .map(|t| t.score)
+            .collect())
+    }
+    /// [`Engine::score`], with each position's `top` most likely tokens as generation reports
+    /// them (a validator checks a miner's claimed alternatives with them).
+    fn score_top(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+        top: usize,
+    ) -> Result<Vec<TopScore>, Error>;
 }

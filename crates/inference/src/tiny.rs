@@ -6,7 +6,7 @@
 
 use crate::{
     ChatMessage, Engine, Error, FinishReason, GenerateOutput, GenerateRequest, ModelInfo,
-    TokenEvent, TokenScore,
+    TokenEvent, TokenScore, TopScore,
 };
 
 const EOS: u32 = 256;
@@ -29,6 +29,17 @@ impl TinyEngine {
     fn favourite(context: &[u32]) -> u32 {
         let sum: u64 = context.iter().map(|&t| u64::from(t)).sum();
         (sum % 251) as u32 + 1
+    }
+
+    /// The `n` most likely tokens after `context`: the favourite first, then every other
+    /// token alike, lower ids first.
+    fn top(context: &[u32], n: usize) -> Vec<(u32, f32)> {
+        let best = Self::favourite(context);
+        std::iter::once(best)
+            .chain((0..VOCAB as u32).filter(|&t| t != best))
+            .take(n)
+            .map(|t| (t, Self::logprob(context, t)))
+            .collect()
     }
 
     fn logprob(context: &[u32], token: u32) -> f32 {
@@ -92,12 +103,7 @@ impl Engine for TinyEngine {
         let mut finish = FinishReason::Length;
         for _ in 0..request.max_tokens {
             let id = Self::favourite(&context);
-            // The favourite first, then every other token alike, lower ids first.
-            let top = std::iter::once(id)
-                .chain((0..VOCAB as u32).filter(|&t| t != id))
-                .take(request.top_logprobs)
-                .map(|t| (t, Self::logprob(&context, t)))
-                .collect();
+            let top = Self::top(&context, request.top_logprobs);
             let event = TokenEvent {
                 id,
                 text: self.detokenize(&[id])?,
@@ -120,7 +126,12 @@ impl Engine for TinyEngine {
         })
     }
 
-    fn score(&self, prompt: &[u32], continuation: &[u32]) -> Result<Vec<TokenScore>, Error> {
+    fn score_top(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+        top: usize,
+    ) -> Result<Vec<TopScore>, Error> {
         let mut context = prompt.to_vec();
         continuation
             .iter()
@@ -129,11 +140,14 @@ impl Engine for TinyEngine {
                     return Err(Error::UnknownToken(id));
                 }
                 let best = Self::favourite(&context);
-                let s = TokenScore {
-                    id,
-                    logprob: Self::logprob(&context, id),
-                    is_argmax: id == best,
-                    best_logprob: Self::logprob(&context, best),
+                let s = TopScore {
+                    score: TokenScore {
+                        id,
+                        logprob: Self::logprob(&context, id),
+                        is_argmax: id == best,
+                        best_logprob: Self::logprob(&context, best),
+                    },
+                    top: Self::top(&context, top),
                 };
                 context.push(id);
                 Ok(s)

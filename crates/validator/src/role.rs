@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::challenge::{self, Challenge};
 use crate::scoring::{Observation, Scores};
-use crate::verify::{self, Answer, ClaimedLogprob, Failure, Finish, Mode, Verdict};
+use crate::verify::{self, Answer, ClaimedLogprob, Claims, Failure, Finish, Mode, Verdict};
 
 /// What the validator needs of the chain.
 pub trait ChainAccess: Send + Sync {
@@ -582,7 +582,7 @@ pub fn check_completion(
         l.iter()
             .map(|t| ClaimedLogprob {
                 logprob: t.logprob,
-                best: t.top.first().map(|a| a.logprob),
+                top: t.top.iter().map(|a| (a.id, a.logprob)).collect(),
             })
             .collect()
     });
@@ -601,7 +601,10 @@ pub fn check_completion(
         },
         max_tokens: c.max_tokens as usize,
         claimed_tokens: receipt.completion_tokens as usize,
-        logprobs: claims.as_deref(),
+        logprobs: claims.as_deref().map(|tokens| Claims {
+            alternatives: usize::from(c.logprobs.unwrap_or(0)),
+            tokens,
+        }),
     };
     verify::verify(engine, &answer, engine.info().eos_token)
 }
@@ -747,17 +750,24 @@ mod tests {
                 "{verdict:?}"
             );
             if alternatives > 0 {
-                // So does a wrong best alternative.
-                let mut best = honest.clone();
-                best.logprobs.as_mut().unwrap()[1].top[0].logprob = -0.5;
-                let verdict = check_completion(&engine, &c, &best, model).unwrap();
-                assert!(
-                    matches!(
-                        verdict,
-                        Verdict::Fail(Failure::WrongLogprob { position: 1, .. })
-                    ),
-                    "{verdict:?}"
-                );
+                // So do a wrong alternative's number, another token in its place, and fewer
+                // alternatives than asked.
+                let mut number = honest.clone();
+                number.logprobs.as_mut().unwrap()[1].top[1].logprob = -0.5;
+                let mut token = honest.clone();
+                token.logprobs.as_mut().unwrap()[2].top[1].id += 1;
+                let mut fewer = honest.clone();
+                fewer.logprobs.as_mut().unwrap()[4].top.pop();
+                for (forged, at) in [(number, 1), (token, 2), (fewer, 4)] {
+                    let verdict = check_completion(&engine, &c, &forged, model).unwrap();
+                    assert!(
+                        matches!(
+                            verdict,
+                            Verdict::Fail(Failure::WrongLogprob { position, .. }) if position == at
+                        ),
+                        "{verdict:?}"
+                    );
+                }
             }
         }
     }

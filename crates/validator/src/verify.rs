@@ -13,9 +13,10 @@
 //!   ends with `length` must have exactly `max_tokens` tokens.
 //! - The count the miner claims (in its receipt) must equal the tokens given.
 //! - Log-probabilities the miner claims (when the challenge asked for them, as clients may):
-//!   every token's, and its position's best token's, within [`LOGPROB_TOLERANCE`] of the
-//!   validator's own. Miners on the validator's numerics compute the same bits, so an honest
-//!   claim is exact; the tolerance only absorbs the transport's rounding.
+//!   every token's within [`LOGPROB_TOLERANCE`] of the validator's own, and its position's
+//!   alternatives as many as asked, the same tokens in the same order, each within the
+//!   tolerance. Miners on the validator's numerics compute the same bits, so an honest claim
+//!   is exact; the tolerance only absorbs the transport's rounding.
 //!
 //! The decision is a pure function of the model, the prompt and the answer: the same answer
 //! always gets the same verdict on the same machine.
@@ -24,7 +25,7 @@
     reason = "log-probabilities are floats; verdicts are local decisions, not consensus state"
 )]
 
-use agora_inference::{Engine, Error};
+use agora_inference::{Engine, Error, TokenScore};
 use agora_serve::protocol::LOGPROB_FLOOR;
 
 /// Near-tie tolerance for greedy answers, in nats.
@@ -41,13 +42,22 @@ pub const UNLIKELY_COUNT: usize = 5;
 pub const LOGPROB_TOLERANCE: f32 = 1e-3;
 
 /// The log-probabilities a miner claims for one token of its answer.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedLogprob {
     /// The token's.
     pub logprob: f32,
-    /// Its position's most likely token's (the first alternative), when alternatives were
-    /// asked for.
-    pub best: Option<f32>,
+    /// Its position's most likely tokens `(id, logprob)`, best first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// The log-probabilities a miner claims for its answer, and how many alternatives per token
+/// were asked for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Claims<'a> {
+    /// Alternatives asked for per token.
+    pub alternatives: usize,
+    /// One per token of the answer.
+    pub tokens: &'a [ClaimedLogprob],
 }
 
 /// How the answer was asked for.
@@ -83,8 +93,8 @@ pub struct Answer<'a> {
     pub max_tokens: usize,
     /// The completion tokens the miner claims.
     pub claimed_tokens: usize,
-    /// The log-probabilities the miner claims, one per token, when they were asked for.
-    pub logprobs: Option<&'a [ClaimedLogprob]>,
+    /// The log-probabilities the miner claims, when they were asked for.
+    pub logprobs: Option<Claims<'a>>,
 }
 
 /// Why an answer fails.
@@ -138,7 +148,8 @@ pub enum Failure {
     },
     /// The text sent is not the text of the token ids sent.
     TextMismatch,
-    /// A claimed log-probability is not the model's, or the claims do not cover the answer.
+    /// A claimed log-probability is not the model's, a claimed alternative is not the
+    /// model's at its place, or the claims do not cover the answer or the alternatives asked.
     WrongLogprob {
         /// Position in the answer (the answer's length when the claims are too few or many).
         position: usize,
@@ -194,7 +205,9 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
     if answer.finish == Finish::Stop {
         forced.push(stop);
     }
-    let scores = engine.score(answer.prompt, &forced)?;
+    let alternatives = answer.logprobs.map_or(0, |c| c.alternatives);
+    let scored = engine.score_top(answer.prompt, &forced, alternatives)?;
+    let scores: Vec<TokenScore> = scored.iter().map(|t| t.score).collect();
     let (body, tail) = scores.split_at(answer.tokens.len());
     match answer.mode {
         Mode::Greedy => {
@@ -237,6 +250,7 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
         }
     }
     if let Some(claims) = answer.logprobs {
+        let claims = claims.tokens;
         if claims.len() != body.len() {
             return fail(Failure::WrongLogprob {
                 position: body.len(),
@@ -248,22 +262,29 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
         let off = |claimed: f32, actual: f32| {
             claimed.is_nan() || (floored(claimed) - floored(actual)).abs() > LOGPROB_TOLERANCE
         };
-        for (position, (c, s)) in claims.iter().zip(body).enumerate() {
-            if off(c.logprob, s.logprob) {
+        for (position, (c, s)) in claims.iter().zip(&scored).enumerate() {
+            if off(c.logprob, s.score.logprob) {
                 return fail(Failure::WrongLogprob {
                     position,
                     claimed: c.logprob,
-                    actual: s.logprob,
+                    actual: s.score.logprob,
                 });
             }
-            if let Some(best) = c.best
-                && off(best, s.best_logprob)
-            {
+            if c.top.len() != s.top.len() {
                 return fail(Failure::WrongLogprob {
                     position,
-                    claimed: best,
-                    actual: s.best_logprob,
+                    claimed: f32::NAN,
+                    actual: f32::NAN,
                 });
+            }
+            for (&(id, claimed), &(real, actual)) in c.top.iter().zip(&s.top) {
+                if id != real || off(claimed, actual) {
+                    return fail(Failure::WrongLogprob {
+                        position,
+                        claimed,
+                        actual,
+                    });
+                }
             }
         }
     }

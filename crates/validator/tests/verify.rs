@@ -160,7 +160,7 @@ fn each_kind_of_forgery_fails() {
 
 #[test]
 fn the_real_engines_log_probabilities_are_its_scores_and_made_up_ones_fail() {
-    use agora_validator::verify::ClaimedLogprob;
+    use agora_validator::verify::{ClaimedLogprob, Claims};
     let p = prompt("Explain photosynthesis in two sentences.");
     for (mode, sampling) in [
         (Mode::Greedy, Sampling::greedy()),
@@ -189,7 +189,7 @@ fn the_real_engines_log_probabilities_are_its_scores_and_made_up_ones_fail() {
             .iter()
             .map(|t| ClaimedLogprob {
                 logprob: t.logprob,
-                best: t.top.first().map(|&(_, l)| l),
+                top: t.top.clone(),
             })
             .collect();
         let judge = |claims: &[ClaimedLogprob]| {
@@ -200,25 +200,39 @@ fn the_real_engines_log_probabilities_are_its_scores_and_made_up_ones_fail() {
                 finish,
                 max_tokens: 24,
                 claimed_tokens: tokens.len(),
-                logprobs: Some(claims),
+                logprobs: Some(Claims {
+                    alternatives: 2,
+                    tokens: claims,
+                }),
             };
             verify(engine(), &answer, engine().info().eos_token).unwrap()
         };
         assert_eq!(judge(&claims), Verdict::Pass, "{mode:?}");
-        // Generation reports the scoring pass's own numbers, bit for bit.
-        let scores = engine().score(&p, &tokens).unwrap();
+        // Generation reports the scoring pass's own numbers, bit for bit, alternatives too.
+        let scores = engine().score_top(&p, &tokens, 2).unwrap();
         for (c, s) in claims.iter().zip(&scores) {
-            assert_eq!(c.logprob.to_bits(), s.logprob.to_bits());
-            assert_eq!(c.best.unwrap().to_bits(), s.best_logprob.to_bits());
+            assert_eq!(c.logprob.to_bits(), s.score.logprob.to_bits());
+            assert_eq!(c.top.len(), 2);
+            assert_eq!(c.top[0].1.to_bits(), s.score.best_logprob.to_bits());
+            for (a, b) in c.top.iter().zip(&s.top) {
+                assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()));
+            }
         }
         let mut made_up = claims.clone();
         made_up[5].logprob -= 0.01;
-        assert!(
-            matches!(
-                judge(&made_up),
-                Verdict::Fail(Failure::WrongLogprob { position: 5, .. })
-            ),
-            "{mode:?}"
-        );
+        // An alternative swapped for another token, or its number changed.
+        let mut swapped = claims.clone();
+        swapped[7].top[1].0 += 1;
+        let mut nudged = claims.clone();
+        nudged[9].top[1].1 += 0.01;
+        let mut fewer = claims.clone();
+        fewer[2].top.pop();
+        for (forged, at) in [(made_up, 5), (swapped, 7), (nudged, 9), (fewer, 2)] {
+            let verdict = judge(&forged);
+            assert!(
+                matches!(verdict, Verdict::Fail(Failure::WrongLogprob { position, .. }) if position == at),
+                "{mode:?}: {verdict:?}"
+            );
+        }
     }
 }
