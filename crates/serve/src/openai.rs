@@ -206,12 +206,12 @@ fn unimplemented(field: &str, v: &Value) -> Option<(bool, &'static str)> {
 /// Refuse fields this endpoint does not read (OpenAI refuses unknown ones too): a field OpenAI
 /// does not have, or one of its fields this gateway does not implement asked to do something
 /// ([`unimplemented`]). A field set to `null` counts as left out.
-fn check_fields(body: &[u8]) -> Result<(), OpenAiError> {
-    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+fn check_fields(body: &Value) -> Result<(), OpenAiError> {
+    let Value::Object(fields) = body else {
         // Not a JSON object: the typed parse says what is wrong.
         return Ok(());
     };
-    for (field, v) in &fields {
+    for (field, v) in fields {
         if v.is_null() || SUPPORTED.contains(&field.as_str()) {
             continue;
         }
@@ -240,13 +240,16 @@ fn check_fields(body: &[u8]) -> Result<(), OpenAiError> {
 }
 
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAiError> {
-    check_fields(body)?;
-    let parsed: Body = serde_json::from_slice(body).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         OpenAiError::invalid(
             format!("request body is not valid JSON for this endpoint: {e}"),
             None,
         )
-    })?;
+    };
+    // Parsed once: its fields checked, then read.
+    let body: Value = serde_json::from_slice(body).map_err(invalid)?;
+    check_fields(&body)?;
+    let parsed: Body = serde_json::from_value(body).map_err(invalid)?;
     if parsed.messages.is_empty() {
         return Err(OpenAiError::invalid(
             "messages must not be empty",
