@@ -30,6 +30,11 @@ enum Target {
         /// Tokens to generate per stream.
         #[arg(long, default_value_t = 64)]
         tokens: usize,
+        /// Rounds, each timing prompt processing, one stream and eight streams in turn (and
+        /// llama.cpp as many times); every figure is the median over the rounds, and the
+        /// 8-stream ratio the median of each round's own ratio.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         /// The Python that has llama-cpp-python (for the side-by-side figures).
         #[arg(long, default_value = "python3")]
         llama_python: String,
@@ -146,10 +151,17 @@ pub fn run(args: Args) -> ExitCode {
         }
         Target::Inference {
             tokens,
+            rounds,
             llama_python,
             model_dir,
             device,
-        } => match bench_inference(tokens.max(1), &llama_python, model_dir, device.as_deref()) {
+        } => match bench_inference(
+            tokens.max(1),
+            rounds.max(1),
+            &llama_python,
+            model_dir,
+            device.as_deref(),
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -311,12 +323,6 @@ fn peak_rss_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-/// Two decimals without floating-point formatting of the value's type.
-fn rate(count: usize, d: Duration) -> String {
-    let per_s_x100 = (count as u128) * 100_000_000 / d.as_micros().max(1);
-    format!("{}.{:02}", per_s_x100 / 100, per_s_x100 % 100)
-}
-
 fn ratio_x100(a_x100: u128, b_x100: u128) -> String {
     let r = a_x100 * 100 / b_x100.max(1);
     format!("{}.{:02}", r / 100, r % 100)
@@ -326,6 +332,130 @@ fn parse_x100(s: &str) -> Option<u128> {
     let (whole, frac) = s.split_once('.').unwrap_or((s, "0"));
     let frac: String = frac.chars().chain("00".chars()).take(2).collect();
     Some(whole.parse::<u128>().ok()? * 100 + frac.parse::<u128>().ok()?)
+}
+
+/// One round of `agora bench inference`: rates in hundredths of a token per second.
+struct InferenceRound {
+    prompt: u128,
+    generation: u128,
+    ttft: Duration,
+    /// All eight streams' tokens over the time from the first token to the last.
+    e2e: u128,
+    /// The tokens emitted while all eight streams were generating, per second.
+    steady: Option<u128>,
+}
+
+impl InferenceRound {
+    /// This round's eight-stream steady rate over its own one-stream rate, in hundredths.
+    fn ratio(&self) -> Option<u128> {
+        self.steady.map(|s| s * 100 / self.generation.max(1))
+    }
+}
+
+/// Prompt processing, one stream, then eight streams through `sched`; also one stream's tokens.
+fn inference_round(
+    engine: &std::sync::Arc<agora_inference_candle::CandleEngine>,
+    sched: &std::sync::Arc<
+        agora_inference::scheduler::Scheduler<agora_inference_candle::CandleEngine>,
+    >,
+    prompt: &[u32],
+    tokens: usize,
+) -> anyhow::Result<(InferenceRound, Vec<u32>)> {
+    use agora_inference::{Engine, GenerateRequest};
+    use std::sync::Arc;
+
+    // Prompt processing: the whole prompt, no generation.
+    let start = Instant::now();
+    engine.score(&prompt[..prompt.len() - 1], &prompt[prompt.len() - 1..])?;
+    let prompt_time = start.elapsed();
+    // One stream: time to first token and generation rate.
+    let start = Instant::now();
+    let mut first: Option<Duration> = None;
+    let out = engine.generate(
+        &GenerateRequest::greedy(prompt.to_vec(), tokens),
+        &mut |_| {
+            first.get_or_insert(start.elapsed());
+            true
+        },
+    )?;
+    let total = start.elapsed();
+    let ttft = first.unwrap_or(total);
+    let gen_time = total.saturating_sub(ttft);
+    let generated = out.tokens.len().saturating_sub(1).max(1);
+    // Each stream notes when it emits every token; the steady-state rate counts the tokens all
+    // streams emit while all eight are generating (from the last one's first token to the
+    // first one's last), which is what batching decides. The end-to-end rate also counts the
+    // eight prompts' processing.
+    let start = Instant::now();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let sched = Arc::clone(sched);
+            let req = GenerateRequest::greedy(prompt.to_vec(), tokens);
+            std::thread::spawn(move || {
+                let mut times = Vec::new();
+                sched
+                    .generate(&req, &mut |_| {
+                        times.push(start.elapsed());
+                        true
+                    })
+                    .map(|_| times)
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for h in handles {
+        streams.push(
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a stream panicked"))??,
+        );
+    }
+    let eight = start.elapsed();
+    let streamed: usize = streams.iter().map(Vec::len).sum();
+    let all_going = streams.iter().filter_map(|t| t.first()).max().copied();
+    let first_done = streams.iter().filter_map(|t| t.last()).min().copied();
+    let steady = match (all_going, first_done) {
+        (Some(a), Some(b)) if b > a => {
+            let emitted = streams
+                .iter()
+                .flatten()
+                .filter(|&&t| t > a && t <= b)
+                .count();
+            Some(rate_x100(emitted, b - a))
+        }
+        _ => None,
+    };
+    let round = InferenceRound {
+        prompt: rate_x100(prompt.len(), prompt_time),
+        generation: rate_x100(generated, gen_time),
+        ttft,
+        e2e: rate_x100(streamed, eight),
+        steady,
+    };
+    Ok((round, out.tokens.iter().map(|t| t.id).collect()))
+}
+
+/// `count / d` per second, in hundredths.
+fn rate_x100(count: usize, d: Duration) -> u128 {
+    (count as u128) * 100_000_000 / d.as_micros().max(1)
+}
+
+/// Hundredths as a decimal with two places.
+fn x100(v: u128) -> String {
+    format!("{}.{:02}", v / 100, v % 100)
+}
+
+/// The median (the upper one of an even count); 0 for none.
+fn median_x100(values: impl Iterator<Item = u128>) -> u128 {
+    let mut v: Vec<u128> = values.collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// The median duration (the upper one of an even count); zero for none.
+fn median_duration(values: impl Iterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = values.collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// How a GPU engine's greedy answers fare on the CPU engine: the tokens both generate alike
@@ -403,6 +533,7 @@ fn gpu_against_cpu(
 
 fn bench_inference(
     tokens: usize,
+    rounds: usize,
     llama_python: &str,
     model_dir: Option<std::path::PathBuf>,
     device: Option<&str>,
@@ -410,7 +541,6 @@ fn bench_inference(
     use std::sync::Arc;
 
     use agora_inference::scheduler::{Limits, Scheduler};
-    use agora_inference::{Engine, GenerateRequest};
     use agora_inference_candle::{CandleEngine, Device};
 
     let dir = model_dir.unwrap_or_else(agora_inference::model::default_dir);
@@ -425,32 +555,14 @@ fn bench_inference(
     engine.reuse_prompts(false);
     // A 108-token prompt, as in the reference measurement.
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(12);
-    let mut prompt = engine.tokenize(&text)?;
+    let mut prompt = agora_inference::Engine::tokenize(&*engine, &text)?;
     prompt.truncate(108);
     // The engine's thread count (every core unless RAYON_NUM_THREADS says otherwise), which
     // llama.cpp gets too.
     let threads = engine.threads().to_string();
-
-    // Warm up, then prompt processing: the whole prompt, no generation.
-    engine.score(&prompt[..8], &prompt[8..9])?;
-    let start = Instant::now();
-    engine.score(&prompt[..prompt.len() - 1], &prompt[prompt.len() - 1..])?;
-    let prompt_time = start.elapsed();
-    // One stream: time to first token and generation rate.
-    let start = Instant::now();
-    let mut first: Option<Duration> = None;
-    let out = engine.generate(
-        &GenerateRequest::greedy(prompt.clone(), tokens),
-        &mut |_| {
-            first.get_or_insert(start.elapsed());
-            true
-        },
-    )?;
-    let total = start.elapsed();
-    let ttft = first.unwrap_or(total);
-    let gen_time = total.saturating_sub(ttft);
-    let generated = out.tokens.len().saturating_sub(1).max(1);
-    // Eight concurrent streams through the scheduler.
+    // Warm up.
+    agora_inference::Engine::score(&*engine, &prompt[..8], &prompt[8..9])?;
+    // Eight concurrent streams go through the scheduler, as a miner's requests do.
     let sched = Arc::new(Scheduler::new(
         Arc::clone(&engine),
         Limits {
@@ -458,83 +570,80 @@ fn bench_inference(
             queue: 0,
         },
     ));
-    // Each stream notes when it emits every token; the steady-state rate counts the tokens all
-    // streams emit while all eight are generating (from the last one's first token to the
-    // first one's last), which is what batching decides. The end-to-end rate also counts the
-    // eight prompts' processing.
-    let start = Instant::now();
-    let handles: Vec<_> = (0..8)
-        .map(|_| {
-            let sched = Arc::clone(&sched);
-            let req = GenerateRequest::greedy(prompt.clone(), tokens);
-            std::thread::spawn(move || {
-                let mut times = Vec::new();
-                sched
-                    .generate(&req, &mut |_| {
-                        times.push(start.elapsed());
-                        true
-                    })
-                    .map(|_| times)
-            })
-        })
-        .collect();
-    let mut streams = Vec::new();
-    for h in handles {
-        streams.push(
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a stream panicked"))??,
-        );
-    }
-    let eight = start.elapsed();
-    let streamed: usize = streams.iter().map(Vec::len).sum();
-    let all_going = streams.iter().filter_map(|t| t.first()).max().copied();
-    let first_done = streams.iter().filter_map(|t| t.last()).min().copied();
-    let steady = match (all_going, first_done) {
-        (Some(a), Some(b)) if b > a => {
-            let emitted = streams
-                .iter()
-                .flatten()
-                .filter(|&&t| t > a && t <= b)
-                .count();
-            Some(rate(emitted, b - a))
-        }
-        _ => None,
-    };
-
-    let ours_prompt = rate(prompt.len(), prompt_time);
-    let ours_gen = rate(generated, gen_time);
-    let ours_streams_e2e = rate(streamed, eight);
     let on = match device {
         Device::Cpu => format!("{threads} threads"),
         Device::Cuda(_) => engine.device_name(),
     };
     println!(
-        "agora (own kernels), {on}, {} prompt tokens, {tokens} generated:",
+        "agora (own kernels), {on}, {} prompt tokens, {tokens} generated, {rounds} rounds:",
         prompt.len()
     );
-    println!("bench inference/prompt_tokens_per_s {ours_prompt} tok/s");
-    println!("bench inference/gen_tokens_per_s {ours_gen} tok/s");
+    println!(
+        "{:<6} {:>14} {:>12} {:>9} {:>16} {:>9}",
+        "round", "prompt tok/s", "gen tok/s", "ttft ms", "8 streams tok/s", "8 vs 1"
+    );
+    let mut all = Vec::with_capacity(rounds);
+    let mut answer = Vec::new();
+    for r in 0..rounds {
+        let (round, tokens_out) = inference_round(&engine, &sched, &prompt, tokens)?;
+        answer = tokens_out;
+        println!(
+            "{:<6} {:>14} {:>12} {:>9} {:>16} {:>9}",
+            r,
+            x100(round.prompt),
+            x100(round.generation),
+            millis(round.ttft),
+            round.steady.map_or("-".into(), x100),
+            round.ratio().map_or("-".into(), x100),
+        );
+        all.push(round);
+    }
+    let ours_prompt = median_x100(all.iter().map(|r| r.prompt));
+    let ours_gen = median_x100(all.iter().map(|r| r.generation));
+    let ttft = median_duration(all.iter().map(|r| r.ttft));
+    println!(
+        "bench inference/prompt_tokens_per_s {} tok/s",
+        x100(ours_prompt)
+    );
+    println!("bench inference/gen_tokens_per_s {} tok/s", x100(ours_gen));
     println!("bench inference/ttft {} ms", millis(ttft));
-    println!("bench inference/streams8_e2e_tokens_per_s {ours_streams_e2e} tok/s");
-    match &steady {
-        Some(st) => {
-            println!("bench inference/streams8_tokens_per_s {st} tok/s");
-            if let (Some(a), Some(b)) = (parse_x100(st), parse_x100(&ours_gen)) {
-                println!("bench inference/streams8_vs_1 {} x", ratio_x100(a, b));
-            }
-        }
-        None => println!(
+    println!(
+        "bench inference/streams8_e2e_tokens_per_s {} tok/s",
+        x100(median_x100(all.iter().map(|r| r.e2e)))
+    );
+    let steady: Vec<u128> = all.iter().filter_map(|r| r.steady).collect();
+    let ratios: Vec<u128> = all.iter().filter_map(InferenceRound::ratio).collect();
+    if steady.is_empty() || ratios.is_empty() {
+        println!(
             "8-stream steady state not measured: no moment had all eight streams generating (raise --tokens)"
-        ),
+        );
+    } else {
+        println!(
+            "bench inference/streams8_tokens_per_s {} tok/s",
+            x100(median_x100(steady.iter().copied()))
+        );
+        println!(
+            "bench inference/streams8_vs_1 {} x",
+            x100(median_x100(ratios.iter().copied()))
+        );
+        println!(
+            "bench inference/streams8_vs_1_min {} x",
+            x100(ratios.iter().copied().min().unwrap_or(0))
+        );
+        println!(
+            "bench inference/streams8_vs_1_max {} x",
+            x100(ratios.iter().copied().max().unwrap_or(0))
+        );
     }
     if let Some(rss) = peak_rss_mib() {
         println!("bench inference/peak_rss {rss} MiB");
     }
     if device != Device::Cpu {
-        let answer: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
         gpu_against_cpu(&engine, &path, &answer, &prompt)?;
         return Ok(());
     }
+    let ours_prompt = x100(ours_prompt);
+    let ours_gen = x100(ours_gen);
 
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -548,6 +657,7 @@ fn bench_inference(
             &threads,
             &tokens.to_string(),
             &ids.join(","),
+            &rounds.to_string(),
         ])
         .stderr(std::process::Stdio::null())
         .output();
