@@ -153,7 +153,10 @@ mod x86 {
     use bytemuck::cast;
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    /// The AVX-512 kernel. `multiversion` builds its AVX-512 version for CPUs that also have
+    /// GFNI (and the other AVX-512 extensions of Ice Lake and later; `Kernel::best` may pick
+    /// this kernel on an older CPU, which then runs the AVX2 version), so the tile may use it.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
     pub(super) fn outputs_avx512(
         panels: &[Panel],
         blocks: usize,
@@ -181,8 +184,13 @@ mod x86 {
     /// alternated runs).
     const AHEAD: usize = 16;
 
+    /// Bits 4-7 of each byte moved to bits 0-3 and the rest cleared, as a GF(2) affine
+    /// transform (`vgf2p8affineqb`: result bit `i` is the parity of the byte masked by matrix
+    /// byte `7 - i`).
+    const HIGH_NIBBLE: i64 = 0x1020_4080_0000_0000;
+
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
     #[inline]
     fn tile_avx512<const R: usize>(
         p: &[Panel],
@@ -196,6 +204,7 @@ mod x86 {
             *row = &row[..n];
         }
         let mask = _mm512_set1_epi8(15);
+        let high = _mm512_set1_epi64(HIGH_NIBBLE);
         // The minimums' chains first, on their own: the products' loop then holds only its
         // `R` accumulators besides the weights (all in registers, none spilled to the stack).
         let mut mins = [_mm512_setzero_ps(); R];
@@ -209,9 +218,11 @@ mod x86 {
         for (b, pb) in p.iter().enumerate() {
             let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
                 let q: __m512i = cast(pb.qs[j]);
+                // The high nibbles by one affine transform instead of a shift and a mask:
+                // the same bytes, four operations fewer per block.
                 (
                     _mm512_and_si512(q, mask),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(q), mask),
+                    _mm512_gf2p8affine_epi64_epi8::<0>(q, high),
                 )
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
