@@ -49,7 +49,8 @@ pub enum Kernel {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// x86-64 with AVX-512 (F, BW, VL) and VNNI.
+    /// x86-64 with AVX-512 as Ice Lake and later have it: F, BW, VL and VNNI, and the other
+    /// extensions `multiversion` requires of its AVX-512 versions (GFNI among them).
     Avx512Vnni,
 }
 
@@ -61,11 +62,23 @@ impl Kernel {
             let avx2 = std::is_x86_feature_detected!("avx2")
                 && std::is_x86_feature_detected!("fma")
                 && std::is_x86_feature_detected!("f16c");
+            // Every feature `multiversion` adds to an AVX-512 target: without one of them the
+            // kernels' dispatch runs their AVX2 versions, and this names what runs.
             if avx2
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vl")
                 && std::is_x86_feature_detected!("avx512vnni")
+                && std::is_x86_feature_detected!("avx512cd")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("avx512ifma")
+                && std::is_x86_feature_detected!("avx512vbmi")
+                && std::is_x86_feature_detected!("avx512vbmi2")
+                && std::is_x86_feature_detected!("avx512bitalg")
+                && std::is_x86_feature_detected!("avx512vpopcntdq")
+                && std::is_x86_feature_detected!("gfni")
+                && std::is_x86_feature_detected!("vaes")
+                && std::is_x86_feature_detected!("vpclmulqdq")
             {
                 return Kernel::Avx512Vnni;
             }

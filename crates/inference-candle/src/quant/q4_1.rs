@@ -153,9 +153,9 @@ mod x86 {
     use bytemuck::cast;
     use std::arch::x86_64::*;
 
-    /// The AVX-512 kernel. `multiversion` builds its AVX-512 version for CPUs that also have
-    /// GFNI (and the other AVX-512 extensions of Ice Lake and later; `Kernel::best` may pick
-    /// this kernel on an older CPU, which then runs the AVX2 version), so the tile may use it.
+    /// The AVX-512 kernel. `multiversion` builds its AVX-512 version only for CPUs that also
+    /// have GFNI (with the other AVX-512 extensions of Ice Lake and later, which
+    /// `Kernel::best` checks too), so the tile may use it.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
     pub(super) fn outputs_avx512(
         panels: &[Panel],
