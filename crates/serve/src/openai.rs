@@ -347,6 +347,28 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAi
     Ok((request, parsed))
 }
 
+/// A request that names a model no fresh miner advertises gets OpenAI's 404 `model_not_found`
+/// (the subnet serves its registered model; answering another name with it would mislabel the
+/// answer). Without any fresh miner the request goes on and routing says no miner is available.
+fn check_model(gateway: &Gateway, asked: Option<&str>) -> Result<(), OpenAiError> {
+    let Some(asked) = asked else { return Ok(()) };
+    let served = gateway.models();
+    if served.is_empty() || served.iter().any(|m| m == asked) {
+        return Ok(());
+    }
+    Err(OpenAiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        code: "model_not_found",
+        message: format!(
+            "the model `{asked}` is not served here; this gateway's miners serve {}: send that \
+             name as `model` (GET /v1/models lists them)",
+            served.join(", ")
+        ),
+        param: Some("model".to_owned()),
+    })
+}
+
 fn model_name(gateway: &Gateway, asked: Option<&str>) -> String {
     asked
         .map(str::to_owned)
@@ -377,6 +399,9 @@ async fn chat(
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = check_model(&gateway, parsed.model.as_deref()) {
+        return e.into_response();
+    }
     let model = model_name(&gateway, parsed.model.as_deref());
     let id = completion_id();
     let created = created();

@@ -328,6 +328,20 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
     assert_eq!(status, 200, "{v}");
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["model"], "tiny");
+    // A model nobody serves is refused, naming the one served, not answered under its name.
+    let mut other = body.clone();
+    other["model"] = serde_json::json!("gpt-4");
+    let (status, e) = client("POST", "/v1/chat/completions", other.to_string()).await;
+    assert_eq!(status, 404, "{e}");
+    let e: serde_json::Value = serde_json::from_str(&e).unwrap();
+    assert_eq!(e["error"]["code"], "model_not_found");
+    assert_eq!(e["error"]["param"], "model");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("gpt-4") && message.contains("tiny"),
+        "{message}"
+    );
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(v["usage"]["completion_tokens"], 5);
