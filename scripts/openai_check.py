@@ -68,6 +68,23 @@ def main() -> int:
     assert text.encode().startswith(answer), (text, answer)
     print(f"logprobs: {len(content)} tokens, first {content[0].token!r} at {content[0].logprob:.3f}")
 
+    # The same conversation as content parts, the system turn as `developer`: the same answer.
+    parts = [
+        {"role": "developer", "content": [{"type": "text", "text": messages[0]["content"]}]},
+        {"role": "user", "content": [{"type": "text", "text": messages[1]["content"]}]},
+    ]
+    reply = client.chat.completions.create(model=model, messages=parts, max_tokens=24, temperature=0)
+    assert reply.choices[0].message.content == text, (reply.choices[0].message.content, text)
+    print("content parts: same answer")
+
+    try:
+        client.chat.completions.create(model="gpt-4", messages=messages, max_tokens=4)
+    except openai.NotFoundError as e:
+        assert e.code == "model_not_found", e
+        print(f"unknown model: {e.status_code}")
+    else:
+        raise AssertionError("a model nobody serves was answered")
+
     try:
         client.chat.completions.create(model=model, messages=[], max_tokens=4)
     except openai.BadRequestError as e:

@@ -111,6 +111,8 @@ fn devnet_serves_settles_and_the_openai_package_talks_to_the_gateway() {
     assert!(out.contains("plain: "), "{out}");
     assert!(out.contains("stream: "), "{out}");
     assert!(out.contains("logprobs: "), "{out}");
+    assert!(out.contains("content parts: same answer"), "{out}");
+    assert!(out.contains("unknown model: 404"), "{out}");
     assert!(out.contains("bad request: 400"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -106,6 +106,89 @@ enum Stop {
     Many(Vec<String>),
 }
 
+/// A message as OpenAI's API sends it: `content` a string or an array of content parts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiMessage {
+    role: String,
+    content: Value,
+}
+
+impl ApiMessage {
+    /// The message the miner gets: `developer` (OpenAI's newer name for the system turn) as
+    /// `system`, and content parts' texts joined with newlines. Parts other than text, and
+    /// content that is neither a string nor parts, are refused by name.
+    fn to_message(&self, index: usize) -> Result<Message, OpenAiError> {
+        let role = match self.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            other => {
+                return Err(OpenAiError::invalid(
+                    format!(
+                        "messages[{index}]: role {other:?} is not one of system, developer, user, \
+                         assistant (this gateway does not take tool messages)"
+                    ),
+                    Some("messages"),
+                ));
+            }
+        };
+        let content = match &self.content {
+            Value::String(text) => text.clone(),
+            Value::Array(parts) => {
+                let mut texts = Vec::with_capacity(parts.len());
+                for (k, part) in parts.iter().enumerate() {
+                    let kind = part.get("type").and_then(Value::as_str);
+                    match (kind, part.get("text").and_then(Value::as_str)) {
+                        (Some("text"), Some(text)) => texts.push(text),
+                        (Some("text"), None) => {
+                            return Err(OpenAiError::invalid(
+                                format!(
+                                    "messages[{index}].content[{k}]: a text part needs a string \
+                                     `text`"
+                                ),
+                                Some("messages"),
+                            ));
+                        }
+                        (Some(other), _) => {
+                            return Err(OpenAiError::invalid(
+                                format!(
+                                    "messages[{index}].content[{k}]: content part type {other:?} \
+                                     is not supported; the served model reads text only (send \
+                                     `text` parts or a string)"
+                                ),
+                                Some("messages"),
+                            ));
+                        }
+                        (None, _) => {
+                            return Err(OpenAiError::invalid(
+                                format!(
+                                    "messages[{index}].content[{k}]: a content part is an object \
+                                     with a `type`"
+                                ),
+                                Some("messages"),
+                            ));
+                        }
+                    }
+                }
+                texts.join("\n")
+            }
+            _ => {
+                return Err(OpenAiError::invalid(
+                    format!(
+                        "messages[{index}]: content must be a string or an array of text parts"
+                    ),
+                    Some("messages"),
+                ));
+            }
+        };
+        Ok(Message {
+            role: role.to_owned(),
+            content,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct StreamOptions {
     #[serde(default)]
@@ -116,7 +199,7 @@ struct StreamOptions {
 struct Body {
     #[serde(default)]
     model: Option<String>,
-    messages: Vec<Message>,
+    messages: Vec<ApiMessage>,
     #[serde(default)]
     max_tokens: Option<u32>,
     #[serde(default)]
@@ -256,14 +339,12 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAi
             Some("messages"),
         ));
     }
-    for m in &parsed.messages {
-        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-            return Err(OpenAiError::invalid(
-                format!("role {:?} is not one of system, user, assistant", m.role),
-                Some("messages"),
-            ));
-        }
-    }
+    let messages = parsed
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.to_message(i))
+        .collect::<Result<Vec<_>, _>>()?;
     if parsed.n.is_some_and(|n| n != 1) {
         return Err(OpenAiError::invalid("only n = 1 is supported", Some("n")));
     }
@@ -335,7 +416,7 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ChatRequest, Body), OpenAi
         None => 0,
     };
     let request = ChatRequest {
-        messages: parsed.messages.clone(),
+        messages,
         max_tokens,
         temperature,
         top_p,

@@ -342,6 +342,45 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
         message.contains("gpt-4") && message.contains("tiny"),
         "{message}"
     );
+    // Content as OpenAI's text parts, and the `developer` role, are taken as text and system;
+    // an image part or a tool message is refused by name.
+    let parts = serde_json::json!({
+        "model": "tiny",
+        "messages": [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "there"}]}
+        ],
+        "max_tokens": 3
+    });
+    let (status, answered) = client("POST", "/v1/chat/completions", parts.to_string()).await;
+    assert_eq!(status, 200, "{answered}");
+    let refused = [
+        (
+            serde_json::json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+            "\"image_url\"",
+        ),
+        (
+            serde_json::json!([{"role": "tool", "content": "42"}]),
+            "\"tool\"",
+        ),
+        (
+            serde_json::json!([{"role": "user", "content": null}]),
+            "content must be",
+        ),
+        (
+            serde_json::json!([{"role": "user", "content": [{"type": "text"}]}]),
+            "string `text`",
+        ),
+    ];
+    for (messages, says) in refused {
+        let body = serde_json::json!({"messages": messages, "max_tokens": 3});
+        let (status, e) = client("POST", "/v1/chat/completions", body.to_string()).await;
+        assert_eq!(status, 400, "{e}");
+        let e: serde_json::Value = serde_json::from_str(&e).unwrap();
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message} should say {says}");
+        assert_eq!(e["error"]["param"], "messages");
+    }
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(v["usage"]["completion_tokens"], 5);
