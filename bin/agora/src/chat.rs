@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 pub struct Args {
     /// The question.
     prompt: String,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    /// Most tokens to generate (at least 1).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_tokens: u32,
     /// Sampling temperature (0: greedy).
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
@@ -60,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = engine.tokenize(&engine.render_chat(&messages)?)?;
     let request = GenerateRequest {
         prompt,
-        max_tokens: args.max_tokens,
+        max_tokens: args.max_tokens as usize,
         sampling: Sampling {
             temperature: args.temperature,
             top_p: args.top_p,
