@@ -85,7 +85,9 @@ pub struct ChatRequest {
 /// A finished answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
-    /// The text.
+    /// The text as the client gets it: cut where the first stop sequence begins. (Without stop
+    /// sequences, as in a validator's challenges, it is the text of `tokens`; the receipt's
+    /// response hash covers the miner's whole text.)
     pub text: String,
     /// `stop` or `length`.
     pub finish_reason: String,
@@ -166,14 +168,92 @@ impl std::fmt::Debug for Gateway {
 /// One step of an answer, for streaming.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Piece {
-    /// A generated token: the text it adds (empty while a UTF-8 character is incomplete) and,
-    /// when the request asked, its log-probabilities.
+    /// A generated token: the text it adds (empty while a UTF-8 character is incomplete, or
+    /// while it could be the start of a stop sequence) and, when the request asked, its
+    /// log-probabilities.
     Token {
         /// Text.
         text: String,
         /// Log-probabilities.
         logprobs: Option<TokenLogprobs>,
     },
+    /// Text held back because it could have begun a stop sequence, released when the answer
+    /// ended without one.
+    Text(String),
+}
+
+/// The answer's text as the client gets it: cut where the first stop sequence begins (the stop
+/// sequence itself left out, as OpenAI's API does). The miner stops generating at a stop
+/// sequence but sends the whole token that completed it; text that could be the start of a
+/// stop sequence is held back until the next piece or the end decides.
+#[derive(Debug)]
+struct StopCut<'a> {
+    stops: &'a [String],
+    text: String,
+    /// Bytes of `text` passed on.
+    sent: usize,
+    /// A stop sequence was found: nothing more is passed on.
+    cut: bool,
+}
+
+impl<'a> StopCut<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        Self {
+            stops,
+            text: String::new(),
+            sent: 0,
+            cut: false,
+        }
+    }
+
+    /// Add a piece; the text that may go to the client now.
+    fn push(&mut self, piece: &str) -> String {
+        if self.cut {
+            return String::new();
+        }
+        self.text.push_str(piece);
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
+        // A stop sequence can only begin in text not yet passed on (held text included).
+        let from = self.sent.min(self.text.len());
+        let found = self
+            .stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|at| from + at))
+            .min();
+        if let Some(at) = found {
+            self.cut = true;
+            let out = self.text[from..at].to_owned();
+            self.text.truncate(at);
+            self.sent = at;
+            return out;
+        }
+        // Hold back the longest end of the text that is the start of a stop sequence.
+        let unsent = self.text.len() - from;
+        let hold = (1..longest.min(unsent + 1))
+            .rev()
+            .find(|&k| {
+                let start = self.text.len() - k;
+                self.text.is_char_boundary(start)
+                    && self
+                        .stops
+                        .iter()
+                        .any(|s| s.len() > k && s.as_bytes()[..k] == self.text.as_bytes()[start..])
+            })
+            .unwrap_or(0);
+        let until = self.text.len() - hold;
+        let out = self.text[from..until].to_owned();
+        self.sent = until;
+        out
+    }
+
+    /// The answer ended: the held text, if no stop sequence cut it.
+    fn finish(&mut self) -> String {
+        let from = self.sent.min(self.text.len());
+        let out = self.text[from..].to_owned();
+        self.sent = self.text.len();
+        out
+    }
 }
 
 fn random_u64() -> u64 {
@@ -534,7 +614,10 @@ impl Gateway {
         write_frame(&mut stream, &frame)
             .await
             .map_err(|e| Attempt::Retry(e.to_string(), false))?;
+        // The miner's text (its receipt hashes it) and the client's (cut at a stop sequence).
         let mut text = String::new();
+        let mut shown = String::new();
+        let mut cut = StopCut::new(&request.stop);
         let mut count = 0u32;
         let mut latency = None;
         let mut tokens = Vec::new();
@@ -590,13 +673,15 @@ impl Gateway {
                     tokens.push(id);
                     arrivals.push(started.elapsed());
                     text.push_str(&piece);
+                    let visible = cut.push(&piece);
+                    shown.push_str(&visible);
                     if let Some(l) = &logprobs {
                         logprobs_seen.push(l.clone());
                     }
                     if let Some(p) = &pieces {
                         // A client that went away cancels the request.
                         let piece = Piece::Token {
-                            text: piece,
+                            text: visible,
                             logprobs,
                         };
                         if p.send(piece).await.is_err() {
@@ -648,9 +733,18 @@ impl Gateway {
                         let _ = write_frame(&mut stream, &rk.seal(&bytes, false)).await;
                     }
                     let prompt_tokens = receipt.as_ref().map_or(0, |r| r.prompt_tokens);
+                    let held = cut.finish();
+                    if !held.is_empty() {
+                        shown.push_str(&held);
+                        if let Some(p) = &pieces
+                            && p.send(Piece::Text(held)).await.is_err()
+                        {
+                            return Err(Attempt::ClientGone);
+                        }
+                    }
                     return Ok((
                         Completion {
-                            text,
+                            text: shown,
                             finish_reason,
                             prompt_tokens,
                             completion_tokens: count,
@@ -704,4 +798,58 @@ enum Attempt {
     Fatal(GatewayError),
     /// The client stopped reading (dropping the stream cancels the miner's work).
     ClientGone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopCut;
+
+    /// Pieces through a cut: what the client got piece by piece, and in all.
+    fn through(stops: &[&str], pieces: &[&str]) -> (Vec<String>, String) {
+        let stops: Vec<String> = stops.iter().map(|s| (*s).to_owned()).collect();
+        let mut cut = StopCut::new(&stops);
+        let mut out: Vec<String> = pieces.iter().map(|p| cut.push(p)).collect();
+        out.push(cut.finish());
+        let all = out.concat();
+        (out, all)
+    }
+
+    #[test]
+    fn the_stop_sequence_and_what_follows_it_are_left_out() {
+        // Inside one token, with text after it in the same token.
+        assert_eq!(through(&["5"], &["1, 2, ", "3, 4, 5, 6"]).1, "1, 2, 3, 4, ");
+        // Across tokens: "EN" held until "D" completes "END".
+        let (pieces, all) = through(&["END"], &["the ", "EN", "D of it"]);
+        assert_eq!(all, "the ");
+        assert_eq!(pieces, ["the ", "", "", ""]);
+        // The earliest of several.
+        assert_eq!(through(&["b", "a"], &["xxab"]).1, "xx");
+        // Nothing after a cut, even if more pieces come.
+        assert_eq!(through(&["."], &["Paris.", " More"]).1, "Paris");
+    }
+
+    #[test]
+    fn text_that_only_looked_like_a_stop_is_released() {
+        // "EN" is held, then turns out not to be "END": released with the next piece.
+        let (pieces, all) = through(&["END"], &["the EN", "TRY"]);
+        assert_eq!(pieces, ["the ", "ENTRY", ""]);
+        assert_eq!(all, "the ENTRY");
+        // Held at the end of the answer: released by `finish`.
+        let (pieces, all) = through(&["END"], &["the E"]);
+        assert_eq!(pieces, ["the ", "E"]);
+        assert_eq!(all, "the E");
+        // No stop sequences: every piece as it came.
+        let (pieces, all) = through(&[], &["a", "é", "b"]);
+        assert_eq!(pieces, ["a", "é", "b", ""]);
+        assert_eq!(all, "aéb");
+        // An empty stop string stops nothing.
+        assert_eq!(through(&[""], &["abc"]).1, "abc");
+    }
+
+    #[test]
+    fn multibyte_text_is_held_and_cut_on_character_boundaries() {
+        assert_eq!(through(&["é!"], &["caf", "é", "!"]).1, "caf");
+        assert_eq!(through(&["é!"], &["café", " ok"]).1, "café ok");
+        assert_eq!(through(&["→"], &["a→b"]).1, "a");
+    }
 }

@@ -652,7 +652,10 @@ fn stream_from_live(
 }
 
 fn piece_chunk(id: &str, created: u64, model: &str, p: Piece) -> Value {
-    let Piece::Token { text, logprobs } = p;
+    let (text, logprobs) = match p {
+        Piece::Token { text, logprobs } => (text, logprobs),
+        Piece::Text(text) => (text, None),
+    };
     let mut c = chunk(id, created, model, json!({"content": text}), None);
     if let Some(l) = logprobs {
         c["choices"][0]["logprobs"] = logprobs_json(std::slice::from_ref(&l));

@@ -420,6 +420,38 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
     );
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
 
+    // A stop sequence and what follows it are left out of the answer, as one JSON body and as
+    // streamed pieces. (The tiny engine does not stop at it; the gateway cuts the text.)
+    let whole = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chars: Vec<char> = whole.chars().collect();
+    assert!(chars.len() >= 4, "{whole:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let before = whole[..whole.find(&stop).unwrap()].to_owned();
+    let mut stopped = body.clone();
+    stopped["stop"] = serde_json::json!([stop]);
+    let (status, got) = client("POST", "/v1/chat/completions", stopped.to_string()).await;
+    assert_eq!(status, 200, "{got}");
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["choices"][0]["message"]["content"], before.as_str());
+    stopped["stream"] = serde_json::json!(true);
+    let (status, events) = client("POST", "/v1/chat/completions", stopped.to_string()).await;
+    assert_eq!(status, 200, "{events}");
+    let streamed: String = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| {
+            let c: serde_json::Value = serde_json::from_str(d).unwrap();
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(streamed, before, "stop {stop:?} in {whole:?}");
+
     // OpenAI fields this gateway does not implement pass at values that ask for nothing (as
     // frameworks send them), and `null` counts as left out...
     let mut neutral = body.clone();
