@@ -150,7 +150,10 @@ pub struct GenerateRequest {
     pub max_tokens: usize,
     /// Sampling.
     pub sampling: Sampling,
-    /// Stop when the generated text ends with one of these (the stop text is not returned).
+    /// Stop at the first of these in the generated text: [`GenerateOutput::text`] ends where
+    /// it begins. Token events stream as tokens are made, so the token that completes a stop
+    /// sequence has already gone out with its whole text; a consumer that shows text to a user
+    /// cuts it there (the gateway does, holding back text that could begin one).
     pub stop: Vec<String>,
     /// How many alternatives to report per token (0: none).
     pub top_logprobs: usize,
@@ -196,9 +199,10 @@ pub enum FinishReason {
 /// The result of a generation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateOutput {
-    /// The generated tokens (without a stop sequence's tokens' text; the ids are all returned).
+    /// The generated tokens, as their events went out (each with its whole text, a stop
+    /// sequence's included).
     pub tokens: Vec<TokenEvent>,
-    /// The generated text.
+    /// The generated text, ending where the first stop sequence begins.
     pub text: String,
     /// Why it stopped.
     pub finish: FinishReason,
