@@ -100,6 +100,7 @@ impl Engine for TinyEngine {
         request.sampling.validate()?;
         let mut context = request.prompt.clone();
         let mut tokens = Vec::new();
+        let mut text = String::new();
         let mut finish = FinishReason::Length;
         for _ in 0..request.max_tokens {
             let id = Self::favourite(&context);
@@ -112,13 +113,26 @@ impl Engine for TinyEngine {
             };
             context.push(id);
             let keep_going = on_token(&event);
+            text.push_str(&event.text);
             tokens.push(event);
             if !keep_going {
                 finish = FinishReason::Cancelled;
                 break;
             }
+            // Stop sequences as the trait states them: the token that completes one has gone
+            // out whole; the text ends where the first one begins.
+            let earliest = request
+                .stop
+                .iter()
+                .filter(|s| !s.is_empty())
+                .filter_map(|s| text.find(s.as_str()))
+                .min();
+            if let Some(at) = earliest {
+                text.truncate(at);
+                finish = FinishReason::Stop;
+                break;
+            }
         }
-        let text = tokens.iter().map(|t| t.text.as_str()).collect();
         Ok(GenerateOutput {
             tokens,
             text,
@@ -193,5 +207,31 @@ mod tests {
         }
         assert!(a.tokens.iter().all(|t| t.top.is_empty()));
         assert_eq!(c.tokens.len(), 3);
+    }
+
+    #[test]
+    fn a_stop_sequence_ends_the_text_where_it_begins() {
+        let e = TinyEngine::new();
+        let prompt = e.tokenize("abc").unwrap();
+        let whole = e
+            .generate(&GenerateRequest::greedy(prompt.clone(), 8), &mut |_| true)
+            .unwrap();
+        // A stop made of the third and fourth tokens' text.
+        let stop: String = whole.tokens[2..4].iter().map(|t| t.text.as_str()).collect();
+        let mut asked = GenerateRequest::greedy(prompt, 8);
+        asked.stop = vec![stop.clone()];
+        let mut streamed = String::new();
+        let out = e
+            .generate(&asked, &mut |t| {
+                streamed.push_str(&t.text);
+                true
+            })
+            .unwrap();
+        assert_eq!(out.finish, FinishReason::Stop);
+        let at = whole.text.find(&stop).unwrap();
+        assert_eq!(out.text, whole.text[..at]);
+        // The events went out whole, the completing token included, and no further.
+        assert_eq!(out.tokens.len(), 4);
+        assert_eq!(streamed, whole.text[..at + stop.len()]);
     }
 }

@@ -421,7 +421,8 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
     assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 5);
 
     // A stop sequence and what follows it are left out of the answer, as one JSON body and as
-    // streamed pieces. (The tiny engine does not stop at it; the gateway cuts the text.)
+    // streamed pieces. (The miner stops at it, having sent the whole token that completed it;
+    // the gateway cuts the text.)
     let whole = v["choices"][0]["message"]["content"]
         .as_str()
         .unwrap()
@@ -436,6 +437,7 @@ async fn the_openai_api_answers_json_and_events_and_refuses_bad_requests() {
     assert_eq!(status, 200, "{got}");
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert_eq!(got["choices"][0]["message"]["content"], before.as_str());
+    assert_eq!(got["choices"][0]["finish_reason"], "stop");
     stopped["stream"] = serde_json::json!(true);
     let (status, events) = client("POST", "/v1/chat/completions", stopped.to_string()).await;
     assert_eq!(status, 200, "{events}");
