@@ -205,17 +205,30 @@ mod x86 {
         }
         let mask = _mm512_set1_epi8(15);
         let high = _mm512_set1_epi64(HIGH_NIBBLE);
-        // The minimums' chains first, on their own: the products' loop then holds only its
-        // `R` accumulators besides the weights (all in registers, none spilled to the stack).
+        // Eight rows: the minimums' chains first, on their own, so that the products' loop
+        // holds only its `R` accumulators besides the weights (all in registers, none spilled
+        // to the stack). Fewer rows have registers to spare and take each block's minimums in
+        // the products' loop, after its lines were asked for, instead of first touching every
+        // block's scales in a loop of its own (from memory, in a decoding pass). The same
+        // chains in the same order either way.
+        let separate = R > 4;
         let mut mins = [_mm512_setzero_ps(); R];
-        for (b, pb) in p.iter().enumerate() {
-            let mw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.m));
-            for r in 0..R {
-                mins[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[r][b].s), mins[r]);
+        if separate {
+            for (b, pb) in p.iter().enumerate() {
+                let mw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.m));
+                for r in 0..R {
+                    mins[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[r][b].s), mins[r]);
+                }
             }
         }
         let mut acc = [_mm512_setzero_ps(); R];
         for (b, pb) in p.iter().enumerate() {
+            if !separate {
+                let mw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.m));
+                for r in 0..R {
+                    mins[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[r][b].s), mins[r]);
+                }
+            }
             let nibbles: [(__m512i, __m512i); 4] = std::array::from_fn(|j| {
                 let q: __m512i = cast(pb.qs[j]);
                 // The high nibbles by one affine transform instead of a shift and a mask:
