@@ -849,21 +849,10 @@ impl Engine for CandleEngine {
                 break;
             }
             // A stop sequence may end inside a token: look for it in the text this token added
-            // (and the stop's length before), and cut the text where it starts.
-            let earliest = request
-                .stop
-                .iter()
-                .filter(|s| !s.is_empty())
-                .filter_map(|s| {
-                    let from = text.len().saturating_sub(event_len + s.len());
-                    let from = (0..=from)
-                        .rev()
-                        .find(|&i| text.is_char_boundary(i))
-                        .unwrap_or(0);
-                    text[from..].find(s.as_str()).map(|at| from + at)
-                })
-                .min();
-            if let Some(at) = earliest {
+            // (and the longest stop's length before), and cut the text where it starts.
+            let longest = request.stop.iter().map(String::len).max().unwrap_or(0);
+            let from = text.len().saturating_sub(event_len + longest);
+            if let Some(at) = agora_inference::first_stop(&text, &request.stop, from) {
                 text.truncate(at);
                 finish = FinishReason::Stop;
                 break;

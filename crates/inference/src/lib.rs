@@ -31,6 +31,21 @@ mod tiny;
 
 pub use tiny::TinyEngine;
 
+/// Where the first of `stops` begins in `text`, looking at or after byte `from` (moved back to
+/// a character boundary); empty stop strings stop nothing. Generation cuts its text there
+/// ([`GenerateRequest::stop`]), and a gateway the text it shows its client.
+pub fn first_stop(text: &str, stops: &[String], from: usize) -> Option<usize> {
+    let from = (0..=from.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text[from..].find(s.as_str()).map(|at| from + at))
+        .min()
+}
+
 /// Why inference failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -121,13 +121,7 @@ impl Engine for TinyEngine {
             }
             // Stop sequences as the trait states them: the token that completes one has gone
             // out whole; the text ends where the first one begins.
-            let earliest = request
-                .stop
-                .iter()
-                .filter(|s| !s.is_empty())
-                .filter_map(|s| text.find(s.as_str()))
-                .min();
-            if let Some(at) = earliest {
+            if let Some(at) = crate::first_stop(&text, &request.stop, 0) {
                 text.truncate(at);
                 finish = FinishReason::Stop;
                 break;

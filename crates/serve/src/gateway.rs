@@ -215,13 +215,7 @@ impl<'a> StopCut<'a> {
         let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
         // A stop sequence can only begin in text not yet passed on (held text included).
         let from = self.sent.min(self.text.len());
-        let found = self
-            .stops
-            .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| self.text[from..].find(s.as_str()).map(|at| from + at))
-            .min();
-        if let Some(at) = found {
+        if let Some(at) = agora_inference::first_stop(&self.text, self.stops, from) {
             self.cut = true;
             let out = self.text[from..at].to_owned();
             self.text.truncate(at);
