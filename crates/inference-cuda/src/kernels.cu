@@ -207,14 +207,24 @@ __device__ __forceinline__ int quantize_lane(float v, float* d) {
     return (int)roundf(__fmul_rn(v, id));
 }
 
-// Keys (rotated) and values of `rows` qkv rows into a cache at positions start.., quantized to
-// 8 bits per 32 values of a head (the CPU engine's cache, crates/inference-candle/src/
-// attention.rs). A cache position is a row of `kvn` quantized values (exact small integers, kept
-// as floats) and then kvn / 32 scales. One warp per (row, 32-block); blocks [0, kvn / 32) are
-// keys, the rest values.
+// Row r's sequence's cache for `layer`: its keys, then (cap positions later) its values. A pass's
+// rows may belong to different sequences (batched decoding), each with its own cache: `caches[r]`
+// is the address of row r's cache buffer ([layer][keys | values][position][row floats]) and
+// `caps[r]` the positions each of its layers has room for.
+__device__ __forceinline__ float* layer_cache(const unsigned long long* caches, const int* caps,
+                                              int r, int layer, int row) {
+    return (float*)caches[r] + (size_t)layer * 2 * caps[r] * row;
+}
+
+// Keys (rotated) and values of the pass's `rows` qkv rows into their sequences' caches, row r at
+// its position pos[r], quantized to 8 bits per 32 values of a head (the CPU engine's cache,
+// crates/inference-candle/src/attention.rs). A cache position is a row of `kvn` quantized values
+// (exact small integers, kept as floats) and then kvn / 32 scales. One warp per (row, 32-block);
+// blocks [0, kvn / 32) are keys, the rest values. Every sequence of the pass in one launch.
 extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int qn, int kvn,
-                                    int half, int start, const float* cos, const float* sin,
-                                    float* keys, float* values) {
+                                    int half, const int* pos, const unsigned long long* caches,
+                                    const int* caps, int layer, const float* cos,
+                                    const float* sin) {
     int per_row = 2 * (kvn / 32);
     int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
@@ -227,7 +237,7 @@ extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int q
     float v;
     if (is_key) {
         int p = e / 2, k = p % half;
-        size_t t = (size_t)(start + r) * half + k;
+        size_t t = (size_t)pos[r] * half + k;
         float o[2];
         rotate(src[2 * p], src[2 * p + 1], cos[t], sin[t], o);
         v = o[e % 2];
@@ -237,20 +247,22 @@ extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int q
     float d;
     int q = quantize_lane(v, &d);
     int row = kvn + kvn / 32;
-    float* dst = (is_key ? keys : values) + (size_t)(start + r) * row;
+    float* keys = layer_cache(caches, caps, r, layer, row);
+    float* dst = (is_key ? keys : keys + (size_t)caps[r] * row) + (size_t)pos[r] * row;
     dst[e] = (float)q;
     if (lane == 0) dst[kvn + b] = d;
 }
 
-// Causal attention of `rows` query rows (positions start..) against the 8-bit cache; one warp
+// Causal attention of the pass's `rows` query rows, row r at position pos[r] against its own
+// sequence's 8-bit cache (see layer_cache; every sequence of the pass in one launch); one warp
 // per (row, head), the CPU engine's operations in its order: the query quantized per 32 values
 // in two parts (hi, then the remainder x - hi * d as lo); per position and block the exact
 // integer dot products P_hi and P_lo, each s = fma(P, d_q * d_k, s) in that order; the score
 // s * scale; the softmax sum in position order, probabilities rounded to f16; per dimension,
 // o = fma(p * d_v, v, o) in position order. head_dim is a multiple of 32, at most 256.
 extern "C" __global__ void attention(const float* q, int rows, int heads, int kv_heads, int hd,
-                                     int start, const float* keys, const float* values,
-                                     float scale, float* out) {
+                                     const int* pos, const unsigned long long* caches,
+                                     const int* caps, int layer, float scale, float* out) {
     extern __shared__ float sc[];
     __shared__ int qq[2][256];
     __shared__ float qd[2][8];
@@ -258,7 +270,9 @@ extern "C" __global__ void attention(const float* q, int rows, int heads, int kv
     if (item >= rows * heads) return;
     int i = item / heads, h = item % heads, lane = threadIdx.x;
     int kvh = h / (heads / kv_heads);
-    int last = start + i, kvn = kv_heads * hd, nb = hd / 32, row = kvn + kvn / 32;
+    int last = pos[i], kvn = kv_heads * hd, nb = hd / 32, row = kvn + kvn / 32;
+    const float* keys = layer_cache(caches, caps, i, layer, row);
+    const float* values = keys + (size_t)caps[i] * row;
     const float* qr = q + (size_t)item * hd;
     // The query in two 8-bit parts: its quantization, then that of what it leaves.
     for (int b = 0; b < nb; b++) {
@@ -305,6 +319,9 @@ extern "C" __global__ void attention(const float* q, int rows, int heads, int kv
     for (int dd = lane; dd < hd; dd += 32) {
         int b = dd / 32;
         float o = 0.0f;
+        // Unrolled so that later positions' loads are issued before earlier positions'
+        // multiply-adds finish; the chain's operations and their order stay the same.
+#pragma unroll 8
         for (int j = 0; j <= last; j++) {
             const float* vr = values + (size_t)j * row;
             float w = __fmul_rn(round_f16(__fmul_rn(sc[j], iv)), vr[kvn + kvh * nb + b]);

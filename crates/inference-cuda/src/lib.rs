@@ -26,6 +26,11 @@
 //!   values][position][kv_head * head_dim + kv_head * head_dim / 32]` (the 8-bit values the CPU
 //!   engine's cache holds, kept as floats, then their scales), reallocated at twice the size
 //!   when a pass needs more positions.
+//! - **Every sequence of a pass in one launch.** The cache kernels (storing keys and values,
+//!   attention) take a table of each row's cache buffer, its capacity and the row's position
+//!   (`RowCaches`, uploaded once per pass), so a layer launches each once however many
+//!   sequences a batched pass holds. Launched per sequence, eight decoding streams ran their
+//!   attentions one after another, each on nine warps of the whole GPU.
 //!
 //! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); [`Kernels`]
 //! holds every launch, and each checks the buffer sizes its kernel indexes before launching.
@@ -494,38 +499,35 @@ impl Kernels {
         Ok(())
     }
 
-    /// Keys and values of `rows` qkv rows into a cache layer at positions `start..`, quantized
-    /// to 8 bits (a position is [`cache_row`] floats: the values, then a scale per 32).
+    /// Keys and values of the pass's `rows` qkv rows into their sequences' caches for `layer`,
+    /// each row at its position (`pos`), quantized to 8 bits (a position is [`cache_row`]
+    /// floats: the values, then a scale per 32), every sequence in one launch.
     #[allow(clippy::too_many_arguments)]
     fn store_kv(
         &self,
         s: &Arc<CudaStream>,
         qkv: &CudaView<'_, f32>,
         rows: usize,
-        width: usize,
-        qn: usize,
-        kvn: usize,
-        half: usize,
-        start: usize,
+        (width, qn, kvn, half): (usize, usize, usize, usize),
+        pos: &CudaSlice<i32>,
+        caches: &RowCaches,
+        layer: usize,
         tables: (&CudaSlice<f32>, &CudaSlice<f32>),
-        keys: &mut CudaViewMut<'_, f32>,
-        values: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
         need("qkv", qkv.len(), rows * width)?;
-        need("keys", keys.len(), (start + rows) * cache_row(kvn))?;
-        need("values", values.len(), (start + rows) * cache_row(kvn))?;
+        caches.check(rows, pos, layer)?;
         need(
             "rotary table",
             tables.0.len().min(tables.1.len()),
-            (start + rows) * half,
+            caches.span * half,
         )?;
-        let (r, w, q, k, h, st) = (
+        let (r, w, q, k, h, l) = (
             int(rows)?,
             int(width)?,
             int(qn)?,
             int(kvn)?,
             int(half)?,
-            int(start)?,
+            int(layer)?,
         );
         let mut b = s.launch_builder(&self.f[6]);
         b.arg(qkv)
@@ -534,15 +536,18 @@ impl Kernels {
             .arg(&q)
             .arg(&k)
             .arg(&h)
-            .arg(&st)
+            .arg(pos)
+            .arg(&caches.addresses)
+            .arg(&caches.capacities)
+            .arg(&l)
             .arg(tables.0)
-            .arg(tables.1)
-            .arg(&mut *keys)
-            .arg(&mut *values);
+            .arg(tables.1);
         unsafe { b.launch(warps(rows * 2 * (kvn / 32), 1)?) }?;
         Ok(())
     }
 
+    /// Attention of the pass's `rows` query rows for `layer`, each against its own sequence's
+    /// cache up to its position (`pos`), every sequence in one launch.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -550,19 +555,18 @@ impl Kernels {
         q: &CudaView<'_, f32>,
         rows: usize,
         c: &Config,
-        start: usize,
-        keys: &CudaView<'_, f32>,
-        values: &CudaView<'_, f32>,
+        pos: &CudaSlice<i32>,
+        caches: &RowCaches,
+        layer: usize,
         scale: f32,
         out: &mut CudaViewMut<'_, f32>,
     ) -> Result<()> {
-        let (hd, kvn) = (c.head_dim, c.kv_heads * c.head_dim);
+        let hd = c.head_dim;
         need("queries", q.len(), rows * c.heads * hd)?;
-        need("keys", keys.len(), (start + rows) * cache_row(kvn))?;
-        need("values", values.len(), (start + rows) * cache_row(kvn))?;
+        caches.check(rows, pos, layer)?;
         need("attention output", out.len(), rows * c.heads * hd)?;
         let shared =
-            u32::try_from((start + rows) * 4 + 64).or_else(|_| invalid("context too long"))?;
+            u32::try_from(caches.span * 4 + 64).or_else(|_| invalid("context too long"))?;
         let cfg = LaunchConfig {
             grid_dim: (
                 u32::try_from(rows * c.heads).or_else(|_| invalid("too many rows"))?,
@@ -572,12 +576,12 @@ impl Kernels {
             block_dim: (32, 1, 1),
             shared_mem_bytes: shared,
         };
-        let (r, h, kh, d, st) = (
+        let (r, h, kh, d, l) = (
             int(rows)?,
             int(c.heads)?,
             int(c.kv_heads)?,
             int(hd)?,
-            int(start)?,
+            int(layer)?,
         );
         let mut b = s.launch_builder(&self.f[7]);
         b.arg(q)
@@ -585,9 +589,10 @@ impl Kernels {
             .arg(&h)
             .arg(&kh)
             .arg(&d)
-            .arg(&st)
-            .arg(keys)
-            .arg(values)
+            .arg(pos)
+            .arg(&caches.addresses)
+            .arg(&caches.capacities)
+            .arg(&l)
             .arg(&scale)
             .arg(&mut *out);
         unsafe { b.launch(cfg) }?;
@@ -636,6 +641,72 @@ pub struct Cache {
     kv: Option<CudaSlice<f32>>,
     /// Positions each layer's keys (and values) have room for.
     capacity: usize,
+}
+
+/// Where each row of a pass keeps its keys and values, on the device for the cache kernels:
+/// the address of its sequence's cache buffer and that cache's capacity in positions, one of
+/// each per row (rows of one sequence repeat them). Rows of different sequences go to
+/// different caches, so one launch serves every sequence of a batched pass (a launch per
+/// sequence and layer made eight decoding streams pay sixteen launches per layer more than
+/// one).
+struct RowCaches {
+    addresses: CudaSlice<u64>,
+    capacities: CudaSlice<i32>,
+    /// Rows described.
+    rows: usize,
+    /// One more than the largest position of the pass's rows: the longest causal span.
+    span: usize,
+    /// Layers each cache holds.
+    layers: usize,
+}
+
+impl RowCaches {
+    /// The tables for `segments`, whose caches [`Model::reserve`] has made room in, with the
+    /// checks the cache kernels rely on: every cache buffer holds `layers` layers of keys and
+    /// values at its capacity, and every row's position is inside it.
+    fn new(
+        s: &Arc<CudaStream>,
+        segments: &mut [Segment<'_>],
+        layers: usize,
+        row: usize,
+    ) -> Result<RowCaches> {
+        use cudarc::driver::DevicePtrMut;
+        let (mut addresses, mut capacities) = (Vec::new(), Vec::new());
+        let mut span = 0;
+        for seg in segments.iter_mut() {
+            let n = seg.tokens.len();
+            let cap = seg.cache.capacity;
+            let Some(kv) = seg.cache.kv.as_mut() else {
+                return invalid("cache not reserved");
+            };
+            need("cache", kv.len(), layers * 2 * cap * row)?;
+            need("cache positions", cap, seg.start + n)?;
+            let (address, _) = kv.device_ptr_mut(s);
+            let cap = int(cap)?;
+            for _ in 0..n {
+                addresses.push(address);
+                capacities.push(cap);
+            }
+            span = span.max(seg.start + n);
+        }
+        Ok(RowCaches {
+            rows: addresses.len(),
+            addresses: s.clone_htod(&addresses)?,
+            capacities: s.clone_htod(&capacities)?,
+            span,
+            layers,
+        })
+    }
+
+    /// The sizes a cache kernel over `rows` rows with positions `pos`, at `layer`, indexes.
+    fn check(&self, rows: usize, pos: &CudaSlice<i32>, layer: usize) -> Result<()> {
+        need("rows with caches", self.rows, rows)?;
+        need("positions", pos.len(), rows)?;
+        if layer >= self.layers {
+            return invalid(format!("layer {layer} of {}", self.layers));
+        }
+        Ok(())
+    }
 }
 
 /// One sequence's part of a pass: `tokens` fed at positions `start..`, logits wanted from
@@ -835,6 +906,7 @@ impl Model {
         }
         let d_tokens = s.clone_htod(&tokens)?;
         let d_pos = s.clone_htod(&pos)?;
+        let caches = RowCaches::new(s, segments, self.layers.len(), cache_row(kvn))?;
         let x = room(s, &mut sc.x, rows * emb)?;
         match &self.embeddings {
             Embeddings::Tied => k.embed_q8_0(s, &self.output, &d_tokens, x)?,
@@ -856,44 +928,28 @@ impl Model {
             k.matmul(s, &layer.qkv, &h.as_view(), rows, &mut sc.acts, qkv)?;
             let q = room(s, &mut sc.q, rows * qn)?;
             k.rope_queries(s, qkv, rows, width, qn, half, &d_pos, tables, q)?;
+            k.store_kv(
+                s,
+                &qkv.as_view(),
+                rows,
+                (width, qn, kvn, half),
+                &d_pos,
+                &caches,
+                li,
+                tables,
+            )?;
             let attn = room(s, &mut sc.attn, rows * qn)?;
-            let mut at = 0;
-            for seg in segments.iter_mut() {
-                let n = seg.tokens.len();
-                if n == 0 {
-                    continue;
-                }
-                let cap = seg.cache.capacity;
-                let Some(kv) = seg.cache.kv.as_mut() else {
-                    return invalid("cache not reserved");
-                };
-                let row = cache_row(kvn);
-                let region = li * 2 * cap * row;
-                {
-                    let mut layer_kv = kv.slice_mut(region..region + 2 * cap * row);
-                    let (mut keys, mut values) = layer_kv.split_at_mut(cap * row);
-                    let src = qkv.slice(at * width..(at + n) * width);
-                    k.store_kv(
-                        s,
-                        &src,
-                        n,
-                        width,
-                        qn,
-                        kvn,
-                        half,
-                        seg.start,
-                        tables,
-                        &mut keys,
-                        &mut values,
-                    )?;
-                }
-                let layer_kv = kv.slice(region..region + 2 * cap * row);
-                let (keys, values) = layer_kv.split_at(cap * row);
-                let qv = q.slice(at * qn..(at + n) * qn);
-                let mut out = attn.slice_mut(at * qn..(at + n) * qn);
-                k.attention(s, &qv, n, &c, seg.start, &keys, &values, scale, &mut out)?;
-                at += n;
-            }
+            k.attention(
+                s,
+                &q.as_view(),
+                rows,
+                &c,
+                &d_pos,
+                &caches,
+                li,
+                scale,
+                &mut attn.as_view_mut(),
+            )?;
             let o = room(s, &mut sc.o, rows * emb)?;
             k.matmul(s, &layer.wo, &attn.as_view(), rows, &mut sc.acts, o)?;
             k.add(s, x, o, rows * emb)?;
