@@ -54,15 +54,11 @@ __device__ __forceinline__ u16 ld16(const u8* p) {
 
 #define FULL 0xffffffffu
 
-// One warp per 32-block of activations (a lane per value): q = round(x / d) with
-// d = max|x| / 127; d and s = sum(q) * d rounded to f16. Maximum and integer sum are exact in any
-// order.
-extern "C" __global__ void quantize_act(const float* x, int count, signed char* q, float* d,
-                                        float* s) {
-    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (i >= count) return;
-    float v = x[(size_t)i * 32 + lane];
+// Block i of 32 activations quantized, lane l holding value l: q = round(v / d) with
+// d = max|v| / 127; d and s = sum(q) * d rounded to f16. Maximum and integer sum are exact in any
+// order. Every lane of the warp calls it.
+__device__ __forceinline__ void quantize_block(float v, int i, int lane, signed char* q, float* d,
+                                               float* s) {
     float amax = fabsf(v);
     for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
     float dd = __fdiv_rn(amax, 127.0f);
@@ -75,6 +71,15 @@ extern "C" __global__ void quantize_act(const float* x, int count, signed char* 
         d[i] = round_f16(dd);
         s[i] = round_f16(__fmul_rn((float)sum, dd));
     }
+}
+
+// One warp per 32-block of activations (a lane per value), quantized (quantize_block).
+extern "C" __global__ void quantize_act(const float* x, int count, signed char* q, float* d,
+                                        float* s) {
+    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (i >= count) return;
+    quantize_block(x[(size_t)i * 32 + lane], i, lane, q, d, s);
 }
 
 // y[r][o] for n outputs and m rows. One warp per output: lane l takes blocks l, l + 32, ...
@@ -157,23 +162,35 @@ extern "C" __global__ void embed_q8_0(const u8* w, int blocks, const u32* tokens
     x[i] = __fmul_rn((float)(signed char)wb[2 + c % 32], h2f(ld16(wb)));
 }
 
-// RMS norm, one warp per row: lanes square 32 values side by side, and every lane adds them in
-// order (the CPU's sequential sum); then x / sqrt(sum / n + eps) * w.
-extern "C" __global__ void rms_norm(const float* x, const float* w, int rows, int n, float eps,
-                                    float* out) {
+// RMS norm of each row, quantized for the next product, one warp per row (n a multiple of 32).
+// With `add` (not null), first x += add, the residual sum written back to x. Lanes square 32
+// values side by side, and every lane adds them in order (the CPU's sequential sum); then
+// x / sqrt(sum / n + eps) * w, each 32-block quantized as quantize_act does (block r * n / 32 + b
+// of row r). One launch where an add, a norm and a quantization were three: the same operations.
+extern "C" __global__ void norm_quantize(float* x, const float* add, const float* w, int rows,
+                                         int n, float eps, signed char* q, float* d, float* s) {
     int r = blockIdx.x;
     int lane = threadIdx.x;
     if (r >= rows) return;
-    const float* xr = x + (size_t)r * n;
+    float* xr = x + (size_t)r * n;
     float sum = 0.0f;
     for (int c0 = 0; c0 < n; c0 += 32) {
         int c = c0 + lane;
-        float sq = c < n ? __fmul_rn(xr[c], xr[c]) : 0.0f;
-        int nb = min(32, n - c0);
-        for (int l = 0; l < nb; l++) sum = __fadd_rn(sum, __shfl_sync(FULL, sq, l));
+        float v = xr[c];
+        if (add) {
+            v = __fadd_rn(v, add[(size_t)r * n + c]);
+            xr[c] = v;
+        }
+        float sq = __fmul_rn(v, v);
+        for (int l = 0; l < 32; l++) sum = __fadd_rn(sum, __shfl_sync(FULL, sq, l));
     }
     float m = __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, (float)n), eps));
-    for (int c = lane; c < n; c += 32) out[(size_t)r * n + c] = __fmul_rn(__fdiv_rn(xr[c], m), w[c]);
+    int blocks = n / 32;
+    for (int b = 0; b < blocks; b++) {
+        int c = b * 32 + lane;
+        float v = __fmul_rn(__fdiv_rn(xr[c], m), w[c]);
+        quantize_block(v, r * blocks + b, lane, q, d, s);
+    }
 }
 
 __device__ __forceinline__ void rotate(float a, float b, float c, float s, float* o) {
@@ -331,13 +348,19 @@ extern "C" __global__ void attention(const float* q, int rows, int heads, int kv
     }
 }
 
-// gated[r][i] = silu(g) * u for gate and up side by side in each row (2 * ffn wide).
-extern "C" __global__ void silu_mul(const float* gu, int rows, int ffn, float* out) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= rows * ffn) return;
-    int r = i / ffn, c = i % ffn;
+// gated[r][i] = silu(g) * u for gate and up side by side in each row (2 * ffn wide), quantized
+// for the down projection: one warp per 32-block of a row's ffn values (ffn a multiple of 32),
+// block r * ffn / 32 + b as quantize_act numbers them.
+extern "C" __global__ void silu_quantize(const float* gu, int rows, int ffn, signed char* q,
+                                         float* d, float* s) {
+    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    int per_row = ffn / 32;
+    if (i >= rows * per_row) return;
+    int r = i / per_row, c = (i % per_row) * 32 + lane;
     float g = gu[(size_t)r * 2 * ffn + c], u = gu[(size_t)r * 2 * ffn + ffn + c];
-    out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, exp_agora(-g))), u);
+    float v = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, exp_agora(-g))), u);
+    quantize_block(v, i, lane, q, d, s);
 }
 
 // x += y, elementwise.

@@ -31,6 +31,11 @@
 //!   (`RowCaches`, uploaded once per pass), so a layer launches each once however many
 //!   sequences a batched pass holds. Launched per sequence, eight decoding streams ran their
 //!   attentions one after another, each on nine warps of the whole GPU.
+//! - **Fewer launches per layer.** A decoding step is bound by its launches (each a driver
+//!   call), so kernels that feed one another are one launch where the arithmetic allows: the
+//!   residual add, the RMS norm and the next product's activation quantization are one
+//!   (`norm_quantize`), as are SiLU and the down projection's quantization
+//!   (`silu_quantize`): 11 launches per layer instead of 16, the same operations.
 //!
 //! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); [`Kernels`]
 //! holds every launch, and each checks the buffer sizes its kernel indexes before launching.
@@ -53,11 +58,11 @@ pub const KERNEL_NAMES: [&str; 10] = [
     "matmul_q4_1",
     "matmul_q8_0",
     "embed_q8_0",
-    "rms_norm",
+    "norm_quantize",
     "rope_queries",
     "store_kv",
     "attention",
-    "silu_mul",
+    "silu_quantize",
     "add",
 ];
 
@@ -313,28 +318,50 @@ fn room<'a, T: cudarc::driver::DeviceRepr>(
     }
 }
 
-/// Activations quantized per 32-block, reused product after product.
+/// Activations quantized per 32-block, reused product after product: `rows` rows of `blocks`
+/// blocks each, as the last kernel that quantized into them wrote.
 #[derive(Debug, Default)]
 struct Acts {
     q: Option<CudaSlice<i8>>,
     d: Option<CudaSlice<f32>>,
     s: Option<CudaSlice<f32>>,
+    rows: usize,
+    blocks: usize,
+}
+
+impl Acts {
+    /// Room for `rows` rows of `blocks` blocks, recorded as what the buffers now hold (the
+    /// kernel launched next writes all of it).
+    #[allow(clippy::type_complexity)]
+    fn make_room(
+        &mut self,
+        s: &Arc<CudaStream>,
+        rows: usize,
+        blocks: usize,
+    ) -> Result<(&mut CudaSlice<i8>, &mut CudaSlice<f32>, &mut CudaSlice<f32>)> {
+        let count = rows * blocks;
+        self.rows = rows;
+        self.blocks = blocks;
+        Ok((
+            room(s, &mut self.q, count * 32)?,
+            room(s, &mut self.d, count)?,
+            room(s, &mut self.s, count)?,
+        ))
+    }
 }
 
 /// The device buffers of a pass, kept from pass to pass and grown when a pass needs more: a
 /// decoding step then allocates nothing. (Each product, norm and activation used to allocate
 /// its output and free it after: about 21 allocations and as many frees per layer, 30 layers,
-/// besides the 16 launches.)
+/// besides the launches.)
 #[derive(Debug, Default)]
 struct Scratch {
     x: Option<CudaSlice<f32>>,
-    h: Option<CudaSlice<f32>>,
     qkv: Option<CudaSlice<f32>>,
     q: Option<CudaSlice<f32>>,
     attn: Option<CudaSlice<f32>>,
     o: Option<CudaSlice<f32>>,
     gu: Option<CudaSlice<f32>>,
-    g: Option<CudaSlice<f32>>,
     wanted: Option<CudaSlice<f32>>,
     logits: Option<CudaSlice<f32>>,
     acts: Acts,
@@ -379,13 +406,35 @@ impl Kernels {
         need("quantize input", x.len(), rows * m.cols)?;
         let blocks = m.cols / 32;
         let count = rows * blocks;
-        let q = room(s, &mut acts.q, count * 32)?;
-        let d = room(s, &mut acts.d, count)?;
-        let sx = room(s, &mut acts.s, count)?;
+        let (q, d, sx) = acts.make_room(s, rows, blocks)?;
         let c = int(count)?;
         let mut b = s.launch_builder(&self.f[0]);
-        b.arg(x).arg(&c).arg(&mut *q).arg(&mut *d).arg(&mut *sx);
+        b.arg(x).arg(&c).arg(q).arg(d).arg(sx);
         unsafe { b.launch(warps(count, 1)?) }?;
+        self.product(s, m, rows, acts, y)
+    }
+
+    /// `rows` rows of activations already quantized in `acts` times the matrix, into `y`.
+    fn product(
+        &self,
+        s: &Arc<CudaStream>,
+        m: &Matrix,
+        rows: usize,
+        acts: &Acts,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let blocks = m.cols / 32;
+        if acts.blocks != blocks || acts.rows < rows || blocks * 32 != m.cols {
+            return invalid(format!(
+                "product of a {}-column matrix with {} rows of {} quantized blocks",
+                m.cols, acts.rows, acts.blocks
+            ));
+        }
+        let (Some(q), Some(d), Some(sx)) = (&acts.q, &acts.d, &acts.s) else {
+            return invalid("no quantized activations");
+        };
+        need("quantized activations", q.len(), rows * blocks * 32)?;
+        need("activation scales", d.len().min(sx.len()), rows * blocks)?;
         need(
             "matrix",
             m.bytes.len(),
@@ -400,9 +449,9 @@ impl Kernels {
                 b.arg(&m.bytes)
                     .arg(&n)
                     .arg(&nb)
-                    .arg(&*q)
-                    .arg(&*d)
-                    .arg(&*sx)
+                    .arg(q)
+                    .arg(d)
+                    .arg(sx)
                     .arg(&mr)
                     .arg(y);
                 unsafe { b.launch(cfg) }?;
@@ -412,8 +461,8 @@ impl Kernels {
                 b.arg(&m.bytes)
                     .arg(&n)
                     .arg(&nb)
-                    .arg(&*q)
-                    .arg(&*d)
+                    .arg(q)
+                    .arg(d)
                     .arg(&mr)
                     .arg(y);
                 unsafe { b.launch(cfg) }?;
@@ -440,21 +489,37 @@ impl Kernels {
         Ok(())
     }
 
-    fn rms_norm(
+    /// The RMS norm of `rows` rows of `x` (after `x += add`, written back, when `add` is
+    /// given), quantized into `acts` for the next product (see `norm_quantize`).
+    #[allow(clippy::too_many_arguments)]
+    fn norm_quantize(
         &self,
         s: &Arc<CudaStream>,
-        x: &CudaView<'_, f32>,
+        x: &mut CudaSlice<f32>,
+        add: Option<&CudaSlice<f32>>,
         w: &CudaSlice<f32>,
         rows: usize,
         eps: f32,
-        out: &mut CudaSlice<f32>,
+        acts: &mut Acts,
     ) -> Result<()> {
         let n = w.len();
+        if !n.is_multiple_of(32) {
+            return invalid(format!("a norm of {n} values is not whole 32-blocks"));
+        }
         need("norm input", x.len(), rows * n)?;
-        need("norm output", out.len(), rows * n)?;
+        if let Some(a) = add {
+            need("residual", a.len(), rows * n)?;
+        }
+        let (q, d, sx) = acts.make_room(s, rows, n / 32)?;
         let (r, nn) = (int(rows)?, int(n)?);
+        let null: u64 = 0;
         let mut b = s.launch_builder(&self.f[4]);
-        b.arg(x).arg(w).arg(&r).arg(&nn).arg(&eps).arg(out);
+        b.arg(x);
+        match add {
+            Some(a) => b.arg(a),
+            None => b.arg(&null),
+        };
+        b.arg(w).arg(&r).arg(&nn).arg(&eps).arg(q).arg(d).arg(sx);
         let cfg = LaunchConfig {
             grid_dim: (
                 u32::try_from(rows).or_else(|_| invalid("too many rows"))?,
@@ -599,20 +664,26 @@ impl Kernels {
         Ok(())
     }
 
-    fn silu_mul(
+    /// SiLU of the gates times the ups of `rows` rows of `gu` (`2 * ffn` wide), quantized into
+    /// `acts` for the down projection (see `silu_quantize`).
+    fn silu_quantize(
         &self,
         s: &Arc<CudaStream>,
         gu: &CudaSlice<f32>,
         rows: usize,
         ffn: usize,
-        out: &mut CudaSlice<f32>,
+        acts: &mut Acts,
     ) -> Result<()> {
+        if !ffn.is_multiple_of(32) {
+            return invalid(format!("{ffn} feed-forward values are not whole 32-blocks"));
+        }
         need("gate and up", gu.len(), rows * 2 * ffn)?;
-        need("gated", out.len(), rows * ffn)?;
+        let count = rows * (ffn / 32);
+        let (q, d, sx) = acts.make_room(s, rows, ffn / 32)?;
         let (r, f) = (int(rows)?, int(ffn)?);
         let mut b = s.launch_builder(&self.f[8]);
-        b.arg(gu).arg(&r).arg(&f).arg(out);
-        unsafe { b.launch(linear(rows * ffn)?) }?;
+        b.arg(gu).arg(&r).arg(&f).arg(q).arg(d).arg(sx);
+        unsafe { b.launch(warps(count, 1)?) }?;
         Ok(())
     }
 
@@ -922,10 +993,12 @@ impl Model {
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let tables = (&self.cos, &self.sin);
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = room(s, &mut sc.h, rows * emb)?;
-            k.rms_norm(s, &x.as_view(), &layer.attn_norm, rows, c.eps, h)?;
+            // The last layer's output (in `o`) is added to `x` as this layer's first norm
+            // reads it.
+            let last = if li > 0 { sc.o.as_ref() } else { None };
+            k.norm_quantize(s, x, last, &layer.attn_norm, rows, c.eps, &mut sc.acts)?;
             let qkv = room(s, &mut sc.qkv, rows * width)?;
-            k.matmul(s, &layer.qkv, &h.as_view(), rows, &mut sc.acts, qkv)?;
+            k.product(s, &layer.qkv, rows, &sc.acts, qkv)?;
             let q = room(s, &mut sc.q, rows * qn)?;
             k.rope_queries(s, qkv, rows, width, qn, half, &d_pos, tables, q)?;
             k.store_kv(
@@ -952,15 +1025,17 @@ impl Model {
             )?;
             let o = room(s, &mut sc.o, rows * emb)?;
             k.matmul(s, &layer.wo, &attn.as_view(), rows, &mut sc.acts, o)?;
-            k.add(s, x, o, rows * emb)?;
-            let h = room(s, &mut sc.h, rows * emb)?;
-            k.rms_norm(s, &x.as_view(), &layer.ffn_norm, rows, c.eps, h)?;
+            k.norm_quantize(s, x, Some(o), &layer.ffn_norm, rows, c.eps, &mut sc.acts)?;
             let gu = room(s, &mut sc.gu, rows * 2 * c.ffn)?;
-            k.matmul(s, &layer.gate_up, &h.as_view(), rows, &mut sc.acts, gu)?;
-            let g = room(s, &mut sc.g, rows * c.ffn)?;
-            k.silu_mul(s, gu, rows, c.ffn, g)?;
+            k.product(s, &layer.gate_up, rows, &sc.acts, gu)?;
+            k.silu_quantize(s, gu, rows, c.ffn, &mut sc.acts)?;
             let o = room(s, &mut sc.o, rows * emb)?;
-            k.matmul(s, &layer.down, &g.as_view(), rows, &mut sc.acts, o)?;
+            k.product(s, &layer.down, rows, &sc.acts, o)?;
+        }
+        if !self.layers.is_empty() {
+            let Some(o) = sc.o.as_ref() else {
+                return invalid("the last layer's output is missing");
+            };
             k.add(s, x, o, rows * emb)?;
         }
         // The rows asked for, gathered; then the output projection for them alone.
@@ -984,17 +1059,9 @@ impl Model {
             at += n;
             to += n - first;
         }
-        let h = room(s, &mut sc.h, wanted_rows * emb)?;
-        k.rms_norm(s, &wanted.as_view(), &self.norm, wanted_rows, c.eps, h)?;
+        k.norm_quantize(s, wanted, None, &self.norm, wanted_rows, c.eps, &mut sc.acts)?;
         let logits = room(s, &mut sc.logits, wanted_rows * vocab)?;
-        k.matmul(
-            s,
-            &self.output,
-            &h.as_view(),
-            wanted_rows,
-            &mut sc.acts,
-            logits,
-        )?;
+        k.product(s, &self.output, wanted_rows, &sc.acts, logits)?;
         Ok(s.clone_dtoh(&logits.slice(0..wanted_rows * vocab))?)
     }
 }
