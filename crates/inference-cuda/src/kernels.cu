@@ -270,42 +270,53 @@ extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int q
     if (lane == 0) dst[kvn + b] = d;
 }
 
+// Threads per (row, head) of the attention kernel: ATTN_WARPS warps.
+#define ATTN_WARPS 4
+
 // Causal attention of the pass's `rows` query rows, row r at position pos[r] against its own
-// sequence's 8-bit cache (see layer_cache; every sequence of the pass in one launch); one warp
-// per (row, head), the CPU engine's operations in its order: the query quantized per 32 values
-// in two parts (hi, then the remainder x - hi * d as lo); per position and block the exact
-// integer dot products P_hi and P_lo, each s = fma(P, d_q * d_k, s) in that order; the score
-// s * scale; the softmax sum in position order, probabilities rounded to f16; per dimension,
-// o = fma(p * d_v, v, o) in position order. head_dim is a multiple of 32, at most 256.
+// sequence's 8-bit cache (see layer_cache; every sequence of the pass in one launch); one block
+// of ATTN_WARPS warps per (row, head), the CPU engine's operations in its order: the query
+// quantized per 32 values in two parts (hi, then the remainder x - hi * d as lo); per position
+// and block the exact integer dot products P_hi and P_lo, each s = fma(P, d_q * d_k, s) in that
+// order; the score s * scale; the softmax sum in position order, probabilities rounded to f16;
+// per dimension, o = fma(p * d_v, v, o) in position order. The block's threads share the
+// positions' scores and exponentials and the dimensions' sums (each number computed by one
+// thread in that order); the maximum is exact in any order. head_dim is a multiple of 32, at
+// most 256.
 extern "C" __global__ void attention(const float* q, int rows, int heads, int kv_heads, int hd,
                                      const int* pos, const unsigned long long* caches,
                                      const int* caps, int layer, float scale, float* out) {
     extern __shared__ float sc[];
     __shared__ int qq[2][256];
     __shared__ float qd[2][8];
+    __shared__ float wmax[ATTN_WARPS];
+    __shared__ float inv;
     int item = blockIdx.x;
     if (item >= rows * heads) return;
-    int i = item / heads, h = item % heads, lane = threadIdx.x;
+    int i = item / heads, h = item % heads, tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
+    int threads = blockDim.x;
     int kvh = h / (heads / kv_heads);
     int last = pos[i], kvn = kv_heads * hd, nb = hd / 32, row = kvn + kvn / 32;
     const float* keys = layer_cache(caches, caps, i, layer, row);
     const float* values = keys + (size_t)caps[i] * row;
     const float* qr = q + (size_t)item * hd;
-    // The query in two 8-bit parts: its quantization, then that of what it leaves.
-    for (int b = 0; b < nb; b++) {
-        float v = qr[b * 32 + lane], d, dl;
-        int hi = quantize_lane(v, &d);
-        int lo = quantize_lane(__fsub_rn(v, __fmul_rn((float)hi, d)), &dl);
-        qq[0][b * 32 + lane] = hi;
-        qq[1][b * 32 + lane] = lo;
-        if (lane == 0) {
-            qd[0][b] = d;
-            qd[1][b] = dl;
+    // The query in two 8-bit parts: its quantization, then that of what it leaves (warp 0).
+    if (warp == 0) {
+        for (int b = 0; b < nb; b++) {
+            float v = qr[b * 32 + lane], d, dl;
+            int hi = quantize_lane(v, &d);
+            int lo = quantize_lane(__fsub_rn(v, __fmul_rn((float)hi, d)), &dl);
+            qq[0][b * 32 + lane] = hi;
+            qq[1][b * 32 + lane] = lo;
+            if (lane == 0) {
+                qd[0][b] = d;
+                qd[1][b] = dl;
+            }
         }
     }
-    __syncwarp();
+    __syncthreads();
     float mx = __int_as_float(0xff800000);  // -infinity
-    for (int j = lane; j <= last; j += 32) {
+    for (int j = tid; j <= last; j += threads) {
         const float* kr = keys + (size_t)j * row;
         float s = 0.0f;
         for (int b = 0; b < nb; b++) {
@@ -322,18 +333,20 @@ extern "C" __global__ void attention(const float* q, int rows, int heads, int kv
         mx = fmaxf(mx, sj);
     }
     for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, off));
-    __syncwarp();
-    for (int j = lane; j <= last; j += 32) sc[j] = exp_agora(__fsub_rn(sc[j], mx));
-    __syncwarp();
-    __shared__ float inv;
-    if (lane == 0) {
+    if (lane == 0) wmax[warp] = mx;
+    __syncthreads();
+    mx = wmax[0];
+    for (int w = 1; w < threads / 32; w++) mx = fmaxf(mx, wmax[w]);
+    for (int j = tid; j <= last; j += threads) sc[j] = exp_agora(__fsub_rn(sc[j], mx));
+    __syncthreads();
+    if (tid == 0) {
         float sum = 0.0f;
         for (int j = 0; j <= last; j++) sum = __fadd_rn(sum, sc[j]);
         inv = __fdiv_rn(1.0f, sum);
     }
-    __syncwarp();
+    __syncthreads();
     float iv = inv;
-    for (int dd = lane; dd < hd; dd += 32) {
+    for (int dd = tid; dd < hd; dd += threads) {
         int b = dd / 32;
         float o = 0.0f;
         // Unrolled so that later positions' loads are issued before earlier positions'

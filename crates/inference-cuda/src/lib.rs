@@ -248,6 +248,11 @@ struct Kernels {
 /// Threads per block for the element-wise kernels.
 const THREADS: u32 = 128;
 
+/// Threads per (row, head) of the attention kernel: `ATTN_WARPS` warps in `kernels.cu`
+/// (`attention_threads_match_the_kernel`). One warp per head left a decoding row's attention
+/// on nine warps of the whole GPU, each running its positions one after another.
+const ATTENTION_THREADS: u32 = 128;
+
 fn blocks_for(n: usize) -> Result<u32> {
     u32::try_from(n.div_ceil(THREADS as usize)).or_else(|_| invalid("launch too large"))
 }
@@ -638,7 +643,7 @@ impl Kernels {
                 1,
                 1,
             ),
-            block_dim: (32, 1, 1),
+            block_dim: (ATTENTION_THREADS, 1, 1),
             shared_mem_bytes: shared,
         };
         let (r, h, kh, d, l) = (
@@ -1063,5 +1068,18 @@ impl Model {
         let logits = room(s, &mut sc.logits, wanted_rows * vocab)?;
         k.product(s, &self.output, wanted_rows, &sc.acts, logits)?;
         Ok(s.clone_dtoh(&logits.slice(0..wanted_rows * vocab))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn attention_threads_match_the_kernel() {
+        let warps: u32 = super::KERNELS
+            .lines()
+            .find_map(|l| l.strip_prefix("#define ATTN_WARPS "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("kernels.cu defines ATTN_WARPS");
+        assert_eq!(super::ATTENTION_THREADS, warps * 32);
     }
 }
