@@ -54,7 +54,8 @@ __device__ __forceinline__ u16 ld16(const u8* p) {
 
 #define FULL 0xffffffffu
 
-// Block i of 32 activations quantized, lane l holding value l: q = round(v / d) with
+// Block i of 32 activations quantized as the CPU engine quantizes activations
+// (crates/inference-candle/src/quant/mod.rs), lane l holding value l: q = round(v / d) with
 // d = max|v| / 127; d and s = sum(q) * d rounded to f16. Maximum and integer sum are exact in any
 // order. Every lane of the warp calls it.
 __device__ __forceinline__ void quantize_block(float v, int i, int lane, signed char* q, float* d,
@@ -71,15 +72,6 @@ __device__ __forceinline__ void quantize_block(float v, int i, int lane, signed 
         d[i] = round_f16(dd);
         s[i] = round_f16(__fmul_rn((float)sum, dd));
     }
-}
-
-// One warp per 32-block of activations (a lane per value), quantized (quantize_block).
-extern "C" __global__ void quantize_act(const float* x, int count, signed char* q, float* d,
-                                        float* s) {
-    int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (i >= count) return;
-    quantize_block(x[(size_t)i * 32 + lane], i, lane, q, d, s);
 }
 
 // y[r][o] for n outputs and m rows. One warp per output: lane l takes blocks l, l + 32, ...
@@ -165,7 +157,7 @@ extern "C" __global__ void embed_q8_0(const u8* w, int blocks, const u32* tokens
 // RMS norm of each row, quantized for the next product, one warp per row (n a multiple of 32).
 // With `add` (not null), first x += add, the residual sum written back to x. Lanes square 32
 // values side by side, and every lane adds them in order (the CPU's sequential sum); then
-// x / sqrt(sum / n + eps) * w, each 32-block quantized as quantize_act does (block r * n / 32 + b
+// x / sqrt(sum / n + eps) * w, each 32-block quantized by quantize_block (block r * n / 32 + b
 // of row r). One launch where an add, a norm and a quantization were three: the same operations.
 extern "C" __global__ void norm_quantize(float* x, const float* add, const float* w, int rows,
                                          int n, float eps, signed char* q, float* d, float* s) {
@@ -198,20 +190,6 @@ __device__ __forceinline__ void rotate(float a, float b, float c, float s, float
     o[1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
 
-// Queries: columns [0, heads * hd) of each qkv row (width wide), rotated by the row's position.
-// One thread per pair.
-extern "C" __global__ void rope_queries(const float* qkv, int rows, int width, int qn, int half,
-                                        const int* pos, const float* cos, const float* sin,
-                                        float* out) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    int pairs = qn / 2;
-    if (i >= rows * pairs) return;
-    int r = i / pairs, p = i % pairs, k = p % half;
-    const float* src = qkv + (size_t)r * width + 2 * p;
-    size_t t = (size_t)pos[r] * half + k;
-    rotate(src[0], src[1], cos[t], sin[t], out + (size_t)r * qn + 2 * p);
-}
-
 // One 32-value block quantized as the CPU engine quantizes activations and its 8-bit cache
 // (crates/inference-candle/src/quant/mod.rs): lane l holds value l; returns the lane's q and
 // sets *d to the scale rounded to f16.
@@ -233,19 +211,30 @@ __device__ __forceinline__ float* layer_cache(const unsigned long long* caches, 
     return (float*)caches[r] + (size_t)layer * 2 * caps[r] * row;
 }
 
-// Keys (rotated) and values of the pass's `rows` qkv rows into their sequences' caches, row r at
-// its position pos[r], quantized to 8 bits per 32 values of a head (the CPU engine's cache,
-// crates/inference-candle/src/attention.rs). A cache position is a row of `kvn` quantized values
-// (exact small integers, kept as floats) and then kvn / 32 scales. One warp per (row, 32-block);
-// blocks [0, kvn / 32) are keys, the rest values. Every sequence of the pass in one launch.
-extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int qn, int kvn,
-                                    int half, const int* pos, const unsigned long long* caches,
-                                    const int* caps, int layer, const float* cos,
-                                    const float* sin) {
+// The pass's `rows` qkv rows rotated and stored, in one launch: their queries (columns
+// [0, qn)) rotated by each row's position into `qout` ([row][qn]), and their keys (rotated) and
+// values into their sequences' caches, row r at its position pos[r], quantized to 8 bits per 32
+// values of a head (the CPU engine's cache, crates/inference-candle/src/attention.rs). A cache
+// position is a row of `kvn` quantized values (exact small integers, kept as floats) and then
+// kvn / 32 scales. One warp per (row, 32-block) of the cache, blocks [0, kvn / 32) keys, the
+// rest values; then one warp per 32 query pairs of a row.
+extern "C" __global__ void rope_store(const float* qkv, int rows, int width, int qn, int kvn,
+                                      int half, const int* pos, const unsigned long long* caches,
+                                      const int* caps, int layer, const float* cos,
+                                      const float* sin, float* qout) {
     int per_row = 2 * (kvn / 32);
     int w = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
-    if (w >= rows * per_row) return;
+    if (w >= rows * per_row) {
+        int pairs = qn / 2, per = (pairs + 31) / 32, k = w - rows * per_row;
+        if (k >= rows * per) return;
+        int r = k / per, p = (k % per) * 32 + lane;
+        if (p >= pairs) return;
+        const float* src = qkv + (size_t)r * width + 2 * p;
+        size_t t = (size_t)pos[r] * half + p % half;
+        rotate(src[0], src[1], cos[t], sin[t], qout + (size_t)r * qn + 2 * p);
+        return;
+    }
     int r = w / per_row, blk = w % per_row;
     bool is_key = blk < kvn / 32;
     int b = is_key ? blk : blk - kvn / 32;
@@ -281,11 +270,13 @@ extern "C" __global__ void store_kv(const float* qkv, int rows, int width, int q
 // order; the score s * scale; the softmax sum in position order, probabilities rounded to f16;
 // per dimension, o = fma(p * d_v, v, o) in position order. The block's threads share the
 // positions' scores and exponentials and the dimensions' sums (each number computed by one
-// thread in that order); the maximum is exact in any order. head_dim is a multiple of 32, at
-// most 256.
+// thread in that order); the maximum is exact in any order. The output goes out quantized per
+// 32-block for the output projection (oq, od, os: row r's blocks r * heads * hd / 32 + ...).
+// head_dim is a multiple of 32, at most 256.
 extern "C" __global__ void attention(const float* q, int rows, int heads, int kv_heads, int hd,
                                      const int* pos, const unsigned long long* caches,
-                                     const int* caps, int layer, float scale, float* out) {
+                                     const int* caps, int layer, float scale, signed char* oq,
+                                     float* od, float* os) {
     extern __shared__ float sc[];
     __shared__ int qq[2][256];
     __shared__ float qd[2][8];
@@ -357,13 +348,16 @@ extern "C" __global__ void attention(const float* q, int rows, int heads, int kv
             float w = __fmul_rn(round_f16(__fmul_rn(sc[j], iv)), vr[kvn + kvh * nb + b]);
             o = __fmaf_rn(w, vr[kvh * hd + dd], o);
         }
-        out[(size_t)item * hd + dd] = o;
+        // The output row's block item * nb + b, quantized for the output projection as the CPU
+        // quantizes activations: a warp holds one whole block (hd and the threads are multiples
+        // of 32).
+        quantize_block(o, item * nb + b, lane, oq, od, os);
     }
 }
 
 // gated[r][i] = silu(g) * u for gate and up side by side in each row (2 * ffn wide), quantized
 // for the down projection: one warp per 32-block of a row's ffn values (ffn a multiple of 32),
-// block r * ffn / 32 + b as quantize_act numbers them.
+// block r * ffn / 32 + b of the quantized activations.
 extern "C" __global__ void silu_quantize(const float* gu, int rows, int ffn, signed char* q,
                                          float* d, float* s) {
     int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;

@@ -35,7 +35,9 @@
 //!   call), so kernels that feed one another are one launch where the arithmetic allows: the
 //!   residual add, the RMS norm and the next product's activation quantization are one
 //!   (`norm_quantize`), as are SiLU and the down projection's quantization
-//!   (`silu_quantize`): 11 launches per layer instead of 16, the same operations.
+//!   (`silu_quantize`), the queries' rotation and the cache's store (`rope_store`), and
+//!   attention and the output projection's quantization: 9 launches per layer instead of 16,
+//!   the same operations.
 //!
 //! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); [`Kernels`]
 //! holds every launch, and each checks the buffer sizes its kernel indexes before launching.
@@ -44,27 +46,32 @@
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
 
-/// Kernel entry points, in the order [`Kernels`] loads them.
-pub const KERNEL_NAMES: [&str; 10] = [
-    "quantize_act",
+/// Kernel entry points, in the order [`Kernels`] loads them (the `K_*` indices below).
+pub const KERNEL_NAMES: [&str; 8] = [
     "matmul_q4_1",
     "matmul_q8_0",
     "embed_q8_0",
     "norm_quantize",
-    "rope_queries",
-    "store_kv",
+    "rope_store",
     "attention",
     "silu_quantize",
     "add",
 ];
+const K_MATMUL_Q4_1: usize = 0;
+const K_MATMUL_Q8_0: usize = 1;
+const K_EMBED_Q8_0: usize = 2;
+const K_NORM_QUANTIZE: usize = 3;
+const K_ROPE_STORE: usize = 4;
+const K_ATTENTION: usize = 5;
+const K_SILU_QUANTIZE: usize = 6;
+const K_ADD: usize = 7;
 
 /// What can go wrong on the CUDA path.
 #[derive(Debug, thiserror::Error)]
@@ -364,7 +371,6 @@ struct Scratch {
     x: Option<CudaSlice<f32>>,
     qkv: Option<CudaSlice<f32>>,
     q: Option<CudaSlice<f32>>,
-    attn: Option<CudaSlice<f32>>,
     o: Option<CudaSlice<f32>>,
     gu: Option<CudaSlice<f32>>,
     wanted: Option<CudaSlice<f32>>,
@@ -392,31 +398,6 @@ impl Kernels {
             .map(|n| module.load_function(n))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Kernels { f })
-    }
-
-    /// `rows` rows of `x` times the matrix, into `y` (`[rows][m.rows]`), the activations
-    /// quantized into `acts` first.
-    fn matmul(
-        &self,
-        s: &Arc<CudaStream>,
-        m: &Matrix,
-        x: &CudaView<'_, f32>,
-        rows: usize,
-        acts: &mut Acts,
-        y: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        if !m.cols.is_multiple_of(32) {
-            return invalid(format!("{} columns are not whole 32-blocks", m.cols));
-        }
-        need("quantize input", x.len(), rows * m.cols)?;
-        let blocks = m.cols / 32;
-        let count = rows * blocks;
-        let (q, d, sx) = acts.make_room(s, rows, blocks)?;
-        let c = int(count)?;
-        let mut b = s.launch_builder(&self.f[0]);
-        b.arg(x).arg(&c).arg(q).arg(d).arg(sx);
-        unsafe { b.launch(warps(count, 1)?) }?;
-        self.product(s, m, rows, acts, y)
     }
 
     /// `rows` rows of activations already quantized in `acts` times the matrix, into `y`.
@@ -450,7 +431,7 @@ impl Kernels {
         let (n, nb, mr) = (int(m.rows)?, int(blocks)?, int(rows)?);
         match m.format {
             Format::Q4_1 => {
-                let mut b = s.launch_builder(&self.f[1]);
+                let mut b = s.launch_builder(&self.f[K_MATMUL_Q4_1]);
                 b.arg(&m.bytes)
                     .arg(&n)
                     .arg(&nb)
@@ -462,7 +443,7 @@ impl Kernels {
                 unsafe { b.launch(cfg) }?;
             }
             Format::Q8_0 => {
-                let mut b = s.launch_builder(&self.f[2]);
+                let mut b = s.launch_builder(&self.f[K_MATMUL_Q8_0]);
                 b.arg(&m.bytes)
                     .arg(&n)
                     .arg(&nb)
@@ -488,7 +469,7 @@ impl Kernels {
         let blocks = m.cols / 32;
         need("embedding matrix", m.bytes.len(), m.rows * blocks * 34)?;
         let (nb, nn) = (int(blocks)?, int(n)?);
-        let mut b = s.launch_builder(&self.f[3]);
+        let mut b = s.launch_builder(&self.f[K_EMBED_Q8_0]);
         b.arg(&m.bytes).arg(&nb).arg(tokens).arg(&nn).arg(x);
         unsafe { b.launch(linear(n * m.cols)?) }?;
         Ok(())
@@ -518,7 +499,7 @@ impl Kernels {
         let (q, d, sx) = acts.make_room(s, rows, n / 32)?;
         let (r, nn) = (int(rows)?, int(n)?);
         let null: u64 = 0;
-        let mut b = s.launch_builder(&self.f[4]);
+        let mut b = s.launch_builder(&self.f[K_NORM_QUANTIZE]);
         b.arg(x);
         match add {
             Some(a) => b.arg(a),
@@ -538,53 +519,25 @@ impl Kernels {
         Ok(())
     }
 
+    /// The pass's `rows` qkv rows for `layer`: their queries rotated into `qout`, their keys
+    /// (rotated) and values into their sequences' caches, each row at its position (`pos`),
+    /// quantized to 8 bits (a position is [`cache_row`] floats: the values, then a scale per
+    /// 32); every sequence in one launch.
     #[allow(clippy::too_many_arguments)]
-    fn rope_queries(
+    fn rope_store(
         &self,
         s: &Arc<CudaStream>,
         qkv: &CudaSlice<f32>,
-        rows: usize,
-        width: usize,
-        qn: usize,
-        half: usize,
-        pos: &CudaSlice<i32>,
-        tables: (&CudaSlice<f32>, &CudaSlice<f32>),
-        out: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        need("qkv", qkv.len(), rows * width)?;
-        need("positions", pos.len(), rows)?;
-        need("rotated queries", out.len(), rows * qn)?;
-        let (r, w, q, h) = (int(rows)?, int(width)?, int(qn)?, int(half)?);
-        let mut b = s.launch_builder(&self.f[5]);
-        b.arg(qkv)
-            .arg(&r)
-            .arg(&w)
-            .arg(&q)
-            .arg(&h)
-            .arg(pos)
-            .arg(tables.0)
-            .arg(tables.1)
-            .arg(out);
-        unsafe { b.launch(linear(rows * qn / 2)?) }?;
-        Ok(())
-    }
-
-    /// Keys and values of the pass's `rows` qkv rows into their sequences' caches for `layer`,
-    /// each row at its position (`pos`), quantized to 8 bits (a position is [`cache_row`]
-    /// floats: the values, then a scale per 32), every sequence in one launch.
-    #[allow(clippy::too_many_arguments)]
-    fn store_kv(
-        &self,
-        s: &Arc<CudaStream>,
-        qkv: &CudaView<'_, f32>,
         rows: usize,
         (width, qn, kvn, half): (usize, usize, usize, usize),
         pos: &CudaSlice<i32>,
         caches: &RowCaches,
         layer: usize,
         tables: (&CudaSlice<f32>, &CudaSlice<f32>),
+        qout: &mut CudaSlice<f32>,
     ) -> Result<()> {
         need("qkv", qkv.len(), rows * width)?;
+        need("rotated queries", qout.len(), rows * qn)?;
         caches.check(rows, pos, layer)?;
         need(
             "rotary table",
@@ -599,7 +552,7 @@ impl Kernels {
             int(half)?,
             int(layer)?,
         );
-        let mut b = s.launch_builder(&self.f[6]);
+        let mut b = s.launch_builder(&self.f[K_ROPE_STORE]);
         b.arg(qkv)
             .arg(&r)
             .arg(&w)
@@ -611,13 +564,17 @@ impl Kernels {
             .arg(&caches.capacities)
             .arg(&l)
             .arg(tables.0)
-            .arg(tables.1);
-        unsafe { b.launch(warps(rows * 2 * (kvn / 32), 1)?) }?;
+            .arg(tables.1)
+            .arg(qout);
+        // A warp per cache block of a row, then a warp per 32 query pairs of a row.
+        let warps_per_row = 2 * (kvn / 32) + (qn / 2).div_ceil(32);
+        unsafe { b.launch(warps(rows * warps_per_row, 1)?) }?;
         Ok(())
     }
 
     /// Attention of the pass's `rows` query rows for `layer`, each against its own sequence's
-    /// cache up to its position (`pos`), every sequence in one launch.
+    /// cache up to its position (`pos`), every sequence in one launch; the output quantized
+    /// into `acts` for the output projection.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -629,12 +586,15 @@ impl Kernels {
         caches: &RowCaches,
         layer: usize,
         scale: f32,
-        out: &mut CudaViewMut<'_, f32>,
+        acts: &mut Acts,
     ) -> Result<()> {
         let hd = c.head_dim;
+        if !hd.is_multiple_of(32) {
+            return invalid(format!("a head of {hd} values is not whole 32-blocks"));
+        }
         need("queries", q.len(), rows * c.heads * hd)?;
         caches.check(rows, pos, layer)?;
-        need("attention output", out.len(), rows * c.heads * hd)?;
+        let (oq, od, os) = acts.make_room(s, rows, c.heads * hd / 32)?;
         let shared =
             u32::try_from(caches.span * 4 + 64).or_else(|_| invalid("context too long"))?;
         let cfg = LaunchConfig {
@@ -653,7 +613,7 @@ impl Kernels {
             int(hd)?,
             int(layer)?,
         );
-        let mut b = s.launch_builder(&self.f[7]);
+        let mut b = s.launch_builder(&self.f[K_ATTENTION]);
         b.arg(q)
             .arg(&r)
             .arg(&h)
@@ -664,7 +624,9 @@ impl Kernels {
             .arg(&caches.capacities)
             .arg(&l)
             .arg(&scale)
-            .arg(&mut *out);
+            .arg(oq)
+            .arg(od)
+            .arg(os);
         unsafe { b.launch(cfg) }?;
         Ok(())
     }
@@ -686,7 +648,7 @@ impl Kernels {
         let count = rows * (ffn / 32);
         let (q, d, sx) = acts.make_room(s, rows, ffn / 32)?;
         let (r, f) = (int(rows)?, int(ffn)?);
-        let mut b = s.launch_builder(&self.f[8]);
+        let mut b = s.launch_builder(&self.f[K_SILU_QUANTIZE]);
         b.arg(gu).arg(&r).arg(&f).arg(q).arg(d).arg(sx);
         unsafe { b.launch(warps(count, 1)?) }?;
         Ok(())
@@ -704,7 +666,7 @@ impl Kernels {
         need("addend", y.len(), n)?;
         let cfg = linear(n)?;
         let n = int(n)?;
-        let mut b = s.launch_builder(&self.f[9]);
+        let mut b = s.launch_builder(&self.f[K_ADD]);
         b.arg(x).arg(y).arg(&n);
         unsafe { b.launch(cfg) }?;
         Ok(())
@@ -1005,18 +967,17 @@ impl Model {
             let qkv = room(s, &mut sc.qkv, rows * width)?;
             k.product(s, &layer.qkv, rows, &sc.acts, qkv)?;
             let q = room(s, &mut sc.q, rows * qn)?;
-            k.rope_queries(s, qkv, rows, width, qn, half, &d_pos, tables, q)?;
-            k.store_kv(
+            k.rope_store(
                 s,
-                &qkv.as_view(),
+                qkv,
                 rows,
                 (width, qn, kvn, half),
                 &d_pos,
                 &caches,
                 li,
                 tables,
+                q,
             )?;
-            let attn = room(s, &mut sc.attn, rows * qn)?;
             k.attention(
                 s,
                 &q.as_view(),
@@ -1026,10 +987,10 @@ impl Model {
                 &caches,
                 li,
                 scale,
-                &mut attn.as_view_mut(),
+                &mut sc.acts,
             )?;
             let o = room(s, &mut sc.o, rows * emb)?;
-            k.matmul(s, &layer.wo, &attn.as_view(), rows, &mut sc.acts, o)?;
+            k.product(s, &layer.wo, rows, &sc.acts, o)?;
             k.norm_quantize(s, x, Some(o), &layer.ffn_norm, rows, c.eps, &mut sc.acts)?;
             let gu = room(s, &mut sc.gu, rows * 2 * c.ffn)?;
             k.product(s, &layer.gate_up, rows, &sc.acts, gu)?;
@@ -1064,7 +1025,15 @@ impl Model {
             at += n;
             to += n - first;
         }
-        k.norm_quantize(s, wanted, None, &self.norm, wanted_rows, c.eps, &mut sc.acts)?;
+        k.norm_quantize(
+            s,
+            wanted,
+            None,
+            &self.norm,
+            wanted_rows,
+            c.eps,
+            &mut sc.acts,
+        )?;
         let logits = room(s, &mut sc.logits, wanted_rows * vocab)?;
         k.product(s, &self.output, wanted_rows, &sc.acts, logits)?;
         Ok(s.clone_dtoh(&logits.slice(0..wanted_rows * vocab))?)
