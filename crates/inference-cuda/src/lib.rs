@@ -31,9 +31,9 @@
 //!   (`RowCaches`, uploaded once per pass), so a layer launches each once however many
 //!   sequences a batched pass holds. Launched per sequence, eight decoding streams ran their
 //!   attentions one after another, each on nine warps of the whole GPU.
-//! - **Fewer launches per layer.** A decoding step is bound by its launches (each a driver
-//!   call), so kernels that feed one another are one launch where the arithmetic allows: the
-//!   residual add, the RMS norm and the next product's activation quantization are one
+//! - **Fewer launches per layer.** A decoding step pays for each of its launches (a driver
+//!   call each), so kernels that feed one another are one launch where the arithmetic allows:
+//!   the residual add, the RMS norm and the next product's activation quantization are one
 //!   (`norm_quantize`), as are SiLU and the down projection's quantization
 //!   (`silu_quantize`), the queries' rotation and the cache's store (`rope_store`), and
 //!   attention and the output projection's quantization: 9 launches per layer instead of 16,
@@ -379,9 +379,12 @@ struct Scratch {
 }
 
 // SAFETY (for every launch below): the kernels index only within the sizes checked before each
-// launch (`need`), with the integer arguments passed; every buffer is a live device allocation
-// of the element type the kernel expects, on this context; and all work runs on one stream, so
-// a buffer is not freed or reused before the kernels using it finish.
+// launch (`need`), with the integer arguments passed; the cache kernels reach each row's cache
+// through the addresses in `RowCaches`, whose buffers `RowCaches::new` checked to hold every
+// layer at their capacity and every row's position, and which the pass's segments keep
+// borrowed (neither freed nor reallocated) until the pass ends; every buffer is a live device
+// allocation of the element type the kernel expects, on this context; and all work runs on one
+// stream, so a buffer is not freed or reused before the kernels using it finish.
 #[allow(unsafe_code)]
 impl Kernels {
     fn load(ctx: &Arc<CudaContext>) -> Result<Kernels> {
