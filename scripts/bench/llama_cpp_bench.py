@@ -35,9 +35,8 @@ def main():
     rounds = max(1, int(sys.argv[5])) if len(sys.argv) > 5 else 1
     llm = Llama(model_path=model, n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                 n_batch=512, verbose=False)
-    # Warm up once.
-    llm.reset()
-    llm.eval(ids[:8])
+    # Warm up with one whole round, untimed, as `agora bench inference` does.
+    one_round(llm, ids, n)
     results = [one_round(llm, ids, n) for _ in range(rounds)]
     # The upper median of each figure, as the Rust side takes it.
     p, g, t = (sorted(column)[len(column) // 2] for column in zip(*results))

@@ -560,8 +560,6 @@ fn bench_inference(
     // The engine's thread count (every core unless RAYON_NUM_THREADS says otherwise), which
     // llama.cpp gets too.
     let threads = engine.threads().to_string();
-    // Warm up.
-    agora_inference::Engine::score(&*engine, &prompt[..8], &prompt[8..9])?;
     // Eight concurrent streams go through the scheduler, as a miner's requests do.
     let sched = Arc::new(Scheduler::new(
         Arc::clone(&engine),
@@ -570,12 +568,15 @@ fn bench_inference(
             queue: 0,
         },
     ));
+    // Warm up with one whole round, untimed (llama.cpp's script does the same): a first round
+    // measured cold ran prompt processing at about half the speed of the next ones.
+    inference_round(&engine, &sched, &prompt, tokens)?;
     let on = match device {
         Device::Cpu => format!("{threads} threads"),
         Device::Cuda(_) => engine.device_name(),
     };
     println!(
-        "agora (own kernels), {on}, {} prompt tokens, {tokens} generated, {rounds} rounds:",
+        "agora (own kernels), {on}, {} prompt tokens, {tokens} generated, {rounds} rounds after an untimed one:",
         prompt.len()
     );
     println!(
