@@ -74,73 +74,151 @@ __device__ __forceinline__ void quantize_block(float v, int i, int lane, signed 
     }
 }
 
-// y[r][o] for n outputs and m rows. One warp per output: lane l takes blocks l, l + 32, ...
-// (reading the row's blocks side by side), computes each block's exact integer sum P and its
-// scale, and every lane then runs the blocks in order through the same chain:
-// A = fma(P, d_w * d_x, A), M = fma(m_w, s_x, M), y = A + M.
-extern "C" __global__ void matmul_q4_1(const u8* w, int n, int blocks, const signed char* q,
-                                       const float* d, const float* s, int m, float* y) {
+// y[r][o] for n outputs and m rows. One warp per output and R rows (blockIdx.y * R ..): lane l
+// takes blocks l, l + 32, ... (reading the row's blocks side by side), computes each block's
+// exact integer sum P and its scale for each of its rows, and every lane then runs the blocks in
+// order through each row's own chain: A = fma(P, d_w * d_x, A), M = fma(m_w, s_x, M),
+// y = A + M. R > 1 reads each weight block once for R rows (prompts and scoring passes); a
+// decoding step has too few rows to fill the GPU that way and takes R = 1.
+template <int R>
+__device__ __forceinline__ void matmul_q4_1_rows(const u8* w, int n, int blocks,
+                                                 const signed char* q, const float* d,
+                                                 const float* s, int m, float* y) {
     int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
-    int r = blockIdx.y;
-    if (o >= n || r >= m) return;
+    int r0 = blockIdx.y * R;
+    if (o >= n || r0 >= m) return;
+    int rows = min(R, m - r0);
     const u8* wr = w + (size_t)o * blocks * 20;
-    const int* qr = (const int*)(q + (size_t)r * blocks * 32);
-    float A = 0.0f, M = 0.0f;
+    float A[R], M[R];
+#pragma unroll
+    for (int rr = 0; rr < R; rr++) A[rr] = M[rr] = 0.0f;
     for (int b0 = 0; b0 < blocks; b0 += 32) {
         int b = b0 + lane;
-        int P = 0;
-        float t = 0.0f, mw = 0.0f, sx = 0.0f;
+        int P[R];
+        float t[R], sx[R], mw = 0.0f;
+#pragma unroll
+        for (int rr = 0; rr < R; rr++) {
+            P[rr] = 0;
+            t[rr] = sx[rr] = 0.0f;
+        }
         if (b < blocks) {
             const u8* wb = wr + b * 20;
             const u32* nib = (const u32*)(wb + 4);
-            for (int j = 0; j < 4; j++) {
-                u32 v = nib[j];
-                P = __dp4a((int)(v & 0x0F0F0F0Fu), qr[b * 8 + j], P);
-                P = __dp4a((int)((v >> 4) & 0x0F0F0F0Fu), qr[b * 8 + 4 + j], P);
-            }
-            int k = r * blocks + b;
-            t = __fmul_rn(h2f(ld16(wb)), d[k]);
+            u32 v[4];
+            for (int j = 0; j < 4; j++) v[j] = nib[j];
+            float dw = h2f(ld16(wb));
             mw = h2f(ld16(wb + 2));
-            sx = s[k];
+#pragma unroll
+            for (int rr = 0; rr < R; rr++) {
+                if (rr < rows) {
+                    const int* qr = (const int*)(q + (size_t)(r0 + rr) * blocks * 32);
+                    for (int j = 0; j < 4; j++) {
+                        P[rr] = __dp4a((int)(v[j] & 0x0F0F0F0Fu), qr[b * 8 + j], P[rr]);
+                        P[rr] = __dp4a((int)((v[j] >> 4) & 0x0F0F0F0Fu), qr[b * 8 + 4 + j], P[rr]);
+                    }
+                    int k = (r0 + rr) * blocks + b;
+                    t[rr] = __fmul_rn(dw, d[k]);
+                    sx[rr] = s[k];
+                }
+            }
         }
         int nb = min(32, blocks - b0);
         for (int l = 0; l < nb; l++) {
-            A = __fmaf_rn((float)__shfl_sync(FULL, P, l), __shfl_sync(FULL, t, l), A);
-            M = __fmaf_rn(__shfl_sync(FULL, mw, l), __shfl_sync(FULL, sx, l), M);
+            float ml = __shfl_sync(FULL, mw, l);
+#pragma unroll
+            for (int rr = 0; rr < R; rr++) {
+                if (rr < rows) {
+                    A[rr] = __fmaf_rn((float)__shfl_sync(FULL, P[rr], l),
+                                      __shfl_sync(FULL, t[rr], l), A[rr]);
+                    M[rr] = __fmaf_rn(ml, __shfl_sync(FULL, sx[rr], l), M[rr]);
+                }
+            }
         }
     }
-    if (lane == 0) y[(size_t)r * n + o] = __fadd_rn(A, M);
+    if (lane == 0) {
+#pragma unroll
+        for (int rr = 0; rr < R; rr++)
+            if (rr < rows) y[(size_t)(r0 + rr) * n + o] = __fadd_rn(A[rr], M[rr]);
+    }
 }
 
 // The same for Q8_0 weights: A = fma(P, d_w * d_x, A), y = A.
-extern "C" __global__ void matmul_q8_0(const u8* w, int n, int blocks, const signed char* q,
-                                       const float* d, int m, float* y) {
+template <int R>
+__device__ __forceinline__ void matmul_q8_0_rows(const u8* w, int n, int blocks,
+                                                 const signed char* q, const float* d, int m,
+                                                 float* y) {
     int o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x & 31;
-    int r = blockIdx.y;
-    if (o >= n || r >= m) return;
+    int r0 = blockIdx.y * R;
+    if (o >= n || r0 >= m) return;
+    int rows = min(R, m - r0);
     const u8* wr = w + (size_t)o * blocks * 34;
-    const int* qr = (const int*)(q + (size_t)r * blocks * 32);
-    float A = 0.0f;
+    float A[R];
+#pragma unroll
+    for (int rr = 0; rr < R; rr++) A[rr] = 0.0f;
     for (int b0 = 0; b0 < blocks; b0 += 32) {
         int b = b0 + lane;
-        int P = 0;
-        float t = 0.0f;
+        int P[R];
+        float t[R];
+#pragma unroll
+        for (int rr = 0; rr < R; rr++) {
+            P[rr] = 0;
+            t[rr] = 0.0f;
+        }
         if (b < blocks) {
             const u8* wb = wr + b * 34;
             const u16* wq = (const u16*)(wb + 2);
-            for (int j = 0; j < 8; j++) {
-                int v = (int)((u32)wq[2 * j] | ((u32)wq[2 * j + 1] << 16));
-                P = __dp4a(v, qr[b * 8 + j], P);
+            int v[8];
+            for (int j = 0; j < 8; j++) v[j] = (int)((u32)wq[2 * j] | ((u32)wq[2 * j + 1] << 16));
+            float dw = h2f(ld16(wb));
+#pragma unroll
+            for (int rr = 0; rr < R; rr++) {
+                if (rr < rows) {
+                    const int* qr = (const int*)(q + (size_t)(r0 + rr) * blocks * 32);
+                    for (int j = 0; j < 8; j++) P[rr] = __dp4a(v[j], qr[b * 8 + j], P[rr]);
+                    t[rr] = __fmul_rn(dw, d[(r0 + rr) * blocks + b]);
+                }
             }
-            t = __fmul_rn(h2f(ld16(wb)), d[r * blocks + b]);
         }
         int nb = min(32, blocks - b0);
-        for (int l = 0; l < nb; l++)
-            A = __fmaf_rn((float)__shfl_sync(FULL, P, l), __shfl_sync(FULL, t, l), A);
+        for (int l = 0; l < nb; l++) {
+#pragma unroll
+            for (int rr = 0; rr < R; rr++) {
+                if (rr < rows)
+                    A[rr] = __fmaf_rn((float)__shfl_sync(FULL, P[rr], l),
+                                      __shfl_sync(FULL, t[rr], l), A[rr]);
+            }
+        }
     }
-    if (lane == 0) y[(size_t)r * n + o] = A;
+    if (lane == 0) {
+#pragma unroll
+        for (int rr = 0; rr < R; rr++)
+            if (rr < rows) y[(size_t)(r0 + rr) * n + o] = A[rr];
+    }
+}
+
+// Activation rows a product warp takes at once in a wide pass (the `_wide` kernels).
+#define MROWS 8
+
+extern "C" __global__ void matmul_q4_1(const u8* w, int n, int blocks, const signed char* q,
+                                       const float* d, const float* s, int m, float* y) {
+    matmul_q4_1_rows<1>(w, n, blocks, q, d, s, m, y);
+}
+
+extern "C" __global__ void matmul_q4_1_wide(const u8* w, int n, int blocks, const signed char* q,
+                                            const float* d, const float* s, int m, float* y) {
+    matmul_q4_1_rows<MROWS>(w, n, blocks, q, d, s, m, y);
+}
+
+extern "C" __global__ void matmul_q8_0(const u8* w, int n, int blocks, const signed char* q,
+                                       const float* d, int m, float* y) {
+    matmul_q8_0_rows<1>(w, n, blocks, q, d, m, y);
+}
+
+extern "C" __global__ void matmul_q8_0_wide(const u8* w, int n, int blocks, const signed char* q,
+                                            const float* d, int m, float* y) {
+    matmul_q8_0_rows<MROWS>(w, n, blocks, q, d, m, y);
 }
 
 // Embedding rows of a Q8_0 matrix: x[t][c] = q * d.
