@@ -413,6 +413,9 @@ fn inference_round(
     let streamed: usize = streams.iter().map(Vec::len).sum();
     let all_going = streams.iter().filter_map(|t| t.first()).max().copied();
     let first_done = streams.iter().filter_map(|t| t.last()).min().copied();
+    // The streams start at different moments (their prompts are processed one by one), so the
+    // window can be short; a window of a few decoding steps measures the moment, not the
+    // rate (one such round printed 0.32x), and the round then has no steady figure.
     let steady = match (all_going, first_done) {
         (Some(a), Some(b)) if b > a => {
             let emitted = streams
@@ -420,7 +423,7 @@ fn inference_round(
                 .flatten()
                 .filter(|&&t| t > a && t <= b)
                 .count();
-            Some(rate_x100(emitted, b - a))
+            (emitted >= MIN_STEADY_STEPS * streams.len()).then(|| rate_x100(emitted, b - a))
         }
         _ => None,
     };
@@ -433,6 +436,9 @@ fn inference_round(
     };
     Ok((round, out.tokens.iter().map(|t| t.id).collect()))
 }
+
+/// Decoding steps of all eight streams a round's steady-state window must hold to count.
+const MIN_STEADY_STEPS: usize = 8;
 
 /// `count / d` per second, in hundredths.
 fn rate_x100(count: usize, d: Duration) -> u128 {
@@ -616,7 +622,7 @@ fn bench_inference(
     let ratios: Vec<u128> = all.iter().filter_map(InferenceRound::ratio).collect();
     if steady.is_empty() || ratios.is_empty() {
         println!(
-            "8-stream steady state not measured: no moment had all eight streams generating (raise --tokens)"
+            "8-stream steady state not measured: no round had all eight streams generating for {MIN_STEADY_STEPS} steps (raise --tokens)"
         );
     } else {
         println!(
@@ -634,6 +640,11 @@ fn bench_inference(
         println!(
             "bench inference/streams8_vs_1_max {} x",
             x100(ratios.iter().copied().max().unwrap_or(0))
+        );
+        // Rounds whose window held fewer than MIN_STEADY_STEPS steps have no ratio.
+        println!(
+            "bench inference/streams8_rounds_measured {} rounds",
+            ratios.len()
         );
     }
     if let Some(rss) = peak_rss_mib() {
