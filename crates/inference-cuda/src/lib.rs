@@ -1076,23 +1076,25 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
+    /// The value of `#define NAME` in `kernels.cu`.
+    fn defined(name: &str) -> usize {
+        super::KERNELS
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("kernels.cu defines {name}"))
+    }
+
     #[test]
     fn attention_threads_match_the_kernel() {
-        let warps: u32 = super::KERNELS
-            .lines()
-            .find_map(|l| l.strip_prefix("#define ATTN_WARPS "))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("kernels.cu defines ATTN_WARPS");
-        assert_eq!(super::ATTENTION_THREADS, warps * 32);
+        assert_eq!(
+            super::ATTENTION_THREADS as usize,
+            defined("ATTN_WARPS") * 32
+        );
     }
 
     #[test]
     fn matmul_rows_match_the_kernel() {
-        let rows: usize = super::KERNELS
-            .lines()
-            .find_map(|l| l.strip_prefix("#define MROWS "))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("kernels.cu defines MROWS");
-        assert_eq!(super::MATMUL_ROWS, rows);
+        assert_eq!(super::MATMUL_ROWS, defined("MROWS"));
     }
 }
