@@ -233,30 +233,41 @@ extern "C" __global__ void embed_q8_0(const u8* w, int blocks, const u32* tokens
 }
 
 // RMS norm of each row, quantized for the next product, one warp per row (n a multiple of 32).
-// With `add` (not null), first x += add, the residual sum written back to x. Lanes square 32
-// values side by side, and every lane adds them in order (the CPU's sequential sum); then
-// x / sqrt(sum / n + eps) * w, each 32-block quantized by quantize_block (block r * n / 32 + b
-// of row r). One launch where an add, a norm and a quantization were three: the same operations.
+// With `add` (not null), first x += add, the residual sum written back to x. The squares are
+// summed in order (the CPU's sequential sum); then x / sqrt(sum / n + eps) * w, each 32-block
+// quantized by quantize_block (block r * n / 32 + b of row r). One launch where an add, a norm
+// and a quantization were three: the same operations.
 extern "C" __global__ void norm_quantize(float* x, const float* add, const float* w, int rows,
                                          int n, float eps, signed char* q, float* d, float* s) {
+    // One block per row, a thread per value (of a 32-value block per warp): the squares into
+    // shared memory, their sum in index order by one thread (the CPU's order: a chain that
+    // must stay sequential), then every warp quantizes its blocks at once. One warp doing it
+    // all (the sum through 32 shuffles per 32 values, then the blocks one after another) took
+    // over half of a decoding step's time on the GPU.
+    extern __shared__ float sq[];  // n squares, then the norm's divisor at sq[n]
     int r = blockIdx.x;
-    int lane = threadIdx.x;
     if (r >= rows) return;
     float* xr = x + (size_t)r * n;
-    float sum = 0.0f;
-    for (int c0 = 0; c0 < n; c0 += 32) {
-        int c = c0 + lane;
+    for (int c = threadIdx.x; c < n; c += blockDim.x) {
         float v = xr[c];
         if (add) {
             v = __fadd_rn(v, add[(size_t)r * n + c]);
             xr[c] = v;
         }
-        float sq = __fmul_rn(v, v);
-        for (int l = 0; l < 32; l++) sum = __fadd_rn(sum, __shfl_sync(FULL, sq, l));
+        sq[c] = __fmul_rn(v, v);
     }
-    float m = __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, (float)n), eps));
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float sum = 0.0f;
+#pragma unroll 8
+        for (int c = 0; c < n; c++) sum = __fadd_rn(sum, sq[c]);
+        sq[n] = __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, (float)n), eps));
+    }
+    __syncthreads();
+    float m = sq[n];
     int blocks = n / 32;
-    for (int b = 0; b < blocks; b++) {
+    int lane = threadIdx.x & 31;
+    for (int b = threadIdx.x / 32; b < blocks; b += blockDim.x / 32) {
         int c = b * 32 + lane;
         float v = __fmul_rn(__fdiv_rn(xr[c], m), w[c]);
         quantize_block(v, r * blocks + b, lane, q, d, s);

@@ -267,6 +267,9 @@ struct Kernels {
     f: Vec<CudaFunction>,
 }
 
+/// The longest row `norm_quantize` takes: its squares fill at most 32 KB of shared memory.
+const MAX_NORM: usize = 8192;
+
 /// Threads per block for the element-wise kernels.
 const THREADS: u32 = 128;
 
@@ -619,8 +622,10 @@ impl Kernels {
         acts: &mut Acts,
     ) -> Result<()> {
         let n = w.len();
-        if !n.is_multiple_of(32) {
-            return invalid(format!("a norm of {n} values is not whole 32-blocks"));
+        if !n.is_multiple_of(32) || n == 0 || n > MAX_NORM {
+            return invalid(format!(
+                "a norm of {n} values (whole 32-blocks, at most {MAX_NORM}, are supported)"
+            ));
         }
         need("norm input", x.len(), rows * n)?;
         if let Some(a) = add {
@@ -636,14 +641,16 @@ impl Kernels {
             None => b.arg(&null),
         };
         b.arg(w).arg(&r).arg(&nn).arg(&eps).arg(q).arg(d).arg(sx);
+        // A block per row and a thread per value (at most 1,024, each then taking several),
+        // the row's squares and its divisor in shared memory.
         let cfg = LaunchConfig {
             grid_dim: (
                 u32::try_from(rows).or_else(|_| invalid("too many rows"))?,
                 1,
                 1,
             ),
-            block_dim: (32, 1, 1),
-            shared_mem_bytes: 0,
+            block_dim: (u32::try_from(n.min(1024)).unwrap_or(1024), 1, 1),
+            shared_mem_bytes: u32::try_from((n + 1) * 4).unwrap_or(u32::MAX),
         };
         unsafe { b.launch(cfg) }?;
         Ok(())
