@@ -248,6 +248,10 @@ extern "C" __global__ void norm_quantize(float* x, const float* add, const float
     int r = blockIdx.x;
     if (r >= rows) return;
     float* xr = x + (size_t)r * n;
+    // A row of at most one value per thread (the model's 576) stays in registers, its weight
+    // read before the sum: nothing is read from memory after it.
+    bool held = n <= blockDim.x;
+    float mine = 0.0f, wmine = 0.0f;
     for (int c = threadIdx.x; c < n; c += blockDim.x) {
         float v = xr[c];
         if (add) {
@@ -255,6 +259,8 @@ extern "C" __global__ void norm_quantize(float* x, const float* add, const float
             xr[c] = v;
         }
         sq[c] = __fmul_rn(v, v);
+        mine = v;
+        wmine = w[c];
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -269,7 +275,7 @@ extern "C" __global__ void norm_quantize(float* x, const float* add, const float
     int lane = threadIdx.x & 31;
     for (int b = threadIdx.x / 32; b < blocks; b += blockDim.x / 32) {
         int c = b * 32 + lane;
-        float v = __fmul_rn(__fdiv_rn(xr[c], m), w[c]);
+        float v = held ? __fmul_rn(__fdiv_rn(mine, m), wmine) : __fmul_rn(__fdiv_rn(xr[c], m), w[c]);
         quantize_block(v, r * blocks + b, lane, q, d, s);
     }
 }
