@@ -232,7 +232,7 @@ extern "C" __global__ void embed_q8_0(const u8* w, int blocks, const u32* tokens
     x[i] = __fmul_rn((float)(signed char)wb[2 + c % 32], h2f(ld16(wb)));
 }
 
-// RMS norm of each row, quantized for the next product, one warp per row (n a multiple of 32).
+// RMS norm of each row, quantized for the next product, one block per row (n a multiple of 32).
 // With `add` (not null), first x += add, the residual sum written back to x. The squares are
 // summed in order (the CPU's sequential sum); then x / sqrt(sum / n + eps) * w, each 32-block
 // quantized by quantize_block (block r * n / 32 + b of row r). One launch where an add, a norm
