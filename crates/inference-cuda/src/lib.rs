@@ -401,7 +401,8 @@ struct Scratch {
     tables: Option<Tables>,
     /// Captured decoding steps (see [`Step`]).
     steps: Vec<Step>,
-    /// Set when a capture failed: every pass launches its kernels itself from then on.
+    /// Set when a capture failed, or from the start with `AGORA_CUDA_GRAPHS=0`: every pass
+    /// launches its kernels itself.
     no_graphs: bool,
 }
 
@@ -485,7 +486,8 @@ fn span_class(span: usize, context: usize) -> usize {
     span.next_power_of_two().max(256).min(context.max(span))
 }
 
-/// Whether decoding steps are captured as graphs: yes unless `AGORA_CUDA_GRAPHS=0`.
+/// Whether decoding steps are captured as graphs: yes unless `AGORA_CUDA_GRAPHS=0` (read once,
+/// when a model loads).
 fn graphs_wanted() -> bool {
     std::env::var("AGORA_CUDA_GRAPHS").map_or(true, |v| v != "0")
 }
@@ -1085,7 +1087,10 @@ impl Model {
             output,
             cos: vector(host.cos, table, "rotary cosines")?,
             sin: vector(host.sin, table, "rotary sines")?,
-            pass: Mutex::new(Scratch::default()),
+            pass: Mutex::new(Scratch {
+                no_graphs: !graphs_wanted(),
+                ..Scratch::default()
+            }),
             stream,
         })
     }
@@ -1167,8 +1172,7 @@ impl Model {
         let step = !sc.no_graphs
             && rows <= GRAPH_ROWS
             && plan.iter().all(|&(n, first)| n == 1 && first == 0)
-            && matches!(self.embeddings, Embeddings::Tied)
-            && graphs_wanted();
+            && matches!(self.embeddings, Embeddings::Tied);
         let span = if step {
             span_class(host.span, c.context_length)
         } else {
