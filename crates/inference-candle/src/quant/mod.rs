@@ -253,7 +253,7 @@ impl<F: Format> QMatrix<F> {
     }
 
     /// [`QMatrix::matmul`] with a given kernel (at most the best this CPU runs). Output rows are
-    /// split among rayon's threads in chunks of whole panels (four chunks per thread); each
+    /// split among rayon's threads in chunks of whole panels (see `panel_rows_per_task`); each
     /// output is computed by one thread, so the split does not change the numbers. Each chunk
     /// writes its columns of every output row in place (one slice per row and chunk): no
     /// panel-ordered scratch to clear and copy back, which cost a scoring pass of 168 rows
@@ -278,7 +278,7 @@ impl<F: Format> QMatrix<F> {
         let acts = &quantize_rows(x, self.cols, stride, self.blocks);
         let m = acts.len() / self.blocks.max(1);
         let panel_rows = self.panels.len() / self.blocks.max(1);
-        let chunk = panel_rows_per_task(panel_rows, rayon::current_num_threads());
+        let chunk = panel_rows_per_task(panel_rows, m, rayon::current_num_threads());
         let width = chunk * PANEL;
         let tasks = panel_rows.div_ceil(chunk);
         // Every value is written below: only a buffer's growth is cleared.
@@ -325,13 +325,32 @@ fn scalar_outputs<P>(
     }
 }
 
-/// Panel rows per parallel task in a product of `panel_rows` panel rows: four tasks per
-/// thread, so that the threads finish together while each task holds enough work that
-/// scheduling it costs little (a pass of one row used to spend more on scheduling its tasks of
-/// two panel rows than on computing them) and reuses the activations it has in cache across
-/// its panel rows. Only how work is split: every output is the same.
-fn panel_rows_per_task(panel_rows: usize, threads: usize) -> usize {
-    panel_rows.div_ceil(4 * threads.max(1)).max(1)
+/// Panel rows per parallel task in a product of `panel_rows` panel rows by `m` activation
+/// rows: four tasks per thread, so that the threads finish together while each task holds
+/// enough work that scheduling it costs little (a pass of one row used to spend more on
+/// scheduling its tasks of two panel rows than on computing them) and reuses the activations it
+/// has in cache across its panel rows.
+///
+/// A batched decoding pass (2 to [`FEW_ROWS`] rows) takes one task per thread on the layers'
+/// matrices (up to [`FEW_PANEL_ROWS`] panel rows): each of its tasks starts with its first
+/// blocks' weights coming from memory while the arithmetic waits on them (a single row's
+/// product streams them anyway, and a long prompt's tasks are long), and a layer's product of
+/// eight rows is only about 20-70 us, so four starts per thread cost more than the finer split
+/// saves. `--example streams 8 128`, two sets of four alternated pairs: 8 streams 777 against
+/// 743 and 744 against 711 tok/s (about +5%; one stream unchanged); the output matrix (3,072 panel rows) gained nothing from
+/// it and keeps four tasks per thread, which a thread held up elsewhere leaves less to wait on.
+/// Only how work is split: every output is the same.
+fn panel_rows_per_task(panel_rows: usize, m: usize, threads: usize) -> usize {
+    /// The most rows of a pass that takes one task per thread.
+    const FEW_ROWS: usize = 32;
+    /// The largest matrix, in panel rows, that a few-row pass splits one task per thread.
+    const FEW_PANEL_ROWS: usize = 256;
+    let per_thread = if (2..=FEW_ROWS).contains(&m) && panel_rows <= FEW_PANEL_ROWS {
+        1
+    } else {
+        4
+    };
+    panel_rows.div_ceil(per_thread * threads.max(1)).max(1)
 }
 
 /// Activation rows a kernel takes through all its panel rows before the next rows: as many as
@@ -594,7 +613,7 @@ mod x86 {
 
     /// Every output of a chunk: activation rows in groups small enough to stay in the L1 cache
     /// ([`super::act_group`]), and for each group every panel row of the chunk against its rows
-    /// `$big` at a time, then four, then one, with
+    /// `$big` at a time, then four, then the last one to three rows together, with
     /// `$tile::<R>(panel_row, later_panel_rows, far, act_rows) -> [[f32; 16]; R]` (the chunk's
     /// later panel rows are only prefetched: with about 100 MB of weights, more than this
     /// machine's share of L3, the hardware prefetchers alone kept an eight-row product at about
@@ -611,7 +630,7 @@ mod x86 {
             while g0 < m {
                 let g1 = (g0 + group).min(m);
                 let acts = &$acts[g0 * blocks..g1 * blocks];
-                // The group's rows as tiles of `$big`, then of four, then single rows, built
+                // The group's rows as tiles of `$big`, then of four, then the rest, built
                 // once per group, not for every panel row (building them in the panel loop took
                 // out-of-line calls, about 8% of a large product's samples).
                 let mut bigs = acts.chunks_exact($big * blocks);
@@ -622,7 +641,7 @@ mod x86 {
                 let quad_tiles: Vec<[&[_]; 4]> = (&mut quads)
                     .map(|a| std::array::from_fn(|r| &a[r * blocks..(r + 1) * blocks]))
                     .collect();
-                let singles: Vec<&[_]> = quads.remainder().chunks_exact(blocks).collect();
+                let rest: Vec<&[_]> = quads.remainder().chunks_exact(blocks).collect();
                 for (pi, p) in $panels.chunks_exact(blocks).enumerate() {
                     // The next panel row, whose weights the kernel asks the memory for while
                     // it computes this one.
@@ -652,9 +671,15 @@ mod x86 {
                         put(r0, &$tile::<4>(p, next, false, a));
                         r0 += 4;
                     }
-                    for &a in &singles {
-                        put(r0, &$tile::<1>(p, next, m == 1, [a]));
-                        r0 += 1;
+                    // The last one to three rows as one tile: as single rows, each tile
+                    // unpacked the panel row's weights again, so three rows cost about what
+                    // eight do. `far` for a product of one row only (see `prefetch_ahead`).
+                    let far = m == 1;
+                    match rest[..] {
+                        [a] => put(r0, &$tile::<1>(p, next, far, [a])),
+                        [a, b] => put(r0, &$tile::<2>(p, next, far, [a, b])),
+                        [a, b, c] => put(r0, &$tile::<3>(p, next, far, [a, b, c])),
+                        _ => {}
                     }
                 }
                 g0 = g1;
@@ -749,13 +774,17 @@ mod tests {
             })
             .collect();
         // Whole and partial panels, odd block counts; row counts that exercise the eight-row,
-        // four-row and single-row paths.
+        // four-row and one-, two- and three-row tiles.
         for (n, k, m) in [
             (37, 512, 9),
             (48, 576, 7),
             (33, 96, 5),
             (40, 128, 13),
             (70, 1536, 1),
+            (19, 160, 2),
+            (33, 96, 6),
+            // More rows than a decoding pass's split takes (see `panel_rows_per_task`).
+            (21, 256, 33),
         ] {
             let ours = load(&quantized(n, k, 7, dtype));
             let x = numbers(m * k, k as u64);
