@@ -4,7 +4,7 @@
 //! The cache keeps keys and values quantized per 32 dimensions of a head, as the activations
 //! of a product are ([`crate::quant`]: `q = round(x / d)`, `d = max|x| / 127` rounded to f16;
 //! llama.cpp's `q8_0` cache type does the same). The query is quantized the same way in two
-//! parts ([`quantize_query`]: `hi`, then `lo` of what `hi` leaves), about 16 bits. Each output
+//! parts (`quantize_query`: `hi`, then `lo` of what `hi` leaves), about 16 bits. Each output
 //! row `(i, head)` is computed by one thread (together with the other heads that share its
 //! key-value head), in a fixed order:
 //! - scores: per position `j`, for each 32-dimension block `b` in order, the exact integer dot

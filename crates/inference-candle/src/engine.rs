@@ -262,7 +262,7 @@ impl CandleEngine {
     }
 
     /// Whether a prompt starts from the part it shares with the last prompt (see
-    /// [`CandleEngine::cached_start`]; on by default). `agora bench inference` turns it off:
+    /// `CandleEngine::cached_start`; on by default). `agora bench inference` turns it off:
     /// it feeds the same prompt again and again, and measures what processing all of a prompt
     /// costs. Turning it off also drops the kept prompt.
     pub fn reuse_prompts(&self, on: bool) {
@@ -277,7 +277,7 @@ impl CandleEngine {
     }
 
     /// Prompt positions taken from an earlier prompt's cache instead of computed, since the
-    /// engine was loaded (see [`CandleEngine::cached_start`]).
+    /// engine was loaded (see `CandleEngine::cached_start`).
     pub fn reused_positions(&self) -> u64 {
         self.reused.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -450,7 +450,7 @@ impl CandleEngine {
     }
 
     /// Load the model file with its norm weights perturbed by `seed` (see
-    /// [`Weights::perturb_norms`]): a stand-in for a miner that serves another model while
+    /// `Weights::perturb_norms`): a stand-in for a miner that serves another model while
     /// claiming the registered one (its info still names the file's hash).
     pub fn load_perturbed(path: &Path, seed: u64) -> Result<Self, Error> {
         let mut engine = Self::load_on(path, Device::Cpu)?;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Run `f` on rayon's pool (the calling thread waits) while the pool's other threads run its
-/// parallel work as it appears ([`keep_awake`]) instead of sleeping between its regions.
+/// parallel work as it appears (`keep_awake`) instead of sleeping between its regions.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let flag = AtomicBool::new(false);
     let done = &flag;

@@ -50,7 +50,7 @@
 //!   scoring) run products whose warps take eight rows each, reading each weight block once
 //!   for all of them; decoding steps keep one row per warp, which fills the GPU better.
 //!
-//! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); [`Kernels`]
+//! Launching a kernel is `unsafe` (the driver cannot check a kernel's arguments); `Kernels`
 //! holds every launch, and each checks the buffer sizes its kernel indexes before launching.
 #![allow(clippy::float_arithmetic)] // Not consensus-visible: logits are floats.
 
@@ -64,7 +64,7 @@ use cudarc::nvrtc::{CompileOptions, Ptx};
 /// The kernels' source.
 pub const KERNELS: &str = include_str!("kernels.cu");
 
-/// Kernel entry points, in the order [`Kernels`] loads them (the `K_*` indices below).
+/// Kernel entry points, in the order `Kernels` loads them (the `K_*` indices below).
 pub const KERNEL_NAMES: [&str; 10] = [
     "matmul_q4_1",
     "matmul_q8_0",
@@ -1133,7 +1133,7 @@ impl Model {
     /// each segment's length by its tokens.
     ///
     /// A decoding step (one token per sequence, every row's logits wanted) replays a captured
-    /// graph of its shape when there is one (see [`Step`]); the first step of a shape runs its
+    /// graph of its shape when there is one (see `Step`); the first step of a shape runs its
     /// kernels itself and then captures them. Either way the same kernels run on the same
     /// buffers: the numbers are the same.
     pub fn forward(&self, segments: &mut [Segment<'_>]) -> Result<Vec<f32>> {

@@ -1,6 +1,6 @@
 //! The serving protocol `/agora/infer/1` on a libp2p stream, and miner adverts.
 //!
-//! 1. Gateway -> miner, one frame: [`Sealed`] = 32-byte HPKE encapsulation || ciphertext of an
+//! 1. Gateway -> miner, one sealed frame = 32-byte HPKE encapsulation || ciphertext of an
 //!    [`InferRequest`] (JSON).
 //! 2. Miner -> gateway, frames sealed with the response key: [`MinerFrame`] JSON, first any
 //!    number of `token` frames, then one `done` (with the signed receipt) or `error`.
