@@ -828,6 +828,11 @@ impl Weights {
             // values appended to its cache, then its attention. A long segment (a prompt, a
             // scored continuation) also splits its rows over the pool; rows are independent.
             let width = qn + 2 * kvn;
+            // Sequences that do not divide evenly among the threads: their attention is split
+            // finer, so that the thread with one sequence fewer can help.
+            let spread = !segments
+                .len()
+                .is_multiple_of(rayon::current_num_threads().max(1));
             segments
                 .par_iter_mut()
                 .zip(scratch.par_iter_mut())
@@ -859,7 +864,7 @@ impl Weights {
                     // Positions from `start` on are written (again, after a failed pass).
                     cache.truncate(start);
                     cache.push(kv);
-                    crate::attention::causal_into(q, cache, start, seq, out);
+                    crate::attention::causal_into(q, cache, start, seq, spread, out);
                 });
             let attn: &[f32] = match &scratch[..] {
                 [[_, _, out]] => out,

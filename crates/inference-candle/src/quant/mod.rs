@@ -558,15 +558,17 @@ mod x86 {
 
     /// Prefetch for block `b` of panel row `p` (`next`: the chunk's panels after it): the
     /// block `near` blocks ahead into L1, its lines spread over `of` calls (this is call
-    /// `part`, see [`prefetch_part`]), and with `far` (a single activation row's product) also
-    /// the block about [`FAR_BYTES`] ahead into L2.
+    /// `part`, see [`prefetch_part`]), and with `far` (a product of one to three activation
+    /// rows; a tile asks once, for its first row) also the block about [`FAR_BYTES`] ahead into
+    /// L2.
     ///
     /// A core has only so many misses to L1 in flight, so a single row, which does little
     /// arithmetic per byte of weights, streams them at what those misses allow (about 10 GB/s
     /// per core here). Requests to L2 further ahead raise that: one core streaming 115 MB of
     /// panels went from about 10 to 16 GB/s, and one stream's generation got about 9% faster
-    /// (see "Session 10's steps" in BENCHMARKS.md). Products of several rows do not ask: there
-    /// it gained nothing in eight-row passes, and it slowed a scoring pass by a fifth.
+    /// (see "Session 10's steps" in BENCHMARKS.md); two and three rows gained too (session
+    /// 17). Products of more rows do not ask: there it gained nothing in eight-row passes, and
+    /// it slowed a scoring pass by a fifth.
     #[target_feature(enable = "sse")]
     #[inline]
     pub(crate) fn prefetch_ahead<T>(
@@ -618,7 +620,7 @@ mod x86 {
     /// later panel rows are only prefetched: with about 100 MB of weights, more than this
     /// machine's share of L3, the hardware prefetchers alone kept an eight-row product at about
     /// 95 billion multiply-adds/s; prefetching 16 blocks ahead, about 127-185, `--example
-    /// kernels avx512-vnni 8 cold:200`; `far`, for a product of one row only, also asks L2
+    /// kernels avx512-vnni 8 cold:200`; `far`, for a product of one to three rows, also asks L2
     /// further ahead, see [`prefetch_ahead`]). Each output is the same whatever group or tile
     /// computes it.
     macro_rules! outputs_tiled {
@@ -673,8 +675,12 @@ mod x86 {
                     }
                     // The last one to three rows as one tile: as single rows, each tile
                     // unpacked the panel row's weights again, so three rows cost about what
-                    // eight do. `far` for a product of one row only (see `prefetch_ahead`).
-                    let far = m == 1;
+                    // eight do. `far` (see `prefetch_ahead`) when these are all the product's
+                    // rows: two or three rows are still bound by the weights' stream
+                    // (`--example streams 2 128`, six alternated pairs: 496 against 427 tok/s
+                    // on average; 3 streams, five pairs: 441 against 418). Four rows with it
+                    // were not faster (639 against 657), and eight slower (sessions 15 and 16).
+                    let far = m <= 3;
                     match rest[..] {
                         [a] => put(r0, &$tile::<1>(p, next, far, [a])),
                         [a, b] => put(r0, &$tile::<2>(p, next, far, [a, b])),

@@ -240,7 +240,7 @@ mod x86 {
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             for r in 0..R {
-                prefetch_ahead(p, next, b, AHEAD, (r, R), far);
+                prefetch_ahead(p, next, b, AHEAD, (r, R), far && r == 0);
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Low nibbles meet values 0..16, high nibbles values 16..32: two chains.
