@@ -337,9 +337,9 @@ fn scalar_outputs<P>(
 /// product streams them anyway, and a long prompt's tasks are long), and a layer's product of
 /// eight rows is only about 20-70 us, so four starts per thread cost more than the finer split
 /// saves. `--example streams 8 128`, two sets of four alternated pairs: 8 streams 777 against
-/// 743 and 744 against 711 tok/s (about +5%; one stream unchanged); the output matrix (3,072 panel rows) gained nothing from
-/// it and keeps four tasks per thread, which a thread held up elsewhere leaves less to wait on.
-/// Only how work is split: every output is the same.
+/// 743 and 744 against 711 tok/s (about +5%; one stream unchanged). The output matrix (3,072
+/// panel rows) gained nothing from it and keeps four tasks per thread, which a thread held up
+/// elsewhere leaves less to wait on. Only how work is split: every output is the same.
 fn panel_rows_per_task(panel_rows: usize, m: usize, threads: usize) -> usize {
     /// The most rows of a pass that takes one task per thread.
     const FEW_ROWS: usize = 32;
