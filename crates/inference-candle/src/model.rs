@@ -817,6 +817,11 @@ impl Weights {
         // way (clearing a scoring pass's 0.9 MB of them, layer after layer, was serial work).
         let mut scratch: Vec<[Vec<f32>; 3]> = segments.iter().map(|_| Default::default()).collect();
         let mut attn = Vec::new();
+        // Sequences that do not divide evenly among the threads: their attention is split
+        // finer, so that the thread with one sequence fewer can help.
+        let spread = !segments
+            .len()
+            .is_multiple_of(rayon::current_num_threads().max(1));
         for (layer, block) in self.blocks.iter().enumerate() {
             // The last layer's output (in `o`) is added to `x` as this layer's first norm
             // reads it.
@@ -828,11 +833,6 @@ impl Weights {
             // values appended to its cache, then its attention. A long segment (a prompt, a
             // scored continuation) also splits its rows over the pool; rows are independent.
             let width = qn + 2 * kvn;
-            // Sequences that do not divide evenly among the threads: their attention is split
-            // finer, so that the thread with one sequence fewer can help.
-            let spread = !segments
-                .len()
-                .is_multiple_of(rayon::current_num_threads().max(1));
             segments
                 .par_iter_mut()
                 .zip(scratch.par_iter_mut())
