@@ -81,8 +81,9 @@ const PARALLEL_MIN: usize = 1 << 18;
 /// threads: about 28 positions of one decoded row. Above it a row's key-value heads are items
 /// of their own, which an idle thread can take. With an odd count of sequences on two threads
 /// one thread used to attend for one more sequence than the other while that one waited:
-/// `--example streams N 128`, four alternated pairs each, 3 streams 537 against 418 tok/s on
-/// average and 7 streams 730 against 664. Where the sequences divide evenly the finer split
+/// `--example streams N 128`, four alternated pairs each (with the split on for every pass,
+/// for these contexts the same split), 3 streams 537 against 418 tok/s on average and 7
+/// streams 730 against 664. Where the sequences divide evenly the finer split
 /// costs more than it saves (8 streams, three pairs: 799 / 767 / 836 against 819 / 801 / 826).
 const SPREAD_MIN: usize = 1 << 14;
 
