@@ -677,8 +677,9 @@ mod x86 {
                     // unpacked the panel row's weights again, so three rows cost about what
                     // eight do. `far` (see `prefetch_ahead`) when these are all the product's
                     // rows: two or three rows are still bound by the weights' stream
-                    // (`--example streams 2 128`, six alternated pairs: 496 against 427 tok/s
-                    // on average; 3 streams, five pairs: 441 against 418). Four rows with it
+                    // (`--example streams 2 128`, six alternated pairs, every row of the tile
+                    // asking: 496 against 427 tok/s on average; 3 streams, five pairs: 441
+                    // against 418). Four rows with it
                     // were not faster (639 against 657), and eight slower (sessions 15 and 16).
                     let far = m <= 3;
                     match rest[..] {
