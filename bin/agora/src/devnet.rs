@@ -15,7 +15,7 @@ use agora_chain::node::{self, NodeConfig, RunningNode};
 use agora_chain::shared::Shared;
 use agora_inference::Engine;
 use agora_p2p::{P2p, P2pConfig};
-use agora_primitives::{Amount, Call, Hash, ServeInfo, SignedTransaction};
+use agora_primitives::{Amount, Call, ServeInfo, SignedTransaction};
 use agora_serve::gateway::{Gateway, GatewayConfig};
 use agora_serve::miner::{Miner, MinerConfig, MinerMode};
 use agora_serve::protocol::ADVERT_TOPIC;
@@ -139,11 +139,7 @@ async fn start_miners(
         .chain(args.adversaries.iter().copied())
         .collect();
     let board = agora_serve::miner::AnswerBoard::new();
-    let model_hash = engine
-        .info()
-        .hash
-        .parse::<Hash>()
-        .unwrap_or_else(|_| agora_crypto::hash(engine.info().hash.as_bytes()));
+    let model_hash = agora_serve::miner::model_hash(engine.as_ref());
     let mut miners = Vec::new();
     for (i, mode) in modes.iter().copied().enumerate() {
         let key = Arc::new(devnet::miner_key(i));
@@ -333,9 +329,12 @@ async fn devnet_body(
             println!("{line}");
         }
     };
-    if let Some(tempo) = args.tempo {
-        crate::devnet_subnet::set_tempo(&shared, tempo).await?;
-    }
+    crate::devnet_subnet::configure_subnet(
+        &shared,
+        args.tempo,
+        engine.as_ref().map(|(e, _)| e.as_ref()),
+    )
+    .await?;
     let api = format!("http://{}", running.api_addr);
     // The client funds its escrow once.
     let client = devnet::client_key();

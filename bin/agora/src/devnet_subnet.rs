@@ -22,20 +22,34 @@ use crate::devnet::{p2p_config, sign, submit_and_wait};
 /// it never joins consensus).
 const VALIDATOR_STAKE: u64 = 1_000;
 
-/// Set the subnet's tempo (the devnet's chain validator owns subnet 1); weights may then be
-/// set once per tempo.
-pub async fn set_tempo(shared: &Shared, tempo: u16) -> Result<()> {
+/// Configure subnet 1 (the devnet's chain validator owns it): the tempo, when given (weights
+/// may then be set once per tempo), and the model its miners serve, when the devnet runs one:
+/// the model file's hash and the engine's numerics version are registered in the subnet's
+/// hyperparameters, as a subnet owner registers them, so that miners of another model are not
+/// the subnet's and validators of another engine abstain (docs/ARCHITECTURE.md, "The
+/// registered model"). One transaction, and none when nothing changes.
+pub async fn configure_subnet(
+    shared: &Shared,
+    tempo: Option<u16>,
+    engine: Option<&dyn Engine>,
+) -> Result<()> {
     let state = shared.snapshot().state;
     let subnet = state
         .subnets
         .get(&1)
         .ok_or_else(|| anyhow!("the devnet has no subnet 1"))?;
     let mut params = subnet.params.clone();
-    if params.tempo == tempo {
+    if let Some(tempo) = tempo {
+        params.tempo = tempo;
+        params.weights_rate_limit = (tempo / 2).max(1);
+    }
+    if let Some(engine) = engine {
+        params.model_hash = agora_serve::miner::model_hash(engine);
+        params.numerics = engine.info().numerics;
+    }
+    if params == subnet.params {
         return Ok(());
     }
-    params.tempo = tempo;
-    params.weights_rate_limit = (tempo / 2).max(1);
     submit_and_wait(
         shared,
         sign(
@@ -45,7 +59,7 @@ pub async fn set_tempo(shared: &Shared, tempo: u16) -> Result<()> {
         ),
     )
     .await
-    .context("setting the subnet's tempo")?;
+    .context("configuring subnet 1 (tempo, registered model)")?;
     Ok(())
 }
 

@@ -200,6 +200,11 @@ pub fn run(prepared: Prepared, shared: Arc<Shared>) -> Result<Vec<tokio::task::J
                 .map_err(|e| anyhow!("[serve] price_per_1k: {e}"))?,
             None => Amount(10_000_000),
         };
+        tasks.push(tokio::spawn(watch_registration(
+            shared.clone(),
+            section.netuid,
+            miner_engine.clone(),
+        )));
         let miner = Miner::new(
             key.clone(),
             miner_engine,
@@ -330,9 +335,17 @@ pub async fn follow_chain(gateway: Arc<Gateway>, shared: Arc<Shared>, netuid: u1
             continue;
         };
         let connected = gateway.connected_peers().await;
+        // Only miners of the subnet's registered model (any, when none is registered): a
+        // client of the subnet asked for that model.
+        let serves = |n: &&agora_ledger::state::Neuron| {
+            n.serve
+                .as_ref()
+                .is_some_and(|info| subnet.params.admits_model(&info.model_hash))
+        };
         let to_dial: Vec<String> = subnet
             .neurons
             .iter()
+            .filter(serves)
             .filter_map(|n| n.serve.as_ref())
             .filter(|info| {
                 agora_p2p::PeerId::from_bytes(&info.peer_id)
@@ -353,10 +366,32 @@ pub async fn follow_chain(gateway: Arc<Gateway>, shared: Arc<Shared>, netuid: u1
             subnet
                 .neurons
                 .iter()
-                .filter(|n| n.serve.is_some())
+                .filter(serves)
                 .map(|n| (n.hotkey, n.outputs.incentive))
                 .collect(),
         );
+    }
+}
+
+/// Warn a miner's operator, whenever it changes, that its engine is not the subnet's registered
+/// model or numerics: validators then fail its answers (and gateways skip a miner of another
+/// model), so it earns nothing there until it runs what the subnet registers.
+pub async fn watch_registration(shared: Arc<Shared>, netuid: u16, engine: Arc<dyn Engine>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut last: Option<String> = None;
+    loop {
+        tick.tick().await;
+        let state = shared.snapshot().state;
+        let Some(subnet) = state.subnets.get(&netuid) else {
+            continue;
+        };
+        let why = agora_validator::role::abstention(netuid, &subnet.params, engine.as_ref());
+        if why != last {
+            if let Some(reason) = &why {
+                tracing::warn!("this miner's answers will fail the subnet's validators: {reason}");
+            }
+            last = why;
+        }
     }
 }
 

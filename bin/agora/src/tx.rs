@@ -205,7 +205,7 @@ pub fn run(args: Args) -> Result<()> {
                 None => SubnetParamsFile::default(),
             };
             Call::SubnetCreate {
-                params: file.over(SubnetParams::defaults()),
+                params: file.over(SubnetParams::defaults())?,
             }
         }
         CallArgs::SubnetSet { netuid, params } => {
@@ -216,7 +216,7 @@ pub fn run(args: Args) -> Result<()> {
                 .unwrap_or_else(SubnetParams::defaults);
             Call::SubnetSet {
                 netuid: *netuid,
-                params: params_file(params)?.over(base),
+                params: params_file(params)?.over(base)?,
             }
         }
         CallArgs::Register {

@@ -282,10 +282,17 @@ fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
         hotkey: k.address(),
         max_burn: Amount::agora(100),
     };
-    // Short epochs, so that a commit is revealed within seconds.
+    // Short epochs, so that a commit is revealed within seconds; the subnet registers the
+    // model file and the engine numerics its validator checks answers with (a validator of
+    // another model or numerics would abstain: `role::abstention`).
+    let registered_model = agora_inference::model::MODEL_BLAKE3
+        .parse::<Hash>()
+        .unwrap();
     let params = SubnetParams {
         tempo: 20,
         weights_rate_limit: 5,
+        model_hash: registered_model,
+        numerics: agora_inference_candle::NUMERICS,
         ..SubnetParams::defaults()
     };
     submit(&miner, 0, register(&miner));
@@ -297,7 +304,14 @@ fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
             info: serve_info(&miner, 21290),
         },
     );
-    submit(&miner, 2, Call::SubnetSet { netuid: 1, params });
+    submit(
+        &miner,
+        2,
+        Call::SubnetSet {
+            netuid: 1,
+            params: params.clone(),
+        },
+    );
     submit(&random, 0, register(&random));
     submit(
         &random,
@@ -383,6 +397,64 @@ fn agora_node_runs_a_subnet_validator_that_weights_honest_miners() {
         honest > 0 && forged == 0,
         "honest miner {honest}, random miner {forged}: {weights:?}"
     );
+    // The chain shows what the subnet registered, and this validator scored under it.
+    let (code, subnet) = rt.block_on(client.get("/chain/subnet/1")).unwrap();
+    assert_eq!(code, 200, "{subnet}");
+    assert_eq!(
+        subnet["params"]["model_hash"],
+        registered_model.to_string(),
+        "{subnet}"
+    );
+    assert_eq!(
+        subnet["params"]["numerics"],
+        agora_inference_candle::NUMERICS,
+        "{subnet}"
+    );
+    // The owner raises the numerics (an engine upgrade these nodes have not taken): the
+    // validator stops scoring and says why, and the miner's operator is warned, both naming
+    // the two versions.
+    let upgraded = agora_inference_candle::NUMERICS + 1;
+    let raised = SubnetParams {
+        numerics: upgraded,
+        ..params
+    };
+    // The miner's account also settles receipts: a nonce may be taken meanwhile, so resubmit
+    // with the current one until the chain shows the new version.
+    wait("the raised numerics on chain", 120, &|| {
+        let now = rt.block_on(client.get("/chain/subnet/1"));
+        if matches!(&now, Ok((200, v)) if v["params"]["numerics"] == upgraded) {
+            return true;
+        }
+        let body = tx_body(
+            &chain,
+            &miner,
+            nonce_of(&miner),
+            Call::SubnetSet {
+                netuid: 1,
+                params: raised.clone(),
+            },
+        );
+        let _ = rt.block_on(client.post("/chain/tx", &body));
+        std::thread::sleep(Duration::from_secs(2));
+        false
+    });
+    let logged = |needle: &str| {
+        std::fs::read_to_string(dir.join("node0.log"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| {
+                l.contains(needle) && l.contains(&format!("registers engine numerics {upgraded}"))
+            })
+            .map(str::to_owned)
+    };
+    wait("the validator to abstain", 180, &|| {
+        logged("not scoring").is_some()
+    });
+    wait("the miner's operator to be warned", 60, &|| {
+        logged("this miner's answers will fail").is_some()
+    });
+    println!("{}", logged("not scoring").unwrap_or_default());
+    println!("{}", logged("this miner's answers").unwrap_or_default());
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,7 +9,7 @@
 //!   "balances": [ { "address": "<64 hex>", "amount": "1000" } ],
 //!   "stakes":   [ { "coldkey": "<64 hex>", "hotkey": "<64 hex>", "amount": "500" } ],
 //!   "subnets":  [ { "netuid": 1, "owner": "<64 hex>", "emission_share_ppm": 1000000,
-//!                   "params": { "tempo": 360 } } ]
+//!                   "params": { "tempo": 360, "model_hash": "<64 hex>", "numerics": 2 } } ]
 //! }
 //! ```
 //! Amounts are decimal AGORA strings (9 decimals). `params` (chain and subnet) may be partial:
@@ -17,7 +17,7 @@
 
 use agora_ledger::genesis::{Genesis, GenesisStake, GenesisSubnet};
 use agora_ledger::state::ChainParams;
-use agora_primitives::{Address, Amount, SubnetParams};
+use agora_primitives::{Address, Amount, Hash, SubnetParams};
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
@@ -93,12 +93,21 @@ pub struct SubnetParamsFile {
     min_allowed_weights: Option<u16>,
     weights_rate_limit: Option<u16>,
     commit_reveal_period: Option<u16>,
+    /// 64 hexadecimal digits (all zeros: no registered model).
+    model_hash: Option<String>,
+    numerics: Option<u32>,
 }
 
 impl SubnetParamsFile {
-    /// Apply the given fields on top of `base`.
-    pub fn over(&self, base: SubnetParams) -> SubnetParams {
-        SubnetParams {
+    /// Apply the given fields on top of `base`; an error names a malformed `model_hash`.
+    pub fn over(&self, base: SubnetParams) -> Result<SubnetParams> {
+        let model_hash = match &self.model_hash {
+            Some(h) => h.parse::<Hash>().map_err(|e| {
+                anyhow!("params.model_hash: {e} (the model file's BLAKE3, 64 hex digits)")
+            })?,
+            None => base.model_hash,
+        };
+        Ok(SubnetParams {
             tempo: self.tempo.unwrap_or(base.tempo),
             kappa: self.kappa.unwrap_or(base.kappa),
             bonds_penalty: self.bonds_penalty.unwrap_or(base.bonds_penalty),
@@ -121,7 +130,9 @@ impl SubnetParamsFile {
             commit_reveal_period: self
                 .commit_reveal_period
                 .unwrap_or(base.commit_reveal_period),
-        }
+            model_hash,
+            numerics: self.numerics.unwrap_or(base.numerics),
+        })
     }
 
     /// Parse a JSON object of hyperparameters.
@@ -196,7 +207,7 @@ pub fn parse(text: &str) -> Result<Genesis> {
                 netuid: s.netuid,
                 owner: address(&s.owner, &format!("subnets[{i}].owner"))?,
                 emission_share_ppm: s.emission_share_ppm,
-                params: s.params.over(SubnetParams::defaults()),
+                params: s.params.over(SubnetParams::defaults())?,
             })
         })
         .collect::<Result<_>>()?;
@@ -207,4 +218,43 @@ pub fn parse(text: &str) -> Result<Genesis> {
         stakes,
         subnets,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_params_register_a_model_and_numerics_and_name_a_bad_hash() {
+        let hash = "ab".repeat(32);
+        let file =
+            SubnetParamsFile::parse(&format!(r#"{{"model_hash": "{hash}", "numerics": 2}}"#))
+                .unwrap();
+        let params = file.over(SubnetParams::defaults()).unwrap();
+        assert_eq!(params.model_hash, hash.parse::<Hash>().unwrap());
+        assert_eq!(params.numerics, 2);
+        assert_eq!(params.tempo, SubnetParams::defaults().tempo);
+        // Left out: the base's values (the current ones, for `subnet-set`).
+        let kept = SubnetParamsFile::parse(r#"{"tempo": 20}"#)
+            .unwrap()
+            .over(params.clone())
+            .unwrap();
+        assert_eq!(
+            (kept.model_hash, kept.numerics, kept.tempo),
+            (params.model_hash, 2, 20)
+        );
+        let bad = SubnetParamsFile::parse(r#"{"model_hash": "xyz"}"#)
+            .unwrap()
+            .over(SubnetParams::defaults())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("params.model_hash") && bad.contains("64 hex digits"),
+            "{bad}"
+        );
+        // Unknown fields are refused by name.
+        let unknown = SubnetParamsFile::parse(r#"{"model": "x"}"#).unwrap_err();
+        let chain = format!("{unknown:#}");
+        assert!(chain.contains("unknown field `model`"), "{chain}");
+    }
 }

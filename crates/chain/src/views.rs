@@ -43,6 +43,7 @@ pub fn subnet(state: &State, netuid: NetUid) -> Option<Value> {
             "max_validators": p.max_validators, "immunity_period": p.immunity_period,
             "activity_cutoff": p.activity_cutoff, "min_allowed_weights": p.min_allowed_weights,
             "weights_rate_limit": p.weights_rate_limit, "commit_reveal_period": p.commit_reveal_period,
+            "model_hash": p.model_hash.to_string(), "numerics": p.numerics,
         },
     }))
 }

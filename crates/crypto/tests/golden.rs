@@ -36,6 +36,8 @@ fn calls() -> Vec<Call> {
             netuid: 1,
             params: SubnetParams {
                 tempo: 99,
+                model_hash: hash(b"model"),
+                numerics: 2,
                 ..SubnetParams::defaults()
             },
         },

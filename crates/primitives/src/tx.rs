@@ -53,6 +53,16 @@ pub struct SubnetParams {
     pub weights_rate_limit: u16,
     /// Tempos between commit and reveal; 0 turns commit-reveal off.
     pub commit_reveal_period: u16,
+    /// BLAKE3 of the model file the subnet's miners serve and its validators verify with
+    /// (all zeros: none registered, any model). Miners registering other serve info are not
+    /// the subnet's, and validators whose own model differs do not score.
+    pub model_hash: Hash,
+    /// The inference engine's numerics version the subnet's answers are computed with (0: none
+    /// registered). Engines sharing a version compute the same bits; greedy checks hold only
+    /// between them, so a validator on another version abstains instead of failing honest
+    /// miners, and an answer from another version fails. The owner raises it to upgrade the
+    /// subnet's engine.
+    pub numerics: u32,
 }
 
 impl SubnetParams {
@@ -75,7 +85,21 @@ impl SubnetParams {
             min_allowed_weights: 1,
             weights_rate_limit: 100,
             commit_reveal_period: 1,
+            model_hash: Hash::default(),
+            numerics: 0,
         }
+    }
+
+    /// Whether a miner serving the model file `hash` serves this subnet's registered model
+    /// (any model when none is registered).
+    pub fn admits_model(&self, hash: &Hash) -> bool {
+        self.model_hash == Hash::default() || self.model_hash == *hash
+    }
+
+    /// Whether an engine of numerics version `numerics` computes this subnet's numbers (any
+    /// when none is registered; an engine that does not state its version, 0, only then).
+    pub fn admits_numerics(&self, numerics: u32) -> bool {
+        self.numerics == 0 || self.numerics == numerics
     }
 }
 
@@ -97,11 +121,14 @@ impl Encode for SubnetParams {
         self.min_allowed_weights.encode(out);
         self.weights_rate_limit.encode(out);
         self.commit_reveal_period.encode(out);
+        self.model_hash.encode(out);
+        self.numerics.encode(out);
     }
 }
 
 impl Decode for SubnetParams {
-    const MIN_BYTES: usize = 2 * 14 + 8 + 2;
+    // Thirteen 16-bit fields, a u64, two bools, the model hash, the numerics version.
+    const MIN_BYTES: usize = 2 * 13 + 8 + 2 + 32 + 4;
     fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         Ok(Self {
             tempo: Decode::decode(r)?,
@@ -120,6 +147,8 @@ impl Decode for SubnetParams {
             min_allowed_weights: Decode::decode(r)?,
             weights_rate_limit: Decode::decode(r)?,
             commit_reveal_period: Decode::decode(r)?,
+            model_hash: Decode::decode(r)?,
+            numerics: Decode::decode(r)?,
         })
     }
 }
@@ -519,5 +548,42 @@ impl SignedTransaction {
     /// The canonical encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         agora_codec::encode_to_vec(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_codec::{decode_exact, encode_to_vec};
+
+    #[test]
+    fn subnet_params_carry_the_registered_model_and_numerics() {
+        let params = SubnetParams {
+            model_hash: Hash([7; 32]),
+            numerics: 2,
+            ..SubnetParams::defaults()
+        };
+        let bytes = encode_to_vec(&params);
+        assert_eq!(
+            bytes.len(),
+            SubnetParams::MIN_BYTES,
+            "every field has a fixed size"
+        );
+        assert_eq!(decode_exact::<SubnetParams>(&bytes).unwrap(), params);
+        // Cut short, the encoding is refused rather than read with defaults.
+        assert!(decode_exact::<SubnetParams>(&bytes[..bytes.len() - 1]).is_err());
+
+        assert!(params.admits_model(&Hash([7; 32])));
+        assert!(!params.admits_model(&Hash([8; 32])));
+        assert!(params.admits_numerics(2));
+        assert!(!params.admits_numerics(1));
+        assert!(
+            !params.admits_numerics(0),
+            "an engine that does not say is not admitted"
+        );
+        // Nothing registered: any model, any numerics.
+        let open = SubnetParams::defaults();
+        assert!(open.admits_model(&Hash([8; 32])) && open.admits_numerics(0));
+        assert!(open.admits_numerics(5));
     }
 }

@@ -200,7 +200,10 @@ impl std::fmt::Debug for Miner {
     }
 }
 
-fn model_hash(engine: &dyn Engine) -> Hash {
+/// The hash a miner registers and signs receipts with for `engine`'s model: the model file's
+/// BLAKE3 (or, for an engine whose hash is not one, such as the tiny test engine, the BLAKE3 of
+/// what it reports).
+pub fn model_hash(engine: &dyn Engine) -> Hash {
     engine
         .info()
         .hash

@@ -1,7 +1,8 @@
 //! Blocks and state on disk (redb): one atomic write per block, state proofs against a
 //! finalized root.
 //!
-//! Stability: the on-disk layout is versioned (`meta["format"]`); a change needs a migration.
+//! Stability: the on-disk layout is versioned (`meta["format"]`); a change needs a migration,
+//! or, where the transactions' encoding itself changed (format 2), a refusal that names the fix.
 //!
 //! # Design
 //! One redb file, `<dir>/chain.redb`, with three tables:
@@ -47,7 +48,9 @@ const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certificates");
 /// Proposals seen but not yet decided, keyed by height (big-endian) then block hash; removed
 /// when their height commits. They let a restarted validator finish a round it voted in.
 const PENDING: TableDefinition<&[u8], &[u8]> = TableDefinition::new("pending");
-const FORMAT: u32 = 1;
+/// The layout of what is stored. 2: subnet hyperparameters carry the registered model and
+/// engine numerics (the state's encoding changed; a format-1 store is refused by name).
+const FORMAT: u32 = 2;
 
 /// The state as sorted key-value pairs.
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -164,7 +167,14 @@ impl Store {
                         .map_err(|e| store.err(e))?;
                 }
                 Some(v) if v == FORMAT.to_le_bytes() => {}
-                Some(_) => return Err(store.corrupt("unknown store format version")),
+                Some(v) => {
+                    let found = <[u8; 4]>::try_from(v.as_slice())
+                        .map(|b| u32::from_le_bytes(b).to_string())
+                        .unwrap_or_else(|_| "unreadable".into());
+                    return Err(store.corrupt(format!(
+                        "store format {found}, but this agora reads format {FORMAT}: start from a fresh data directory (`agora devnet --fresh`, or a new `--data-dir`)"
+                    )));
+                }
             }
         }
         txn.commit().map_err(|e| store.err(e))?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use agora_inference::{ChatMessage, Engine};
 use agora_ledger::State;
-use agora_primitives::{Address, Call, Hash, NetUid};
+use agora_primitives::{Address, Call, Hash, NetUid, SubnetParams};
 use agora_serve::gateway::{ChatRequest, Completion, Gateway};
 use agora_serve::protocol::Message;
 use futures::StreamExt;
@@ -101,6 +101,8 @@ pub struct Validator {
     scores: Mutex<Scores>,
     rounds: AtomicU64,
     started: Instant,
+    /// Why it last abstained (see [`abstention`]), to log each change once.
+    abstaining: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Validator {
@@ -148,7 +150,34 @@ impl Validator {
             scores: Mutex::new(Scores::default()),
             rounds: AtomicU64::new(0),
             started: Instant::now(),
+            abstaining: Mutex::new(None),
         })
+    }
+
+    /// Whether this validator must not score the subnet now ([`abstention`]); logs when that
+    /// changes. A copier never evaluates, so it never abstains.
+    fn abstains(&self, state: &State) -> bool {
+        if self.config.copier {
+            return false;
+        }
+        let why = state
+            .subnets
+            .get(&self.config.netuid)
+            .and_then(|s| abstention(self.config.netuid, &s.params, self.engine.as_ref()));
+        let mut last = match self.abstaining.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        if *last != why {
+            match &why {
+                Some(reason) => warn!(validator = %self.hotkey, "not scoring: {reason}"),
+                None => {
+                    info!(validator = %self.hotkey, "the engine matches the subnet's registered model and numerics: scoring")
+                }
+            }
+            last.clone_from(&why);
+        }
+        why.is_some()
     }
 
     /// The hotkey.
@@ -228,6 +257,13 @@ impl Validator {
     pub async fn evaluate_round(&self) -> bool {
         let (state, tip) = self.chain.latest();
         self.gateway.set_height(state.height);
+        if self.abstains(&state) {
+            return false;
+        }
+        let params = state
+            .subnets
+            .get(&self.config.netuid)
+            .map_or_else(SubnetParams::defaults, |s| s.params.clone());
         let miners = self.serving_miners(&state);
         if miners.is_empty() {
             return false;
@@ -244,6 +280,7 @@ impl Validator {
             self.config.tokens.clone(),
         );
         let grace_over = self.started.elapsed() > ADVERT_GRACE;
+        let mut observed: Vec<(Address, Observation)> = Vec::new();
         // Challenge j of every miner, then j + 1: consecutive requests go to different miners.
         let mut jobs = Vec::new();
         for j in 0..self.config.per_miner {
@@ -253,6 +290,15 @@ impl Validator {
                     continue;
                 }
                 if let Some(c) = cs.get(j) {
+                    if !params.admits_model(model) {
+                        // It registered another model than the subnet's: whatever it answers is
+                        // not the subnet's work, so each challenge it would get fails unsent.
+                        if j == 0 {
+                            info!(validator = %self.hotkey, miner = %hotkey, registered = %model, subnet = %params.model_hash, "miner registered another model than the subnet's");
+                        }
+                        observed.push((*hotkey, Observation::failed()));
+                        continue;
+                    }
                     jobs.push((*hotkey, c.clone(), *model));
                 }
             }
@@ -274,7 +320,6 @@ impl Validator {
                 .buffer_unordered(self.config.parallel.max(1))
                 .collect()
                 .await;
-        let mut observed: Vec<(Address, Observation)> = Vec::with_capacity(answers.len());
         for (hotkey, c, model, answer) in answers {
             let result = self.judge(hotkey, &c, model, answer).await;
             match &result.verdict {
@@ -398,6 +443,11 @@ impl Validator {
     fn weights_now(&self, state: &State) -> Option<(Vec<u16>, Vec<u16>)> {
         if self.config.copier {
             return copy_revealed(state, self.config.netuid, &self.hotkey);
+        }
+        if self.abstains(state) {
+            // Scores taken with another model or numerics than the subnet's say nothing of
+            // its miners now: no new weights until the engine matches.
+            return None;
         }
         let uids: Vec<(u16, Address)> = self
             .serving_miners(state)
@@ -547,6 +597,31 @@ pub fn prompt_tokens(engine: &dyn Engine, user: &str) -> Result<Vec<u32>, agora_
     engine.tokenize(&rendered)
 }
 
+/// Why a validator running `engine` must not score subnet `netuid` with these hyperparameters,
+/// and why a miner running it would fail there (`None`: neither). A subnet that registers a model file (its BLAKE3) or an engine numerics
+/// version is scored only by validators whose engine runs that file with those numerics: a
+/// greedy answer is checked token by token against the validator's own logits, and only
+/// engines of the same numerics on the same file compute the same ones. A validator that has
+/// not upgraded (or runs another file) would otherwise fail every honest miner; it abstains
+/// instead, sets no weights, and says what to run.
+pub fn abstention(netuid: NetUid, params: &SubnetParams, engine: &dyn Engine) -> Option<String> {
+    let own = agora_serve::miner::model_hash(engine);
+    if !params.admits_model(&own) {
+        return Some(format!(
+            "subnet {netuid} registers the model file {} but this node's engine runs {own}: run the registered model (`agora model fetch` fetches subnet 1's)",
+            params.model_hash
+        ));
+    }
+    let numerics = engine.info().numerics;
+    if !params.admits_numerics(numerics) {
+        return Some(format!(
+            "subnet {netuid} registers engine numerics {} but this node's engine computes numerics {numerics}: run an agora release whose engine has numerics {}",
+            params.numerics, params.numerics
+        ));
+    }
+    None
+}
+
 /// Judge a completion of `c` against the validator's model: a receipt for the registered
 /// model, an engine computing the validator's numerics (when the miner's advert says which),
 /// text that is the text of the ids, and the teacher-forcing rules of [`verify`].
@@ -614,6 +689,44 @@ mod tests {
     use super::*;
     use agora_inference::{GenerateRequest, TinyEngine};
     use agora_primitives::Amount;
+
+    #[test]
+    fn a_validator_abstains_unless_its_engine_is_the_subnets_registered_model_and_numerics() {
+        let engine = TinyEngine::new();
+        let own = agora_serve::miner::model_hash(&engine);
+        let numerics = engine.info().numerics;
+        // Nothing registered, or exactly this engine: it scores.
+        assert_eq!(abstention(1, &SubnetParams::defaults(), &engine), None);
+        let registered = SubnetParams {
+            model_hash: own,
+            numerics,
+            ..SubnetParams::defaults()
+        };
+        assert_eq!(abstention(1, &registered, &engine), None);
+        // Another file: named, with both hashes and what to run.
+        let other_model = SubnetParams {
+            model_hash: Hash([9; 32]),
+            ..registered.clone()
+        };
+        let why = abstention(1, &other_model, &engine).expect("another model abstains");
+        assert!(why.contains(&Hash([9; 32]).to_string()), "{why}");
+        assert!(why.contains(&own.to_string()), "{why}");
+        assert!(why.contains("agora model fetch"), "{why}");
+        // Other numerics (an upgrade this validator has not taken): named, with both versions.
+        let upgraded = SubnetParams {
+            numerics: numerics + 1,
+            ..registered
+        };
+        let why = abstention(1, &upgraded, &engine).expect("other numerics abstain");
+        assert!(
+            why.contains(&format!("registers engine numerics {}", numerics + 1)),
+            "{why}"
+        );
+        assert!(
+            why.contains(&format!("computes numerics {numerics}")),
+            "{why}"
+        );
+    }
 
     /// The tiny engine's greedy answer to `c`, as a miner advertising `numerics` sends it.
     fn answered(engine: &TinyEngine, c: &Challenge, model: Hash, numerics: u32) -> Completion {

@@ -11,6 +11,35 @@ fn tempdir(name: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_store_of_another_format_is_refused_by_name_with_the_fix() {
+    let dir = tempdir("format");
+    {
+        let store = Store::open(&dir).unwrap();
+        store.init(&genesis()).unwrap();
+    }
+    // Written by an older agora: format 1 (before subnet hyperparameters held the model).
+    {
+        let db = redb::Database::open(dir.join("chain.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut meta = txn.open_table(def).unwrap();
+            meta.insert("format", 1u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let Err(err) = Store::open(&dir) else {
+        panic!("a format-1 store was opened");
+    };
+    let text = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{text}");
+    assert!(text.contains("store format 1"), "{text}");
+    assert!(text.contains("--fresh"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn committed_blocks_and_state_survive_reopening() {
     let dir = tempdir("reopen");
     let mut state = genesis();
