@@ -233,19 +233,75 @@ impl LayerCache {
     }
 }
 
+/// Another cache's bytes, asked for into L2 a few lines at a time while this thread computes
+/// an attention ([`causal_into`]), so that they are near when their own attention comes.
+///
+/// In a decoding pass each thread attends for its sequences one after another, and each
+/// sequence's cache comes from memory (a pass reads about 100 MB of weights between two reads
+/// of it). Asked for all at once before its attention, a cache stalled the thread for as long
+/// as it took to arrive (session 16); asked for line by line during the previous sequence's
+/// attention, its arrival overlaps that arithmetic. Only addresses are kept, never read
+/// through: a cache that grows or moves meanwhile costs a wasted request, nothing else.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ahead {
+    /// `[from, to)` address ranges still to ask for, in order.
+    regions: [(usize, usize); 4],
+    /// The first range not yet done.
+    next: usize,
+}
+
+impl LayerCache {
+    /// This cache's keys, values and their scales, to ask for ahead of its attention.
+    pub fn ahead(&self) -> Ahead {
+        fn range<T>(v: &[T]) -> (usize, usize) {
+            let from = v.as_ptr() as usize;
+            (from, from + std::mem::size_of_val(v))
+        }
+        Ahead {
+            regions: [
+                range(&self.keys),
+                range(&self.key_scales),
+                range(&self.values),
+                range(&self.value_scales),
+            ],
+            next: 0,
+        }
+    }
+}
+
+impl Ahead {
+    /// The next `lines` cache lines still to ask for (fewer at the end), each handed to `ask`.
+    fn take(&mut self, lines: usize, mut ask: impl FnMut(usize)) {
+        let mut left = lines;
+        while left > 0 {
+            let Some(r) = self.regions.get_mut(self.next) else {
+                return;
+            };
+            if r.0 >= r.1 {
+                self.next += 1;
+                continue;
+            }
+            ask(r.0);
+            r.0 += 64;
+            left -= 1;
+        }
+    }
+}
+
 /// `q` holds `seq` query rows for positions `start..start + seq` (rotated, f32), laid out
 /// `[row][head][dim]`; `cache` holds positions `0..start + seq` (the rows' own keys and values
 /// appended). Returns the attention output laid out `[row][head][dim]`.
 pub fn causal(q: &[f32], cache: &LayerCache, start: usize, seq: usize) -> Vec<f32> {
     let mut out = Vec::new();
-    causal_into(q, cache, start, seq, false, &mut out);
+    causal_into(q, cache, start, seq, false, &mut Ahead::default(), &mut out);
     out
 }
 
 /// [`causal`] into `out` (its contents replaced, its allocation reused: every value is
 /// written, each output row by the task that computes it). `spread`: split even short work
 /// into items for idle threads to take ([`SPREAD_MIN`]), for a pass whose tasks leave a
-/// thread idle.
+/// thread idle. `ahead`: another cache to ask for meanwhile (where the work runs on this
+/// thread alone; [`Ahead`]); it changes no number.
 ///
 /// The query heads that share a key-value head are computed together (one item per row and
 /// key-value head), so each cached vector is read once for all of them; each head's numbers
@@ -257,6 +313,7 @@ pub fn causal_into(
     start: usize,
     seq: usize,
     spread: bool,
+    ahead: &mut Ahead,
     out: &mut Vec<f32>,
 ) {
     let shape = cache.shape;
@@ -271,7 +328,7 @@ pub fn causal_into(
     out.truncate(seq * heads * hd);
     out.resize(seq * heads * hd, 0.0);
     let group = rep * hd;
-    let one = |item: usize, o: &mut [f32]| {
+    let one = |item: usize, o: &mut [f32], ahead: &mut Ahead| {
         let (i, kvh) = (item / kv_heads, item % kv_heads);
         let kv = Kv {
             cache,
@@ -282,19 +339,20 @@ pub fn causal_into(
         let first = item * group;
         QUERY.with_borrow_mut(|(qb, residual)| {
             let (hi, lo) = quantize_query(&q[first..first + group], qb, residual);
-            attend_group(hi, lo, &kv, start + i, scale, o);
+            attend_group(hi, lo, &kv, start + i, scale, o, ahead);
         });
     };
     let work = seq * heads * (start + seq) * hd;
     let min = if spread { SPREAD_MIN } else { PARALLEL_MIN };
     if work >= min {
+        // Items on any thread: nothing is asked for ahead.
         out.par_chunks_mut(group)
             .enumerate()
-            .for_each(|(item, o)| one(item, o));
+            .for_each(|(item, o)| one(item, o, &mut Ahead::default()));
     } else {
         out.chunks_mut(group)
             .enumerate()
-            .for_each(|(item, o)| one(item, o));
+            .for_each(|(item, o)| one(item, o, ahead));
     }
 }
 
@@ -368,6 +426,7 @@ fn attend_group(
     last: usize,
     scale: f32,
     o: &mut [f32],
+    ahead: &mut Ahead,
 ) {
     let rep = qb.len() / kv.nb;
     let n = last + 1;
@@ -381,11 +440,12 @@ fn attend_group(
         let scores = &mut buffer[..rep * n];
         multiversion::target::match_target! {
             "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => {
-                x86::scores(qb, ql, kv, n, scale, scores);
+                x86::scores(qb, ql, kv, n, scale, scores, ahead);
                 x86::softmax(scores, n);
-                x86::weighted_values(scores, kv, n, o);
+                x86::weighted_values(scores, kv, n, o, ahead);
             },
             _ => {
+                let _ = ahead;
                 scores_scalar(qb, ql, kv, n, scale, scores);
                 softmax(scores, n);
                 values_scalar(scores, kv, n, o);
@@ -484,7 +544,7 @@ mod x86 {
     //! products) and weighted values (sixteen dimensions to a vector): the reference's
     //! operations.
 
-    use super::{ActBlock, BLOCK, KEY_BLOCK, Kv};
+    use super::{ActBlock, Ahead, BLOCK, KEY_BLOCK, Kv};
     use bytemuck::cast;
     use std::arch::x86_64::*;
 
@@ -496,6 +556,23 @@ mod x86 {
         for line in (0..std::mem::size_of_val(x)).step_by(64) {
             _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(line));
         }
+    }
+
+    /// Lines of the next cache ([`Ahead`]) asked for per block of sixteen positions in the
+    /// scores and per position in the weighted values: about the whole cache of an equally long
+    /// sequence by the end of one attention (a decoded row of SmolLM2 at 170 positions: 33
+    /// key blocks and 510 value rows for about 1,160 lines). Eight streams, `--example streams
+    /// 8 128`, against nothing asked for: see BENCHMARKS.md, "Session 19".
+    const AHEAD_PER_KEY_BLOCK: usize = 4;
+    const AHEAD_PER_POSITION: usize = 2;
+
+    /// Ask for the next lines of the cache after this one into L2 (a hint: no result changes).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    fn ask_ahead(ahead: &mut Ahead, lines: usize) {
+        ahead.take(lines, |at| {
+            _mm_prefetch::<_MM_HINT_T1>(std::ptr::without_provenance::<i8>(at));
+        });
     }
 
     /// Heads computed together (each cached vector loaded once for all of them); more heads
@@ -572,6 +649,7 @@ mod x86 {
         n: usize,
         scale: f32,
         scores: &mut [f32],
+        ahead: &mut Ahead,
     ) {
         let nb = kv.nb;
         let sc = _mm512_set1_ps(scale);
@@ -583,6 +661,7 @@ mod x86 {
                 prefetch_lines(kv.key_block(pb + 2));
             }
             let count = (n - pb * KEY_BLOCK).min(KEY_BLOCK);
+            ask_ahead(ahead, AHEAD_PER_KEY_BLOCK);
             for (g, (group, lows)) in qb.chunks(HEADS * nb).zip(ql.chunks(HEADS * nb)).enumerate() {
                 let h = group.len() / nb;
                 let mut s = [_mm512_setzero_ps(); HEADS];
@@ -641,11 +720,17 @@ mod x86 {
     /// Up to three heads' weighted sums, two 32-dimension blocks (four vectors) at a time:
     /// twelve independent sums, each value vector widened once for all the heads.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) fn weighted_values(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32]) {
+    pub(super) fn weighted_values(
+        probs: &[f32],
+        kv: &Kv<'_>,
+        n: usize,
+        o: &mut [f32],
+        ahead: &mut Ahead,
+    ) {
         let (hd, nb) = (kv.hd, kv.nb);
         let rep = o.len() / hd;
         if nb.is_multiple_of(2) && rep.is_multiple_of(HEADS) {
-            values_whole(probs, kv, n, o);
+            values_whole(probs, kv, n, o, ahead);
             return;
         }
         for g0 in (0..rep).step_by(HEADS) {
@@ -659,6 +744,7 @@ mod x86 {
                     if j + 8 < n {
                         prefetch_lines(&kv.value(j + 8).0[b0 * BLOCK..(b0 + parts) * BLOCK]);
                     }
+                    ask_ahead(ahead, AHEAD_PER_POSITION);
                     let (v, vs) = kv.value(j);
                     let vecs: [__m512; 4] = std::array::from_fn(|t| {
                         if t < 2 * parts {
@@ -691,7 +777,7 @@ mod x86 {
     /// pairs (SmolLM2's case): the same sums in the same order, without the general case's
     /// per-position branches and bounds.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn values_whole(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32]) {
+    fn values_whole(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32], ahead: &mut Ahead) {
         let (hd, nb) = (kv.hd, kv.nb);
         let kv_heads = kv.cache.shape.kv_heads;
         let (stride, scale_stride) = (kv_heads * hd, kv_heads * nb);
@@ -706,9 +792,10 @@ mod x86 {
                 let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
                 for j in 0..n {
                     let at = j * stride + b0 * BLOCK;
-                    if let Some(ahead) = values.get(at + 8 * stride..at + 8 * stride + 64) {
-                        prefetch_lines(ahead);
+                    if let Some(near) = values.get(at + 8 * stride..at + 8 * stride + 64) {
+                        prefetch_lines(near);
                     }
+                    ask_ahead(ahead, AHEAD_PER_POSITION);
                     let v: [i8; 64] = values[at..at + 64].try_into().unwrap_or([0; 64]);
                     let vecs: [__m512; 4] = std::array::from_fn(|t| {
                         widen(v[t * 16..t * 16 + 16].try_into().unwrap_or([0; 16]))
@@ -966,10 +1053,78 @@ mod tests {
             for i in [17, 39] {
                 let mut spread = Vec::new();
                 pool.install(|| {
-                    causal_into(&q[i * row..(i + 1) * row], &cache, i, 1, true, &mut spread)
+                    let q = &q[i * row..(i + 1) * row];
+                    causal_into(q, &cache, i, 1, true, &mut Ahead::default(), &mut spread)
                 });
                 assert_eq!(spread, batched[i * row..(i + 1) * row], "row {i} spread");
             }
+        }
+    }
+
+    #[test]
+    fn asking_for_another_cache_meanwhile_changes_no_number_even_once_it_is_gone() {
+        let shape = Shape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+        };
+        let seq = 70;
+        let q = numbers(shape.heads * seq * shape.head_dim, 6);
+        let (cache, _) = filled(shape, seq, 7);
+        let row = shape.heads * shape.head_dim;
+        let (other, _) = filled(shape, 120, 8);
+        let live = other.ahead();
+        // The addresses of a cache that has since been freed: requests for them are hints
+        // the processor may drop; nothing is read through them.
+        let gone = filled(shape, 50, 9).0.ahead();
+        for i in [0, 33, 69] {
+            let q = &q[i * row..(i + 1) * row];
+            let plain = causal(q, &cache, i, 1);
+            for ahead in [live, gone] {
+                let mut ahead = ahead;
+                let mut out = Vec::new();
+                causal_into(q, &cache, i, 1, false, &mut ahead, &mut out);
+                let same = plain
+                    .iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same && plain.len() == out.len(), "row {i}");
+            }
+        }
+        // The SIMD kernel asks as it goes: after one row's attention over 70 positions, 60
+        // lines for its 5 key blocks (three key-value heads, 4 each) and 420 for its values
+        // (70 positions, three heads, 2 each) of the other cache's 837 are asked for.
+        let mut total = 0;
+        other.ahead().take(usize::MAX, |_| total += 1);
+        assert_eq!(total, (24_576 + 3_072 + 23_040 + 2_880) / 64);
+        let mut ahead = other.ahead();
+        let mut out = Vec::new();
+        causal_into(
+            &q[69 * row..70 * row],
+            &cache,
+            69,
+            1,
+            false,
+            &mut ahead,
+            &mut out,
+        );
+        let mut left = 0;
+        ahead.take(usize::MAX, |_| left += 1);
+        // The features `attend_group`'s SIMD version is built for.
+        #[cfg(target_arch = "x86_64")]
+        let simd = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        #[cfg(not(target_arch = "x86_64"))]
+        let simd = false;
+        if simd {
+            assert_eq!(total - left, 480);
+        } else {
+            assert_eq!(left, total, "the other kernels ask for nothing");
         }
     }
 }

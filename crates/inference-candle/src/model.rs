@@ -833,12 +833,25 @@ impl Weights {
             // values appended to its cache, then its attention. A long segment (a prompt, a
             // scored continuation) also splits its rows over the pool; rows are independent.
             let width = qn + 2 * kvn;
+            // A thread attends for its segments in order: while one decoded row attends, the
+            // next segment's cache is asked for (`attention::Ahead`; only its addresses are
+            // taken here). Not where the attention is split finer (`spread`): its items run on
+            // any thread.
+            let aheads: Vec<crate::attention::Ahead> = if spread {
+                Vec::new()
+            } else {
+                segments
+                    .iter()
+                    .map(|s| s.cache.layers[layer].ahead())
+                    .collect()
+            };
             segments
                 .par_iter_mut()
                 .zip(scratch.par_iter_mut())
                 .zip(&starts)
                 .zip(&offsets)
-                .for_each(|(((seg, [q, kv, out]), &start), &off)| {
+                .enumerate()
+                .for_each(|(k, (((seg, [q, kv, out]), &start), &off))| {
                     let seq = seg.tokens.len();
                     let cache = &mut seg.cache.layers[layer];
                     // Every value is written below: only a buffer's growth is cleared. `kv`
@@ -864,7 +877,11 @@ impl Weights {
                     // Positions from `start` on are written (again, after a failed pass).
                     cache.truncate(start);
                     cache.push(kv);
-                    crate::attention::causal_into(q, cache, start, seq, spread, out);
+                    let mut ahead = match seq {
+                        1 => aheads.get(k + 1).copied().unwrap_or_default(),
+                        _ => Default::default(),
+                    };
+                    crate::attention::causal_into(q, cache, start, seq, spread, &mut ahead, out);
                 });
             let attn: &[f32] = match &scratch[..] {
                 [[_, _, out]] => out,
