@@ -299,7 +299,7 @@ pub fn causal(q: &[f32], cache: &LayerCache, start: usize, seq: usize) -> Vec<f3
 
 /// [`causal`] into `out` (its contents replaced, its allocation reused: every value is
 /// written, each output row by the task that computes it). `spread`: split even short work
-/// into items for idle threads to take ([`SPREAD_MIN`]), for a pass whose tasks leave a
+/// into items for idle threads to take (`SPREAD_MIN`), for a pass whose tasks leave a
 /// thread idle. `ahead`: another cache to ask for meanwhile (where the work runs on this
 /// thread alone; [`Ahead`]); it changes no number.
 ///

@@ -598,10 +598,11 @@ pub fn prompt_tokens(engine: &dyn Engine, user: &str) -> Result<Vec<u32>, agora_
 }
 
 /// Why a validator running `engine` must not score subnet `netuid` with these hyperparameters,
-/// and why a miner running it would fail there (`None`: neither). A subnet that registers a model file (its BLAKE3) or an engine numerics
-/// version is scored only by validators whose engine runs that file with those numerics: a
-/// greedy answer is checked token by token against the validator's own logits, and only
-/// engines of the same numerics on the same file compute the same ones. A validator that has
+/// and why a miner running it would fail there (`None`: neither). A subnet that registers a
+/// model file (its BLAKE3) or an engine numerics version is scored only by validators whose
+/// engine runs that file with those numerics: a greedy answer is checked token by token
+/// against the validator's own logits, and only engines of the same numerics on the same file
+/// compute the same ones. A validator that has
 /// not upgraded (or runs another file) would otherwise fail every honest miner; it abstains
 /// instead, sets no weights, and says what to run.
 pub fn abstention(netuid: NetUid, params: &SubnetParams, engine: &dyn Engine) -> Option<String> {
