@@ -194,6 +194,28 @@ pub async fn remote_account(url: &str, sender: &Address) -> Result<RemoteAccount
     })
 }
 
+/// A subnet's current hyperparameters, as a node's chain API shows them (`None`: no such
+/// subnet).
+pub async fn remote_subnet_params(
+    url: &str,
+    netuid: u16,
+) -> Result<Option<agora_primitives::SubnetParams>> {
+    let client = Client::new(url)?;
+    let (code, subnet) = client.get(&format!("/chain/subnet/{netuid}")).await?;
+    match code {
+        200 => {
+            let params =
+                agora_chain::genesis_file::SubnetParamsFile::parse(&subnet["params"].to_string())
+                    .with_context(|| format!("{url}/chain/subnet/{netuid}: its params"))?;
+            Ok(Some(
+                params.over(agora_primitives::SubnetParams::defaults())?,
+            ))
+        }
+        404 => Ok(None),
+        _ => bail!("{url}/chain/subnet/{netuid} answered {code}: {subnet}"),
+    }
+}
+
 /// Submit a hex transaction and (optionally) wait until it is included or rejected.
 pub async fn submit_and_wait(url: &str, hex: &str, wait: bool) -> Result<()> {
     let client = Client::new(url)?;

@@ -79,8 +79,8 @@ enum CallArgs {
     SubnetSet {
         #[arg(long)]
         netuid: NetUid,
-        /// JSON object of hyperparameters; missing fields keep the current values (with
-        /// --data-dir) or take the defaults.
+        /// JSON object of hyperparameters; missing fields keep the current values (read from
+        /// --data-dir, else from --node) or, with neither, take the defaults.
         #[arg(long, value_name = "FILE")]
         params: PathBuf,
     },
@@ -186,6 +186,15 @@ pub fn run(args: Args) -> Result<()> {
     let Some(from) = args.from.as_deref() else {
         bail!("--from NAME is required: the keystore key that signs");
     };
+    let runtime = match &args.node {
+        Some(_) => Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?,
+        ),
+        None => None,
+    };
     let call = match &args.call {
         CallArgs::Transfer { to, amount: a } => Call::Transfer {
             to: addr(to, "to")?,
@@ -209,11 +218,17 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         CallArgs::SubnetSet { netuid, params } => {
-            let base = state
-                .as_ref()
-                .and_then(|s| s.subnets.get(netuid))
-                .map(|s| s.params.clone())
-                .unwrap_or_else(SubnetParams::defaults);
+            // Fields the file leaves out keep the subnet's current values: from the data
+            // directory, else from the node the transaction goes to (a change of one field
+            // must not reset the others), else the defaults.
+            let current = match (&state, &args.node, &runtime) {
+                (Some(s), _, _) => s.subnets.get(netuid).map(|s| s.params.clone()),
+                (None, Some(url), Some(rt)) => {
+                    rt.block_on(crate::node::remote_subnet_params(url, *netuid))?
+                }
+                _ => None,
+            };
+            let base = current.unwrap_or_else(SubnetParams::defaults);
             Call::SubnetSet {
                 netuid: *netuid,
                 params: params_file(params)?.over(base)?,
@@ -279,15 +294,6 @@ pub fn run(args: Args) -> Result<()> {
     };
     let key = crate::keys::load(&crate::keys::dir(args.keystore.clone()), from)?;
     let sender = key.address();
-    let runtime = match &args.node {
-        Some(_) => Some(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?,
-        ),
-        None => None,
-    };
     let remote = match (&args.node, &runtime) {
         (Some(url), Some(rt)) => Some(rt.block_on(crate::node::remote_account(url, &sender))?),
         _ => None,

@@ -634,6 +634,48 @@ fn n1_malformed_api_requests_get_4xx_and_change_nothing() {
     );
     assert!(text.contains("included at height"), "{text}");
     assert_eq!(balance(&net, 0, &Address([3; 32])).0, "2.5");
+    // `agora tx --node subnet-set`: the fields a params file leaves out keep the subnet's
+    // current values, read from the node (node0's key owns subnet 1); changing the numerics
+    // must not reset the tempo.
+    let owner = std::fs::read_to_string(net.dir.join("node0/validator.key")).unwrap();
+    let out = agora(&["keys", "import", "owner"], Some(&owner));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, params) in [
+        ("tempo", r#"{"tempo": 77}"#),
+        ("numerics", r#"{"numerics": 3}"#),
+    ] {
+        let file = net.dir.join(format!("{name}.json"));
+        std::fs::write(&file, params).unwrap();
+        let out = agora(
+            &[
+                "tx",
+                "--from",
+                "owner",
+                "--node",
+                &url,
+                "subnet-set",
+                "--netuid",
+                "1",
+                "--params",
+                file.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, subnet) = net.get(0, "/chain/subnet/1").unwrap();
+    assert_eq!(code, 200, "{subnet}");
+    assert_eq!(subnet["params"]["tempo"], 77, "{subnet}");
+    assert_eq!(subnet["params"]["numerics"], 3, "{subnet}");
     // A node that is not there: a one-line error naming the URL.
     let out = agora(
         &[
