@@ -827,6 +827,13 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// SmolLM2-135M's attention.
+    const SMOLLM: Shape = Shape {
+        heads: 9,
+        kv_heads: 3,
+        head_dim: 64,
+    };
+
     fn numbers(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
@@ -914,11 +921,7 @@ mod tests {
             };
             assert!(shape.check().is_err(), "{shape:?}");
         }
-        let ok = Shape {
-            heads: 9,
-            kv_heads: 3,
-            head_dim: 64,
-        };
+        let ok = SMOLLM;
         assert!(ok.check().is_ok());
     }
 
@@ -1028,11 +1031,7 @@ mod tests {
 
     #[test]
     fn a_row_gets_the_same_numbers_alone_or_in_a_batch_and_on_any_thread_count() {
-        let shape = Shape {
-            heads: 9,
-            kv_heads: 3,
-            head_dim: 64,
-        };
+        let shape = SMOLLM;
         let seq = 40;
         let q = numbers(shape.heads * seq * shape.head_dim, 4);
         let (cache, _) = filled(shape, seq, 5);
@@ -1063,11 +1062,7 @@ mod tests {
 
     #[test]
     fn asking_for_another_cache_meanwhile_changes_no_number_even_once_it_is_gone() {
-        let shape = Shape {
-            heads: 9,
-            kv_heads: 3,
-            head_dim: 64,
-        };
+        let shape = SMOLLM;
         let seq = 70;
         let q = numbers(shape.heads * seq * shape.head_dim, 6);
         let (cache, _) = filled(shape, seq, 7);
