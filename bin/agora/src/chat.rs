@@ -68,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
             seed: args.seed,
         },
         stop: Vec::new(),
+        logprobs: false,
         top_logprobs: 0,
     };
     let mut stdout = std::io::stdout();

@@ -810,17 +810,25 @@ impl Engine for CandleEngine {
         let mut emitted = 0usize; // bytes of `bytes` already returned as text
         let mut text = String::new();
         let mut finish = FinishReason::Length;
+        // Greedy picks need no log-sum; it is computed only for the log-probabilities asked
+        // for (`--example streams`: about 27 us of a token's 34 us of picking on this machine).
+        let need_log_sum = request.wants_logprobs() || !request.sampling.is_greedy();
         for _ in 0..request.max_tokens {
             let logits = row.logits();
             // Log-probabilities are `logit - log_sum`, computed for the tokens reported.
-            let log_sum = log_sum_exp(logits);
-            let id = pick(logits, log_sum, &request.sampling, &mut rng);
+            let log_sum = need_log_sum.then(|| log_sum_exp(logits));
+            let id = match log_sum {
+                Some(log_sum) => pick(logits, log_sum, &request.sampling, &mut rng),
+                None => argmax(logits),
+            };
             if self.stop_ids.contains(&id) {
                 finish = FinishReason::Stop;
                 break;
             }
             let mut top: Vec<(u32, f32)> = Vec::new();
-            if request.top_logprobs > 0 {
+            if let Some(log_sum) = log_sum
+                && request.top_logprobs > 0
+            {
                 top = first_tokens(logits, request.top_logprobs)
                     .into_iter()
                     .map(|i| (i, logits[i as usize] - log_sum))
@@ -837,7 +845,9 @@ impl Engine for CandleEngine {
             let event = TokenEvent {
                 id,
                 text: piece,
-                logprob: logits[id as usize] - log_sum,
+                logprob: log_sum
+                    .filter(|_| request.wants_logprobs())
+                    .map(|l| logits[id as usize] - l),
                 top,
             };
             let event_len = event.text.len();

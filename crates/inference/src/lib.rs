@@ -170,20 +170,31 @@ pub struct GenerateRequest {
     /// sequence has already gone out with its whole text; a consumer that shows text to a user
     /// cuts it there (the gateway does, holding back text that could begin one).
     pub stop: Vec<String>,
-    /// How many alternatives to report per token (0: none).
+    /// Report each token's log-probability ([`TokenEvent::logprob`]). A greedy generation
+    /// that does not ask skips computing it: the log-sum over the whole vocabulary costs about
+    /// as much per token as the rest of picking it, on every token of every stream.
+    pub logprobs: bool,
+    /// How many alternatives to report per token (0: none; more than 0 reports each token's
+    /// own log-probability too, as if `logprobs` were set).
     pub top_logprobs: usize,
 }
 
 impl GenerateRequest {
-    /// Greedy generation of at most `max_tokens`.
+    /// Greedy generation of at most `max_tokens`, without log-probabilities.
     pub fn greedy(prompt: Vec<u32>, max_tokens: usize) -> Self {
         Self {
             prompt,
             max_tokens,
             sampling: Sampling::greedy(),
             stop: Vec::new(),
+            logprobs: false,
             top_logprobs: 0,
         }
+    }
+
+    /// Whether each token's log-probability is to be reported.
+    pub fn wants_logprobs(&self) -> bool {
+        self.logprobs || self.top_logprobs > 0
     }
 }
 
@@ -194,8 +205,10 @@ pub struct TokenEvent {
     pub id: u32,
     /// The text it adds (may be empty while a multi-byte character is incomplete).
     pub text: String,
-    /// Its log-probability under the model (natural log, before temperature).
-    pub logprob: f32,
+    /// Its log-probability under the model (natural log, before temperature), when the
+    /// request asked for log-probabilities ([`GenerateRequest::wants_logprobs`]); engines may
+    /// leave it out otherwise.
+    pub logprob: Option<f32>,
     /// The most likely alternatives `(id, logprob)`, best first.
     pub top: Vec<(u32, f32)>,
 }

@@ -108,7 +108,9 @@ impl Engine for TinyEngine {
             let event = TokenEvent {
                 id,
                 text: self.detokenize(&[id])?,
-                logprob: Self::logprob(&context, id),
+                logprob: request
+                    .wants_logprobs()
+                    .then(|| Self::logprob(&context, id)),
                 top,
             };
             context.push(id);
@@ -196,10 +198,14 @@ mod tests {
         let d = e.generate(&asked, &mut |_| true).unwrap();
         for t in &d.tokens {
             assert_eq!(t.top.len(), 3);
-            assert_eq!(t.top[0], (t.id, t.logprob));
+            assert_eq!(Some(t.top[0]), t.logprob.map(|l| (t.id, l)));
             assert!(t.top[1].1 <= t.top[0].1 && t.top[1].0 != t.id);
         }
-        assert!(a.tokens.iter().all(|t| t.top.is_empty()));
+        assert!(
+            a.tokens
+                .iter()
+                .all(|t| t.top.is_empty() && t.logprob.is_none())
+        );
         assert_eq!(c.tokens.len(), 3);
     }
 

@@ -534,6 +534,7 @@ impl Miner {
                 seed: req.seed,
             },
             stop: req.stop.clone(),
+            logprobs: req.logprobs.is_some(),
             top_logprobs: usize::from(req.logprobs.unwrap_or(0)),
         };
         let want = req.logprobs.is_some();
@@ -714,11 +715,13 @@ impl Miner {
     }
 }
 
-/// A generated token's log-probabilities as a token frame carries them.
+/// A generated token's log-probabilities as a token frame carries them (the request asked, so
+/// the engine reported them; one that did not is sent as [`LOGPROB_FLOOR`], which no checked
+/// answer passes with).
 fn logprobs_of(engine: &dyn Engine, t: &agora_inference::TokenEvent) -> TokenLogprobs {
     TokenLogprobs {
         bytes: engine.token_bytes(t.id).unwrap_or_default(),
-        logprob: TokenLogprobs::sendable(t.logprob),
+        logprob: TokenLogprobs::sendable(t.logprob.unwrap_or(f32::NEG_INFINITY)),
         top: t
             .top
             .iter()

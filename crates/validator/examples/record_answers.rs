@@ -30,6 +30,7 @@ fn generate(e: &dyn Engine, p: &[u32], max: u32, seed: Option<u64>) -> (Vec<u32>
                 max_tokens: max as usize,
                 sampling,
                 stop: vec![],
+                logprobs: false,
                 top_logprobs: 0,
             },
             &mut |_| true,

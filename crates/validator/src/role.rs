@@ -733,6 +733,7 @@ mod tests {
     fn answered(engine: &TinyEngine, c: &Challenge, model: Hash, numerics: u32) -> Completion {
         let prompt = prompt_tokens(engine, &c.prompt).unwrap();
         let mut request = GenerateRequest::greedy(prompt.clone(), c.max_tokens as usize);
+        request.logprobs = c.logprobs.is_some();
         request.top_logprobs = usize::from(c.logprobs.unwrap_or(0));
         let out = engine.generate(&request, &mut |_| true).unwrap();
         // As the miner sends them and the gateway hands them over.
@@ -741,7 +742,7 @@ mod tests {
                 .iter()
                 .map(|t| agora_serve::protocol::TokenLogprobs {
                     bytes: engine.token_bytes(t.id).unwrap(),
-                    logprob: t.logprob,
+                    logprob: t.logprob.unwrap(),
                     top: t
                         .top
                         .iter()

@@ -17,6 +17,7 @@ fn generate(prompt: &[u32], max: usize, sampling: Sampling) -> (Vec<u32>, Finish
                 max_tokens: max,
                 sampling,
                 stop: vec![],
+                logprobs: false,
                 top_logprobs: 0,
             },
             &mut |_| true,
@@ -173,6 +174,7 @@ fn the_real_engines_log_probabilities_are_its_scores_and_made_up_ones_fail() {
                     max_tokens: 24,
                     sampling,
                     stop: vec![],
+                    logprobs: true,
                     top_logprobs: 2,
                 },
                 &mut |_| true,
@@ -188,7 +190,7 @@ fn the_real_engines_log_probabilities_are_its_scores_and_made_up_ones_fail() {
             .tokens
             .iter()
             .map(|t| ClaimedLogprob {
-                logprob: t.logprob,
+                logprob: t.logprob.expect("asked for"),
                 top: t.top.clone(),
             })
             .collect();

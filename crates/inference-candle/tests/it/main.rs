@@ -17,6 +17,14 @@ fn model_path() -> std::path::PathBuf {
     agora_inference::model::fetch(&dir, &mut |_| {}).expect("fetch the model")
 }
 
+/// Greedy generation of at most `n` tokens, each with its log-probability.
+fn with_logprobs(prompt: Vec<u32>, n: usize) -> GenerateRequest {
+    GenerateRequest {
+        logprobs: true,
+        ..GenerateRequest::greedy(prompt, n)
+    }
+}
+
 /// The tokens of a chat with the validators' system message and the user message `q`.
 fn chat_prompt(e: &CandleEngine, q: &str) -> Vec<u32> {
     let text = e
@@ -135,12 +143,22 @@ fn greedy_output_is_repeatable_and_scores_as_argmax() {
         .unwrap();
     let ids = e.tokenize(&prompt).unwrap();
     let a = e
-        .generate(&GenerateRequest::greedy(ids.clone(), 24), &mut |_| true)
+        .generate(&with_logprobs(ids.clone(), 24), &mut |_| true)
         .unwrap();
     let b = e
-        .generate(&GenerateRequest::greedy(ids.clone(), 24), &mut |_| true)
+        .generate(&with_logprobs(ids.clone(), 24), &mut |_| true)
         .unwrap();
     assert_eq!(a, b);
+    // Not asking for log-probabilities changes nothing else.
+    let plain = e
+        .generate(&GenerateRequest::greedy(ids.clone(), 24), &mut |_| true)
+        .unwrap();
+    assert_eq!((&plain.text, plain.finish), (&a.text, a.finish));
+    assert_eq!(plain.tokens.len(), a.tokens.len());
+    for (p, t) in plain.tokens.iter().zip(&a.tokens) {
+        assert_eq!((p.id, &p.text, p.logprob), (t.id, &t.text, None));
+        assert!(t.logprob.is_some_and(|l| l <= 0.0), "{t:?}");
+    }
     let generated: Vec<u32> = a.tokens.iter().map(|t| t.id).collect();
     let scores = e.score(&ids, &generated).unwrap();
     assert_eq!(scores.len(), generated.len());
@@ -149,11 +167,11 @@ fn greedy_output_is_repeatable_and_scores_as_argmax() {
         // One batched pass and token-by-token decoding use different matmul kernels (candle picks
         // by batch size). On flat distributions the log-probabilities differ by up to about 0.45
         // nats (measured on this prompt); the argmax never does.
+        let generated = t.logprob.expect("asked for");
         assert!(
-            (s.logprob - t.logprob).abs() < 0.75,
-            "scored {} vs generated {}",
+            (s.logprob - generated).abs() < 0.75,
+            "scored {} vs generated {generated}",
             s.logprob,
-            t.logprob
         );
     }
 }
@@ -315,7 +333,7 @@ fn scoring_reproduces_the_generators_own_numbers() {
     ] {
         let prompt = chat_prompt(e, q);
         let out = e
-            .generate(&GenerateRequest::greedy(prompt.clone(), 40), &mut |_| true)
+            .generate(&with_logprobs(prompt.clone(), 40), &mut |_| true)
             .unwrap();
         let ids: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
         let scores = e.score(&prompt, &ids).unwrap();
@@ -325,7 +343,8 @@ fn scoring_reproduces_the_generators_own_numbers() {
                 "{q}: position {i} is not the argmax when scored"
             );
             assert_eq!(
-                t.logprob, s.logprob,
+                t.logprob,
+                Some(s.logprob),
                 "{q}: position {i}: generated and scored log-probabilities differ"
             );
         }
@@ -352,7 +371,7 @@ fn a_prompt_continued_from_the_last_ones_cache_gets_the_same_numbers() {
         "the prompts share {shared} tokens"
     );
     let generate = |prompt: &[u32]| {
-        e.generate(&GenerateRequest::greedy(prompt.to_vec(), 32), &mut |_| true)
+        e.generate(&with_logprobs(prompt.to_vec(), 32), &mut |_| true)
             .unwrap()
     };
     // Nothing kept yet: the reference, from a fresh cache.
@@ -376,8 +395,8 @@ fn a_prompt_continued_from_the_last_ones_cache_gets_the_same_numbers() {
         for (i, (t, s)) in fresh.tokens.iter().zip(&scores).enumerate() {
             assert!(s.is_argmax, "position {i} is not the argmax when scored");
             assert_eq!(
-                t.logprob.to_bits(),
-                s.logprob.to_bits(),
+                t.logprob.map(f32::to_bits),
+                Some(s.logprob.to_bits()),
                 "position {i}: generated and scored log-probabilities differ"
             );
         }
@@ -388,7 +407,7 @@ fn a_prompt_continued_from_the_last_ones_cache_gets_the_same_numbers() {
     let before = e.reused_positions();
     let alone = CandleEngine::load(&path)
         .expect("load the model")
-        .generate(&GenerateRequest::greedy(short.to_vec(), 32), &mut |_| true)
+        .generate(&with_logprobs(short.to_vec(), 32), &mut |_| true)
         .unwrap();
     assert_eq!(
         generate(short),
@@ -415,7 +434,7 @@ fn concurrent_generations_are_batched_and_each_gets_its_own_answer() {
         .iter()
         .map(|q| {
             let prompt = e.render_chat(&[ChatMessage::user(*q)]).unwrap();
-            GenerateRequest::greedy(e.tokenize(&prompt).unwrap(), 24)
+            with_logprobs(e.tokenize(&prompt).unwrap(), 24)
         })
         .collect();
     let alone: Vec<_> = requests
