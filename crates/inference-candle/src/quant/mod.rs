@@ -589,6 +589,38 @@ mod x86 {
         }
     }
 
+    /// Prefetch for block `b` of panel row `p` (`next`: the chunk's panels after it) in a
+    /// product of a few rows whose weights come from memory (see [`L2_ROWS`]): the block
+    /// `2 * near` blocks ahead into L2 only, its lines spread over `of` calls (this is call
+    /// `part`, see [`prefetch_part`]), instead of [`prefetch_ahead`]'s `near` into L1.
+    #[target_feature(enable = "sse")]
+    #[inline]
+    pub(crate) fn prefetch_ahead_l2<T>(
+        p: &[T],
+        next: &[T],
+        b: usize,
+        near: usize,
+        (part, of): (usize, usize),
+    ) {
+        let n = p.len();
+        if let Some(t) = p.get(b + 2 * near).or_else(|| next.get(b + 2 * near - n)) {
+            prefetch_part::<{ _MM_HINT_T1 }, T>(t, part, of);
+        }
+    }
+
+    /// The most rows of a product whose tiles of four or more rows ask L2 ahead for the
+    /// weights ([`prefetch_ahead_l2`]): a batched decoding pass of a few streams, whose
+    /// weights come from memory. An L1 request holds one of the core's few miss buffers until
+    /// its line arrives, and with an eight-row tile's arithmetic between the requests the
+    /// stream fell short of them. Q4_1, eight rows (session 20): `--example kernels
+    /// avx512-vnni 8 cold:200`, four alternated pairs, 177-191 against 150-164 billion
+    /// multiply-adds/s (the AVX2 tile, two pairs: 81-91 against 63-68); `--example streams 8
+    /// 128`, six alternated triples with the previous binary, 8 streams 801 against 730 tok/s
+    /// on average, faster in five. Products of 32 rows were slower so (150-175 against
+    /// 191-227 in the kernels example): their later tiles of a panel row find it in L1 when
+    /// the first tile asked L1 for it.
+    pub(crate) const L2_ROWS: usize = 12;
+
     /// How far ahead of its use a single row's product asks L2 for a panel.
     const FAR_BYTES: usize = 20 << 10;
 
@@ -664,13 +696,30 @@ mod x86 {
                             }
                         }
                     };
+                    // A few rows' tiles ask L2 ahead (`L2_ROWS`); which, is decided at compile
+                    // time (the request sits in the tile's innermost loop).
+                    let l2 = m <= super::super::x86::L2_ROWS;
                     let mut r0 = 0;
                     for &a in &big_tiles {
-                        put(r0, &$tile::<$big>(p, next, false, a));
+                        put(
+                            r0,
+                            &if l2 {
+                                $tile::<$big, true>(p, next, false, a)
+                            } else {
+                                $tile::<$big, false>(p, next, false, a)
+                            },
+                        );
                         r0 += $big;
                     }
                     for &a in &quad_tiles {
-                        put(r0, &$tile::<4>(p, next, false, a));
+                        put(
+                            r0,
+                            &if l2 {
+                                $tile::<4, true>(p, next, false, a)
+                            } else {
+                                $tile::<4, false>(p, next, false, a)
+                            },
+                        );
                         r0 += 4;
                     }
                     // The last one to three rows as one tile: as single rows, each tile
@@ -683,9 +732,9 @@ mod x86 {
                     // were not faster (639 against 657), and eight slower (sessions 15 and 16).
                     let far = m <= 3;
                     match rest[..] {
-                        [a] => put(r0, &$tile::<1>(p, next, far, [a])),
-                        [a, b] => put(r0, &$tile::<2>(p, next, far, [a, b])),
-                        [a, b, c] => put(r0, &$tile::<3>(p, next, far, [a, b, c])),
+                        [a] => put(r0, &$tile::<1, false>(p, next, far, [a])),
+                        [a, b] => put(r0, &$tile::<2, false>(p, next, far, [a, b])),
+                        [a, b, c] => put(r0, &$tile::<3, false>(p, next, far, [a, b, c])),
                         _ => {}
                     }
                 }
@@ -781,9 +830,11 @@ mod tests {
             })
             .collect();
         // Whole and partial panels, odd block counts; row counts that exercise the eight-row,
-        // four-row and one-, two- and three-row tiles.
+        // four-row and one-, two- and three-row tiles, with and without the requests to L2
+        // (`x86::L2_ROWS`: 12 rows and fewer ask L2).
         for (n, k, m) in [
             (37, 512, 9),
+            (40, 128, 12),
             (48, 576, 7),
             (33, 96, 5),
             (40, 128, 13),

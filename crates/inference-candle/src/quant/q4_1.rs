@@ -148,7 +148,7 @@ mod x86 {
     //! The SIMD kernels. Vectors are loaded from arrays with `bytemuck::cast` (a plain load);
     //! the intrinsics are safe to call inside functions that enable their features.
 
-    use super::super::x86::{outputs_tiled, prefetch_ahead};
+    use super::super::x86::{outputs_tiled, prefetch_ahead, prefetch_ahead_l2};
     use super::{ActBlock, Panel};
     use bytemuck::cast;
     use std::arch::x86_64::*;
@@ -192,7 +192,7 @@ mod x86 {
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
     #[inline]
-    fn tile_avx512<const R: usize>(
+    fn tile_avx512<const R: usize, const L2: bool>(
         p: &[Panel],
         next: &[Panel],
         far: bool,
@@ -240,7 +240,11 @@ mod x86 {
             });
             let dw = _mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.d));
             for r in 0..R {
-                prefetch_ahead(p, next, b, AHEAD, (r, R), far && r == 0);
+                if L2 {
+                    prefetch_ahead_l2(p, next, b, AHEAD, (r, R));
+                } else {
+                    prefetch_ahead(p, next, b, AHEAD, (r, R), far && r == 0);
+                }
                 let ab = &a[r][b];
                 let x: [i32; 8] = cast(ab.q);
                 // Low nibbles meet values 0..16, high nibbles values 16..32: two chains.
@@ -260,7 +264,7 @@ mod x86 {
     /// A panel row against `R` activation rows, in two halves of 8 lanes (rows 0-7, 8-15).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn tile_avx2<const R: usize>(
+    fn tile_avx2<const R: usize, const L2: bool>(
         p: &[Panel],
         next: &[Panel],
         far: bool,
@@ -276,7 +280,11 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut mins = [[_mm256_setzero_ps(); 2]; R];
         for (b, pb) in p.iter().enumerate() {
-            prefetch_ahead(p, next, b, AHEAD, (0, 1), far);
+            if L2 {
+                prefetch_ahead_l2(p, next, b, AHEAD, (0, 1));
+            } else {
+                prefetch_ahead(p, next, b, AHEAD, (0, 1), far);
+            }
             let dw: [__m256; 2] = std::array::from_fn(|h| {
                 _mm256_cvtph_ps(cast::<[u16; 8], __m128i>(cast::<_, [[u16; 8]; 2]>(pb.d)[h]))
             });

@@ -196,7 +196,7 @@ mod x86 {
     }
 
     /// Blocks ahead whose weights are prefetched (about 5 KB, as for Q4_1). Unlike Q4_1's, these
-    /// tiles never ask L2 further ahead (their `far` argument is ignored): the output matrix at
+    /// tiles never ask L2 further ahead (their `far` argument and `L2` parameter are ignored): the output matrix at
     /// one row, as decoding reads it from memory, gained nothing (`--example kernels
     /// avx512-vnni 1 cold:200`: 26.8-30.6 billion multiply-adds/s either way), one stream's
     /// generation lost about 5%, and a product whose weights sit in L2 lost about a tenth.
@@ -205,7 +205,7 @@ mod x86 {
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
-    fn tile_avx512<const R: usize>(
+    fn tile_avx512<const R: usize, const L2: bool>(
         p: &[Panel],
         next: &[Panel],
         _far: bool,
@@ -242,7 +242,7 @@ mod x86 {
     /// A panel row against `R` activation rows, in two halves of 8 lanes (rows 0-7, 8-15).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn tile_avx2<const R: usize>(
+    fn tile_avx2<const R: usize, const L2: bool>(
         p: &[Panel],
         next: &[Panel],
         _far: bool,
