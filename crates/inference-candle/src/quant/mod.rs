@@ -612,13 +612,13 @@ mod x86 {
     /// weights ([`prefetch_ahead_l2`]): a batched decoding pass of a few streams, whose
     /// weights come from memory. An L1 request holds one of the core's few miss buffers until
     /// its line arrives, and with an eight-row tile's arithmetic between the requests the
-    /// stream fell short of them. Q4_1, eight rows (session 20): `--example kernels
-    /// avx512-vnni 8 cold:200`, four alternated pairs, 177-191 against 150-164 billion
-    /// multiply-adds/s (the AVX2 tile, two pairs: 81-91 against 63-68); `--example streams 8
-    /// 128`, six alternated triples with the previous binary, 8 streams 801 against 730 tok/s
-    /// on average, faster in five. Products of 32 rows were slower so (150-175 against
-    /// 191-227 in the kernels example): their later tiles of a panel row find it in L1 when
-    /// the first tile asked L1 for it.
+    /// stream fell short of them. Q4_1, eight rows (session 20, alternated with the previous
+    /// binary): `--example kernels avx512-vnni 8 cold:200`, 190-195 against 165-174 billion
+    /// multiply-adds/s (the AVX2 kernel, 104-112 against 60-63); `--example streams 8 128`,
+    /// 8 streams 768 against 733 tok/s on average over six runs, every one faster (+5% to
+    /// +10% over four sets, BENCHMARKS.md). Products of 32 rows were slower so (150-175
+    /// against 191-227 in the kernels example): their later tiles of a panel row find it in
+    /// L1 when the first tile asked L1 for it.
     pub(crate) const L2_ROWS: usize = 12;
 
     /// How far ahead of its use a single row's product asks L2 for a panel.

@@ -196,10 +196,13 @@ mod x86 {
     }
 
     /// Blocks ahead whose weights are prefetched (about 5 KB, as for Q4_1). Unlike Q4_1's, these
-    /// tiles never ask L2 further ahead (their `far` argument and `L2` parameter are ignored): the output matrix at
-    /// one row, as decoding reads it from memory, gained nothing (`--example kernels
-    /// avx512-vnni 1 cold:200`: 26.8-30.6 billion multiply-adds/s either way), one stream's
-    /// generation lost about 5%, and a product whose weights sit in L2 lost about a tenth.
+    /// tiles never ask L2 further ahead (their `far` argument and `L2` parameter are ignored):
+    /// the output matrix at one row, as decoding reads it from memory, gained nothing
+    /// (`--example kernels avx512-vnni 1 cold:200`: 26.8-30.6 billion multiply-adds/s either
+    /// way), one stream's generation lost about 5%, and a product whose weights sit in L2 lost
+    /// about a tenth. Eight rows asking L2 only, as Q4_1's do (`x86::L2_ROWS`), made its kernel
+    /// about 20% faster at the output matrix's shape but 8 streams only about 1% (inside the
+    /// noise; session 20).
     const AHEAD: usize = 10;
 
     /// A panel row (16 outputs, one per lane) against `R` activation rows.
