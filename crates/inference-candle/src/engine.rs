@@ -835,13 +835,12 @@ impl Engine for CandleEngine {
                     .collect();
             }
             bytes.extend(self.tokenizer.token_bytes(id)?);
-            // Emit only complete UTF-8 characters; a character may span tokens.
-            let valid = match std::str::from_utf8(&bytes[emitted..]) {
-                Ok(s) => s.len(),
-                Err(e) => e.valid_up_to(),
-            };
-            let piece = String::from_utf8_lossy(&bytes[emitted..emitted + valid]).into_owned();
-            emitted += valid;
+            // Complete characters only (a character may span tokens), each invalid sequence
+            // as U+FFFD: the text validators expect of these tokens. Before, a byte that could
+            // never start a character held back every later piece, and an answer that ended
+            // inside a character failed validators' text check (its ids spelled U+FFFD there).
+            let (piece, used) = agora_inference::complete_text(&bytes[emitted..]);
+            emitted += used;
             let event = TokenEvent {
                 id,
                 text: piece,

@@ -31,6 +31,41 @@ mod tiny;
 
 pub use tiny::TinyEngine;
 
+/// The text of generated `bytes` as generation streams it, and how many of the bytes it
+/// covers: every complete character, each invalid sequence as one U+FFFD (exactly as
+/// `String::from_utf8_lossy` replaces them), and an incomplete character at the end left out,
+/// since the next token may complete it. A token can end inside a character (byte-level BPE),
+/// so a generation's text is this function of its tokens' bytes: engines emit it piece by
+/// piece (each call continuing from the bytes the last one covered gives the same text as one
+/// call over them all), and validators check an answer's text against it. A generation that
+/// ends inside a character leaves that character out.
+pub fn complete_text(bytes: &[u8]) -> (String, usize) {
+    let mut text = String::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match std::str::from_utf8(&bytes[at..]) {
+            Ok(s) => {
+                text.push_str(s);
+                at = bytes.len();
+            }
+            Err(e) => {
+                let good = e.valid_up_to();
+                text.push_str(&String::from_utf8_lossy(&bytes[at..at + good]));
+                at += good;
+                match e.error_len() {
+                    Some(n) => {
+                        text.push(char::REPLACEMENT_CHARACTER);
+                        at += n;
+                    }
+                    // Incomplete: the next bytes may complete it.
+                    None => break,
+                }
+            }
+        }
+    }
+    (text, at)
+}
+
 /// Where the first of `stops` begins in `text`, looking at or after byte `from` (moved back to
 /// a character boundary); empty stop strings stop nothing. Generation cuts its text there
 /// ([`GenerateRequest::stop`]), and a gateway the text it shows its client.
@@ -318,4 +353,68 @@ pub trait Engine: Send + Sync {
         continuation: &[u32],
         top: usize,
     ) -> Result<Vec<TopScore>, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete_text;
+
+    /// Byte strings of every kind a token sequence can spell: ASCII, two- to four-byte
+    /// characters, invalid bytes, a lone continuation byte, an overlong form, an encoded
+    /// surrogate, and characters cut short.
+    fn samples() -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = [
+            "plain text",
+            "caf\u{e9} \u{4e2d}\u{6587} \u{1f600}!",
+            "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        v.push(b"ab\xffcd".to_vec());
+        v.push(b"\x80\x80x".to_vec());
+        v.push(b"x\xc0\x80y".to_vec());
+        v.push(b"\xed\xa0\x80z".to_vec());
+        v.push(b"ok \xe4\xb8".to_vec());
+        v.push(b"\xf0\x9f\x98".to_vec());
+        v.push(b"\xe4\xb8a\xf0\x9f".to_vec());
+        v
+    }
+
+    #[test]
+    fn complete_text_is_the_lossy_text_less_an_unfinished_last_character() {
+        for bytes in samples() {
+            let (text, used) = complete_text(&bytes);
+            let lossy = String::from_utf8_lossy(&bytes);
+            if used == bytes.len() {
+                assert_eq!(text, lossy, "{bytes:?}");
+            } else {
+                // The tail it leaves is one unfinished character, which the lossy text shows
+                // as one replacement character.
+                assert!(bytes.len() - used < 4, "{bytes:?}");
+                assert_eq!(format!("{text}\u{fffd}"), lossy, "{bytes:?}");
+            }
+        }
+        assert_eq!(complete_text(b"ok \xe4\xb8"), ("ok ".to_string(), 3));
+        assert_eq!(complete_text(b"ab\xffcd"), ("ab\u{fffd}cd".to_string(), 5));
+    }
+
+    #[test]
+    fn piece_by_piece_gives_the_text_of_one_call() {
+        for bytes in samples() {
+            let whole = complete_text(&bytes);
+            // Bytes arriving one token at a time, tokens of every length up to four bytes.
+            for step in 1..=4 {
+                let (mut text, mut used) = (String::new(), 0);
+                let mut seen = 0;
+                while seen < bytes.len() {
+                    seen = (seen + step).min(bytes.len());
+                    let (piece, n) = complete_text(&bytes[used..seen]);
+                    text.push_str(&piece);
+                    used += n;
+                }
+                assert_eq!((text, used), whole, "{bytes:?} in steps of {step}");
+            }
+        }
+    }
 }

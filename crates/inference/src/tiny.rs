@@ -102,12 +102,17 @@ impl Engine for TinyEngine {
         let mut tokens = Vec::new();
         let mut text = String::new();
         let mut finish = FinishReason::Length;
+        // Its tokens are bytes: the text streams as `complete_text` spells them.
+        let (mut bytes, mut emitted) = (Vec::new(), 0);
         for _ in 0..request.max_tokens {
             let id = Self::favourite(&context);
             let top = Self::top(&context, request.top_logprobs);
+            bytes.extend(self.token_bytes(id)?);
+            let (piece, used) = crate::complete_text(&bytes[emitted..]);
+            emitted += used;
             let event = TokenEvent {
                 id,
-                text: self.detokenize(&[id])?,
+                text: piece,
                 logprob: request
                     .wants_logprobs()
                     .then(|| Self::logprob(&context, id)),

@@ -86,8 +86,9 @@ pub struct ChatRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Completion {
     /// The text as the client gets it: cut where the first stop sequence begins. (Without stop
-    /// sequences, as in a validator's challenges, it is the text of `tokens`; the receipt's
-    /// response hash covers the miner's whole text.)
+    /// sequences, as in a validator's challenges, it is the text of `tokens`, as
+    /// `agora_inference::complete_text` spells their bytes; the receipt's response hash covers
+    /// the miner's whole text.)
     pub text: String,
     /// `stop` or `length`.
     pub finish_reason: String,

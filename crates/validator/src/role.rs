@@ -650,7 +650,13 @@ pub fn check_completion(
     if completion.tokens.iter().any(|&t| t as usize >= vocab) {
         return fail(Failure::TextMismatch);
     }
-    if engine.detokenize(&completion.tokens)? != completion.text {
+    // The text of the ids as generation streams it (complete characters; see
+    // `agora_inference::complete_text`): an answer that ends inside a character leaves it out.
+    let mut bytes = Vec::new();
+    for &t in &completion.tokens {
+        bytes.extend(engine.token_bytes(t)?);
+    }
+    if agora_inference::complete_text(&bytes).0 != completion.text {
         return fail(Failure::TextMismatch);
     }
     let prompt = prompt_tokens(engine, &c.prompt)?;
@@ -756,7 +762,8 @@ mod tests {
                 .collect()
         });
         let tokens: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
-        let text = engine.detokenize(&tokens).unwrap();
+        // As the miner streams it and the gateway collects it.
+        let text = out.text.clone();
         let finish_reason = match out.finish {
             agora_inference::FinishReason::Length => "length",
             _ => "stop",
@@ -786,6 +793,50 @@ mod tests {
             numerics,
             logprobs,
         }
+    }
+
+    /// An answer whose last token holds only the first bytes of a character: the miner
+    /// streams its text without that character, and that is the text the check expects. (It
+    /// used to expect the text of the ids with U+FFFD there, and failed such honest answers as
+    /// `TextMismatch`.)
+    #[test]
+    fn an_answer_ending_inside_a_character_passes_the_text_check() {
+        let engine = TinyEngine::new();
+        let model = Hash([9; 32]);
+        let own = engine.info().numerics;
+        // The tiny engine's tokens are bytes: find an answer length that stops inside one.
+        let (c, done) = (1..64u32)
+            .find_map(|max_tokens| {
+                let c = Challenge {
+                    prompt: "Name a colour.".into(),
+                    max_tokens,
+                    sampled_seed: None,
+                    logprobs: None,
+                };
+                let done = answered(&engine, &c, model, own);
+                let mut bytes = Vec::new();
+                for &t in &done.tokens {
+                    bytes.extend(engine.token_bytes(t).unwrap());
+                }
+                let (_, used) = agora_inference::complete_text(&bytes);
+                (used < bytes.len()).then_some((c, done))
+            })
+            .expect("an answer that ends inside a character");
+        let whole = engine.detokenize(&done.tokens).unwrap();
+        assert!(whole.ends_with('\u{fffd}') && whole.starts_with(&done.text));
+        assert_eq!(
+            check_completion(&engine, &c, &done, model).unwrap(),
+            Verdict::Pass
+        );
+        // The ids' text with the unfinished character is not what a miner streams.
+        let padded = Completion {
+            text: whole,
+            ..done
+        };
+        assert_eq!(
+            check_completion(&engine, &c, &padded, model).unwrap(),
+            Verdict::Fail(Failure::TextMismatch)
+        );
     }
 
     #[test]
