@@ -110,6 +110,13 @@ impl Engine for Timed {
     ) -> Result<Vec<agora_inference::TopScore>, agora_inference::Error> {
         self.inner.score_top(prompt, continuation, top)
     }
+    fn score_greedy(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<agora_inference::GreedyScore>, agora_inference::Error> {
+        self.inner.score_greedy(prompt, continuation)
+    }
 }
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {

@@ -284,6 +284,32 @@ pub struct TokenScore {
     pub best_logprob: f32,
 }
 
+/// What greedy decoding makes of one continuation token ([`Engine::score_greedy`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GreedyScore {
+    /// The token.
+    pub id: u32,
+    /// Whether greedy decoding picks it (the first of equal best logits).
+    pub is_argmax: bool,
+    /// How far its logit lies below the best one there, in nats (0 for the best; NaN where
+    /// the model's numbers are). Log-probabilities differ by the same amount.
+    pub gap: f32,
+}
+
+impl From<TokenScore> for GreedyScore {
+    fn from(s: TokenScore) -> GreedyScore {
+        GreedyScore {
+            id: s.id,
+            is_argmax: s.is_argmax,
+            gap: if s.is_argmax {
+                0.0
+            } else {
+                s.best_logprob - s.logprob
+            },
+        }
+    }
+}
+
 /// A continuation token's score with its position's most likely tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopScore {
@@ -343,6 +369,22 @@ pub trait Engine: Send + Sync {
             .score_top(prompt, continuation, 0)?
             .into_iter()
             .map(|t| t.score)
+            .collect())
+    }
+    /// For each token of `continuation` after `prompt`, in one forward pass: whether greedy
+    /// decoding picks it, and how far below the best it lies. What a validator checks of a
+    /// greedy answer sent without log-probabilities; an engine may compute it without the
+    /// log-sum over the vocabulary that [`Engine::score`] takes per token. By default from
+    /// [`Engine::score`].
+    fn score_greedy(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<GreedyScore>, Error> {
+        Ok(self
+            .score(prompt, continuation)?
+            .into_iter()
+            .map(GreedyScore::from)
             .collect())
     }
     /// [`Engine::score`], with each position's `top` most likely tokens as generation reports

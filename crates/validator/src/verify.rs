@@ -2,7 +2,10 @@
 //! in one forward pass of the validator's own copy of the model, then apply the rules.
 //!
 //! - Greedy challenges: every token must be the model's argmax, except numerical near-ties: a
-//!   token whose log-probability is within [`NEAR_TIE`] nats of the best one passes. On one
+//!   token whose log-probability is within [`NEAR_TIE`] nats of the best one passes. Without
+//!   claimed log-probabilities the distance is the difference of the two logits, which is
+//!   the same quantity without the log-sum over the vocabulary (computed once less rounding;
+//!   the validator skips that log-sum, [`Engine::score_greedy`]). On one
 //!   machine the engine's scores are the generator's own numbers bit for bit (scoring attends
 //!   position by position as decoding does); the tolerance covers other CPUs, whose SIMD paths
 //!   round sums differently and can flip an 8-bit activation rounding.
@@ -25,7 +28,7 @@
     reason = "log-probabilities are floats; verdicts are local decisions, not consensus state"
 )]
 
-use agora_inference::{Engine, Error, TokenScore};
+use agora_inference::{Engine, Error, GreedyScore, TokenScore};
 use agora_serve::protocol::LOGPROB_FLOOR;
 
 /// Near-tie tolerance for greedy answers, in nats.
@@ -104,10 +107,9 @@ pub enum Failure {
     NotArgmax {
         /// Position in the answer.
         position: usize,
-        /// Its log-probability.
-        logprob: f32,
-        /// The best one's.
-        best: f32,
+        /// How far its log-probability lies below the best one's, in nats (more than
+        /// [`NEAR_TIE`]; NaN where the validator's own numbers are).
+        gap: f32,
     },
     /// A sampled answer has a token the model would never produce.
     Impossible {
@@ -205,26 +207,22 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
     if answer.finish == Finish::Stop {
         forced.push(stop);
     }
+    // A greedy answer without claimed log-probabilities needs only each position's argmax
+    // and the token's distance below it, which the engine computes without the log-sum over
+    // the vocabulary ([`Engine::score_greedy`]); every other answer is scored in full.
+    if answer.mode == Mode::Greedy && answer.logprobs.is_none() {
+        let scored = engine.score_greedy(answer.prompt, &forced)?;
+        return Ok(greedy_verdict(&scored, answer.tokens.len()));
+    }
     let alternatives = answer.logprobs.map_or(0, |c| c.alternatives);
     let scored = engine.score_top(answer.prompt, &forced, alternatives)?;
     let scores: Vec<TokenScore> = scored.iter().map(|t| t.score).collect();
     let (body, tail) = scores.split_at(answer.tokens.len());
     match answer.mode {
         Mode::Greedy => {
-            for (position, s) in body.iter().enumerate() {
-                if !s.is_argmax && s.best_logprob - s.logprob > NEAR_TIE {
-                    return fail(Failure::NotArgmax {
-                        position,
-                        logprob: s.logprob,
-                        best: s.best_logprob,
-                    });
-                }
-            }
-            if let Some(s) = tail.first()
-                && !s.is_argmax
-                && s.best_logprob - s.logprob > NEAR_TIE
-            {
-                return fail(Failure::StopMisplaced);
+            let greedy: Vec<GreedyScore> = scores.iter().copied().map(GreedyScore::from).collect();
+            if let Verdict::Fail(f) = greedy_verdict(&greedy, answer.tokens.len()) {
+                return fail(f);
             }
         }
         Mode::Sampled => {
@@ -289,4 +287,72 @@ pub fn verify(engine: &dyn Engine, answer: &Answer<'_>, stop: u32) -> Result<Ver
         }
     }
     Ok(Verdict::Pass)
+}
+
+/// The greedy rule over an answer's `len` tokens' scores and, after them, the stop token's
+/// when the answer claims one: every token the argmax or within [`NEAR_TIE`] of it.
+fn greedy_verdict(scored: &[GreedyScore], len: usize) -> Verdict {
+    let off = |s: &GreedyScore| s.gap.is_nan() || s.gap > NEAR_TIE;
+    let (body, tail) = scored.split_at(len.min(scored.len()));
+    if let Some((position, s)) = body.iter().enumerate().find(|(_, s)| off(s)) {
+        return Verdict::Fail(Failure::NotArgmax {
+            position,
+            gap: s.gap,
+        });
+    }
+    if tail.first().is_some_and(off) {
+        return Verdict::Fail(Failure::StopMisplaced);
+    }
+    Verdict::Pass
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(gaps: &[f32]) -> Vec<GreedyScore> {
+        gaps.iter()
+            .enumerate()
+            .map(|(i, &gap)| GreedyScore {
+                id: i as u32,
+                is_argmax: gap == 0.0,
+                gap,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_greedy_rule_passes_near_ties_and_nothing_further() {
+        // The argmax and near-ties pass, in the answer and at its stop token.
+        assert_eq!(
+            greedy_verdict(&scores(&[0.0, 0.03, NEAR_TIE, 0.0]), 3),
+            Verdict::Pass
+        );
+        // A token further below the best fails at its position, with its distance.
+        assert_eq!(
+            greedy_verdict(&scores(&[0.0, 0.0, 0.06, 2.0]), 4),
+            Verdict::Fail(Failure::NotArgmax {
+                position: 2,
+                gap: 0.06
+            })
+        );
+        // A stop token the model would not produce there.
+        assert_eq!(
+            greedy_verdict(&scores(&[0.0, 0.0, 0.4]), 2),
+            Verdict::Fail(Failure::StopMisplaced)
+        );
+        // Numbers the validator cannot compare fail rather than pass.
+        assert!(matches!(
+            greedy_verdict(&scores(&[0.0, f32::NAN]), 2),
+            Verdict::Fail(Failure::NotArgmax { position: 1, .. })
+        ));
+        // The full scores' form of the same numbers.
+        let full = TokenScore {
+            id: 9,
+            logprob: -3.5,
+            is_argmax: false,
+            best_logprob: -0.5,
+        };
+        assert_eq!(GreedyScore::from(full).gap, 3.0);
+    }
 }

@@ -253,7 +253,7 @@ impl<F: Format> QMatrix<F> {
     }
 
     /// [`QMatrix::matmul`] with a given kernel (at most the best this CPU runs). Output rows are
-    /// split among rayon's threads in chunks of whole panels (see `panel_rows_per_task`); each
+    /// split among rayon's threads in parts of whole panels (see `task_bounds`); each
     /// output is computed by one thread, so the split does not change the numbers. Each chunk
     /// writes its columns of every output row in place (one slice per row and chunk): no
     /// panel-ordered scratch to clear and copy back, which cost a scoring pass of 168 rows
@@ -278,32 +278,34 @@ impl<F: Format> QMatrix<F> {
         let acts = &quantize_rows(x, self.cols, stride, self.blocks);
         let m = acts.len() / self.blocks.max(1);
         let panel_rows = self.panels.len() / self.blocks.max(1);
-        let chunk = panel_rows_per_task(panel_rows, m, rayon::current_num_threads());
-        let width = chunk * PANEL;
-        let tasks = panel_rows.div_ceil(chunk);
+        let bounds = task_bounds(panel_rows, m, rayon::current_num_threads());
         // Every value is written below: only a buffer's growth is cleared.
         out.truncate(m * self.rows);
         out.resize(m * self.rows, 0.0);
-        let mut parts: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
+        let mut parts: Vec<Vec<&mut [f32]>> =
+            bounds.windows(2).map(|_| Vec::with_capacity(m)).collect();
         for row in out.chunks_mut(self.rows.max(1)) {
             let mut rest = row;
-            for part in parts.iter_mut() {
+            for (part, task) in parts.iter_mut().zip(bounds.windows(2)) {
+                let width = (task[1] - task[0]) * PANEL;
                 let (mine, others) = rest.split_at_mut(width.min(rest.len()));
                 part.push(mine);
                 rest = others;
             }
         }
-        parts.par_iter_mut().enumerate().for_each(|(task, part)| {
-            let first = task * chunk * self.blocks;
-            let n = (chunk * self.blocks).min(self.panels.len() - first);
-            F::outputs(
-                kernel,
-                &self.panels[first..first + n],
-                self.blocks,
-                acts,
-                part,
-            );
-        });
+        parts
+            .par_iter_mut()
+            .zip(bounds.par_windows(2))
+            .for_each(|(part, task)| {
+                let (first, n) = (task[0] * self.blocks, (task[1] - task[0]) * self.blocks);
+                F::outputs(
+                    kernel,
+                    &self.panels[first..first + n],
+                    self.blocks,
+                    acts,
+                    part,
+                );
+            });
     }
 }
 
@@ -325,11 +327,12 @@ fn scalar_outputs<P>(
     }
 }
 
-/// Panel rows per parallel task in a product of `panel_rows` panel rows by `m` activation
-/// rows: four tasks per thread, so that the threads finish together while each task holds
-/// enough work that scheduling it costs little (a pass of one row used to spend more on
-/// scheduling its tasks of two panel rows than on computing them) and reuses the activations it
-/// has in cache across its panel rows.
+/// Where each parallel task's panel rows begin in a product of `panel_rows` panel rows by `m`
+/// activation rows, and where the last one ends: parts as equal as whole panel rows allow
+/// (sizes differ by at most one). Four tasks per thread, so that the threads finish together
+/// while each task holds enough work that scheduling it costs little (a pass of one row used
+/// to spend more on scheduling its tasks of two panel rows than on computing them) and reuses
+/// the activations it has in cache across its panel rows.
 ///
 /// A batched decoding pass (2 to [`FEW_ROWS`] rows) takes one task per thread on the layers'
 /// matrices (up to [`FEW_PANEL_ROWS`] panel rows): each of its tasks starts with its first
@@ -339,18 +342,30 @@ fn scalar_outputs<P>(
 /// saves. `--example streams 8 128`, two sets of four alternated pairs: 8 streams 777 against
 /// 743 and 744 against 711 tok/s (about +5%; one stream unchanged). The output matrix (3,072
 /// panel rows) gained nothing from it and keeps four tasks per thread, which a thread held up
-/// elsewhere leaves less to wait on. Only how work is split: every output is the same.
-fn panel_rows_per_task(panel_rows: usize, m: usize, threads: usize) -> usize {
+/// elsewhere leaves less to wait on.
+///
+/// A pass of more rows (a prompt, a scored answer) takes two tasks per thread: each task is
+/// long, and the last ones left one thread waiting. Before, tasks had a fixed size and the
+/// last took what was left: SmolLM2's 36-panel-row products (`wo`, `down`) split as seven
+/// tasks of five and one of one. A 168-row scoring pass, `--example streams 0 128 20`, seven
+/// alternated rounds (session 21): four tasks per thread of a fixed size 87.4 ms on average,
+/// of equal sizes 85.9, two per thread of equal sizes 84.7.
+///
+/// Only how work is split: every output is the same.
+fn task_bounds(panel_rows: usize, m: usize, threads: usize) -> Vec<usize> {
     /// The most rows of a pass that takes one task per thread.
     const FEW_ROWS: usize = 32;
     /// The largest matrix, in panel rows, that a few-row pass splits one task per thread.
     const FEW_PANEL_ROWS: usize = 256;
     let per_thread = if (2..=FEW_ROWS).contains(&m) && panel_rows <= FEW_PANEL_ROWS {
         1
+    } else if m > FEW_ROWS {
+        2
     } else {
         4
     };
-    panel_rows.div_ceil(per_thread * threads.max(1)).max(1)
+    let tasks = (per_thread * threads.max(1)).clamp(1, panel_rows.max(1));
+    (0..=tasks).map(|k| k * panel_rows / tasks).collect()
 }
 
 /// Activation rows a kernel takes through all its panel rows before the next rows: as many as
@@ -810,6 +825,30 @@ mod tests {
 
     /// Every kernel this CPU runs, on 1 to 3 threads, gives the scalar kernel's bits; a row
     /// alone gives the same bits as in a batch.
+    #[test]
+    fn tasks_cover_every_panel_row_once_in_parts_of_near_equal_size() {
+        for panel_rows in [1, 2, 5, 36, 60, 192, 3072] {
+            for m in [1, 8, 33, 168] {
+                for threads in [1, 2, 3, 16] {
+                    let b = task_bounds(panel_rows, m, threads);
+                    assert_eq!((b[0], b[b.len() - 1]), (0, panel_rows));
+                    let sizes: Vec<usize> = b.windows(2).map(|w| w[1] - w[0]).collect();
+                    let (lo, hi) = (sizes.iter().min(), sizes.iter().max());
+                    assert!(lo >= Some(&1), "an empty task: {sizes:?}");
+                    assert!(
+                        hi.zip(lo).is_some_and(|(h, l)| h - l <= 1),
+                        "{panel_rows} panel rows, {m} rows, {threads} threads: {sizes:?}"
+                    );
+                    assert!(sizes.len() <= 4 * threads);
+                }
+            }
+        }
+        // SmolLM2's 36-panel-row products: two tasks per thread of nine for a scoring pass,
+        // no longer seven of five and one of one.
+        assert_eq!(task_bounds(36, 168, 2), [0, 9, 18, 27, 36]);
+        assert_eq!(task_bounds(36, 1, 2), [0, 4, 9, 13, 18, 22, 27, 31, 36]);
+    }
+
     pub(super) fn every_kernel_agrees<F: Format>(
         dtype: GgmlDType,
         load: impl Fn(&QTensor) -> QMatrix<F>,
@@ -841,8 +880,10 @@ mod tests {
             (70, 1536, 1),
             (19, 160, 2),
             (33, 96, 6),
-            // More rows than a decoding pass's split takes (see `panel_rows_per_task`).
+            // More rows than a decoding pass's split takes (see `task_bounds`): two panel
+            // rows, one partial; ten panel rows in parts of one and two (three threads).
             (21, 256, 33),
+            (150, 64, 40),
         ] {
             let ours = load(&quantized(n, k, 7, dtype));
             let x = numbers(m * k, k as u64);

@@ -351,6 +351,52 @@ fn scoring_reproduces_the_generators_own_numbers() {
     }
 }
 
+/// The greedy check a validator runs without the log-sum ([`Engine::score_greedy`]) makes the
+/// same call as the full scores at every position: on the engine's own answer (every token
+/// the argmax) and on that answer with tokens replaced (the replaced ones not, each as far
+/// below the best as the full scores say).
+#[test]
+fn greedy_checks_agree_with_the_full_scores() {
+    let e = engine();
+    let prompt = chat_prompt(e, "Explain recycling in two sentences.");
+    let out = e
+        .generate(&GenerateRequest::greedy(prompt.clone(), 40), &mut |_| true)
+        .unwrap();
+    let honest: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+    assert!(honest.len() >= 8, "{honest:?}");
+    let at = [2, honest.len() / 2, honest.len() - 2];
+    let mut forged = honest.clone();
+    for i in at {
+        forged[i] = (forged[i] + 1000) % 49_152;
+    }
+    for ids in [&honest, &forged] {
+        let full = e.score(&prompt, ids).unwrap();
+        let greedy = e.score_greedy(&prompt, ids).unwrap();
+        assert_eq!(greedy.len(), full.len());
+        for (i, (g, f)) in greedy.iter().zip(&full).enumerate() {
+            assert_eq!((g.id, g.is_argmax), (f.id, f.is_argmax), "position {i}");
+            let want = f.best_logprob - f.logprob;
+            assert!(
+                (g.gap - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "position {i}: gap {} against {want}",
+                g.gap
+            );
+        }
+    }
+    assert!(
+        e.score_greedy(&prompt, &honest)
+            .unwrap()
+            .iter()
+            .all(|g| g.is_argmax && g.gap == 0.0)
+    );
+    let replaced = e.score_greedy(&prompt, &forged).unwrap();
+    assert!(
+        at.iter()
+            .all(|&i| !replaced[i].is_argmax && replaced[i].gap > 0.0),
+        "{replaced:?}"
+    );
+}
+
 /// A prompt that starts like the last one is continued from the last one's key-value cache
 /// (the chat template's system turn, or all of the prompt when a validator scores an answer to
 /// a prompt it has just processed), and gets exactly the numbers a fresh cache gives it.
