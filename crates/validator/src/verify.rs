@@ -3,9 +3,9 @@
 //!
 //! - Greedy challenges: every token must be the model's argmax, except numerical near-ties: a
 //!   token whose log-probability is within [`NEAR_TIE`] nats of the best one passes. Without
-//!   claimed log-probabilities the distance is the difference of the two logits, which is
-//!   the same quantity without the log-sum over the vocabulary (computed once less rounding;
-//!   the validator skips that log-sum, [`Engine::score_greedy`]). On one
+//!   claimed log-probabilities the distance is taken as the difference of the two logits:
+//!   the same quantity with one rounding fewer, and no log-sum over the vocabulary to compute
+//!   ([`Engine::score_greedy`]). On one
 //!   machine the engine's scores are the generator's own numbers bit for bit (scoring attends
 //!   position by position as decoding does); the tolerance covers other CPUs, whose SIMD paths
 //!   round sums differently and can flip an 8-bit activation rounding.

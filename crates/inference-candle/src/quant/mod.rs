@@ -845,8 +845,6 @@ mod tests {
         }
     }
 
-    /// Every kernel this CPU runs, on 1 to 3 threads, gives the scalar kernel's bits; a row
-    /// alone gives the same bits as in a batch.
     #[test]
     fn tasks_cover_every_panel_row_once_in_parts_of_near_equal_size() {
         for panel_rows in [1, 2, 5, 36, 60, 192, 3072] {
@@ -871,6 +869,8 @@ mod tests {
         assert_eq!(task_bounds(36, 1, 2), [0, 4, 9, 13, 18, 22, 27, 31, 36]);
     }
 
+    /// Every kernel this CPU runs, on 1 to 3 threads, gives the scalar kernel's bits; a row
+    /// alone gives the same bits as in a batch.
     pub(super) fn every_kernel_agrees<F: Format>(
         dtype: GgmlDType,
         load: impl Fn(&QTensor) -> QMatrix<F>,
