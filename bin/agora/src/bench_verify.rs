@@ -21,6 +21,11 @@ const PROMPTS: [&str; 4] = [
 /// system turn), and the validator has not seen the prompt it verifies before, since it did not
 /// generate the answer. Consecutive prompts differ (the prompts are the inner loop), as a
 /// validator's challenges do.
+///
+/// The share is that of a greedy challenge sent without log-probabilities (the argmax rule,
+/// `Engine::score_greedy`). A third engine, a validator of its own, verifies each answer again
+/// as a sampled challenge's is verified (full scores: each position's log-sum over the
+/// vocabulary, as for challenges that ask for log-probabilities too), printed beside it.
 pub fn bench_verify(
     tokens: usize,
     runs: usize,
@@ -30,13 +35,15 @@ pub fn bench_verify(
     let path = agora_inference::model::locate(&dir)?;
     let engine = agora_inference_candle::CandleEngine::load(&path)?;
     let validator = agora_inference_candle::CandleEngine::load(&path)?;
+    let full = agora_inference_candle::CandleEngine::load(&path)?;
     let eos = engine.info().eos_token;
     let mut gen_total = Duration::ZERO;
     let mut verify_total = Duration::ZERO;
+    let mut full_total = Duration::ZERO;
     let mut answered = 0usize;
     println!(
-        "{:<6} {:>7} {:>12} {:>12} {:>7}",
-        "prompt", "tokens", "generate ms", "verify ms", "share"
+        "{:<6} {:>7} {:>12} {:>12} {:>7} {:>14}",
+        "prompt", "tokens", "generate ms", "verify ms", "share", "full scores ms"
     );
     for _ in 0..runs {
         for (p, text) in PROMPTS.iter().enumerate() {
@@ -74,16 +81,28 @@ pub fn bench_verify(
             if verdict != Verdict::Pass {
                 bail!("the engine's own answer to prompt {p} failed verification: {verdict:?}");
             }
+            let as_sampled = Answer {
+                mode: Mode::Sampled,
+                ..answer
+            };
+            let start = Instant::now();
+            let verdict = verify::verify(&full, &as_sampled, eos)?;
+            let scored = start.elapsed();
+            if verdict != Verdict::Pass {
+                bail!("the engine's own answer to prompt {p} failed full scoring: {verdict:?}");
+            }
             println!(
-                "{:<6} {:>7} {:>12} {:>12} {:>7}",
+                "{:<6} {:>7} {:>12} {:>12} {:>7} {:>14}",
                 p,
                 ids.len(),
                 generated.as_millis(),
                 verified.as_millis(),
-                share(verified, generated)
+                share(verified, generated),
+                scored.as_millis()
             );
             gen_total += generated;
             verify_total += verified;
+            full_total += scored;
             answered += ids.len();
         }
     }
@@ -103,6 +122,14 @@ pub fn bench_verify(
     println!(
         "bench verify/share_of_generation {}",
         share(verify_total, gen_total)
+    );
+    println!(
+        "bench verify/verify_full_scores_ms_mean {} ms",
+        (full_total / n).as_millis()
+    );
+    println!(
+        "bench verify/share_of_generation_full_scores {}",
+        share(full_total, gen_total)
     );
     // Prompt positions the validator took from its last prompt's cache (the shared system turn).
     println!(
