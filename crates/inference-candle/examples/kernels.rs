@@ -15,7 +15,7 @@ mod common;
 use common::random;
 
 /// A matrix product under test.
-type Product<'a> = &'a (dyn Fn(&[f32]) -> Vec<f32> + Sync);
+type Product<'a> = &'a (dyn Fn(&[f32]) -> usize + Sync);
 
 /// Each matrix quantized to `dtype` and loaded with `from` (a matrix type's `from_qtensor`).
 fn load<M>(
@@ -64,14 +64,29 @@ fn main() {
     let pick = || next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % copies;
     for m in rows {
         let x = random(m * k, 2);
-        for kernel in [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar] {
+        for kernel in [
+            Kernel::Amx,
+            Kernel::Avx512Vnni,
+            Kernel::Avx2,
+            Kernel::Scalar,
+        ] {
             if kernel > Kernel::best() || only.as_deref().is_some_and(|o| o != kernel.name()) {
                 continue;
             }
             let reps = (2000 / m).max(20);
+            // Into a buffer kept from one product to the next, as a model pass does.
+            let out = std::sync::Mutex::new(Vec::new());
             let runs: [(&str, Product); 2] = [
-                ("q4_1", &|x| q41[pick()].matmul_with(kernel, x)),
-                ("q8_0", &|x| q80[pick()].matmul_with(kernel, x)),
+                ("q4_1", &|x| {
+                    let mut out = out.lock().unwrap();
+                    q41[pick()].matmul_into_with(kernel, x, &mut out);
+                    out.len()
+                }),
+                ("q8_0", &|x| {
+                    let mut out = out.lock().unwrap();
+                    q80[pick()].matmul_into_with(kernel, x, &mut out);
+                    out.len()
+                }),
             ];
             for (name, f) in runs {
                 // The best of five rounds: this is a shared machine, and slow rounds measure

@@ -52,7 +52,17 @@ pub enum Kernel {
     /// x86-64 with AVX-512 as Ice Lake and later have it: F, BW, VL and VNNI, and the other
     /// extensions `multiversion` requires of its AVX-512 versions (GFNI among them).
     Avx512Vnni,
+    /// [`Kernel::Avx512Vnni`] and Intel AMX (AMX-TILE and AMX-INT8, Sapphire Rapids and
+    /// later, granted to the process by the system: [`agora_amx::available`]): products of
+    /// 32 or more activation rows (`AMX_ROWS`) go through the tiles (see `x86::outputs_amx`),
+    /// fewer through the AVX-512 kernel. The same bits as every other kernel.
+    Amx,
 }
+
+/// The fewest activation rows whose product the AMX kernel takes through the tiles: a
+/// decoding pass's few rows stream their weights from memory, and unpacking each panel row's
+/// weights into the tiles' layout pays off only over several tiles of rows.
+pub(crate) const AMX_ROWS: usize = 32;
 
 impl Kernel {
     /// The best kernel this CPU runs.
@@ -80,7 +90,11 @@ impl Kernel {
                 && std::is_x86_feature_detected!("vaes")
                 && std::is_x86_feature_detected!("vpclmulqdq")
             {
-                return Kernel::Avx512Vnni;
+                return if agora_amx::available() {
+                    Kernel::Amx
+                } else {
+                    Kernel::Avx512Vnni
+                };
             }
             if avx2 {
                 return Kernel::Avx2;
@@ -95,12 +109,15 @@ impl Kernel {
             Kernel::Scalar => "scalar",
             Kernel::Avx2 => "avx2",
             Kernel::Avx512Vnni => "avx512-vnni",
+            Kernel::Amx => "amx",
         }
     }
 }
 
-/// One block of 32 activations quantized to 8 bits.
-#[derive(Clone, Copy, Debug)]
+/// One block of 32 activations quantized to 8 bits. Plain bytes (`Pod`, no padding) so that
+/// the AMX kernel reads a tile's rows straight out of a product's activations.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct ActBlock {
     pub(crate) q: [i8; BLOCK],
     /// The scale, rounded to f16.
@@ -205,6 +222,43 @@ thread_local! {
     /// runs meanwhile (another pass's, picked up while this one waits for its tasks)
     /// allocates its own.
     static ACTS: std::cell::Cell<Vec<ActBlock>> = const { std::cell::Cell::new(Vec::new()) };
+    /// The AMX kernel's copy of this thread's last product's activations ([`pack_tiles`]),
+    /// kept as [`ACTS`] is.
+    static TILE_ACTS: std::cell::Cell<Vec<ActTile>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// One block of 16 activation rows as the AMX kernel takes it: the tile's 16 rows of 32 bytes
+/// (its rows read straight out of the activation rows were 32 bytes from 16 lines, many across
+/// two lines), then the rows' scales and `s`.
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub struct ActTile {
+    pub(crate) q: [[i8; BLOCK]; 16],
+    pub(crate) d: [f32; 16],
+    pub(crate) s: [f32; 16],
+}
+
+/// The whole tiles of 16 rows of `acts` (rows of `blocks` blocks) into `out`, tile after tile,
+/// each tile's blocks in order.
+fn pack_tiles(acts: &[ActBlock], blocks: usize, out: &mut Vec<ActTile>) {
+    let blocks = blocks.max(1);
+    out.clear();
+    out.reserve(acts.len().div_ceil(16 * blocks) * blocks);
+    for rows in acts.chunks(16 * blocks) {
+        for b in 0..blocks {
+            let mut t = ActTile {
+                q: [[0; BLOCK]; 16],
+                d: [0.0; 16],
+                s: [0.0; 16],
+            };
+            for (r, ab) in rows.iter().skip(b).step_by(blocks).enumerate() {
+                t.q[r] = ab.q;
+                t.d[r] = ab.d;
+                t.s[r] = ab.s;
+            }
+            out.push(t);
+        }
+    }
 }
 
 /// A weight format: its panel, and the kernels.
@@ -213,12 +267,14 @@ pub trait Format {
     type Panel: Sync + Send + std::fmt::Debug;
     /// Every output of a chunk: `panels` holds whole panel rows (`blocks` panels each); `out`
     /// holds one slice per activation row (`acts.len() / blocks` of them), the chunk's outputs
-    /// of that row: 16 per panel row, fewer for a last, partial panel.
+    /// of that row: 16 per panel row, fewer for a last, partial panel. `tiles`: the same
+    /// activations as tiles of 16 rows for the AMX kernel (`pack_tiles`), or empty.
     fn outputs(
         kernel: Kernel,
         panels: &[Self::Panel],
         blocks: usize,
         acts: &[ActBlock],
+        tiles: &[ActTile],
         out: &mut [&mut [f32]],
     );
 }
@@ -289,6 +345,12 @@ impl<F: Format> QMatrix<F> {
         self.product(Kernel::best(), x, stride, out);
     }
 
+    /// [`QMatrix::matmul_into`] with a given kernel (at most the best this CPU runs), rows
+    /// `cols` apart.
+    pub fn matmul_into_with(&self, kernel: Kernel, x: &[f32], out: &mut Vec<f32>) {
+        self.product(kernel, x, self.cols, out);
+    }
+
     fn product(&self, kernel: Kernel, x: &[f32], stride: usize, out: &mut Vec<f32>) {
         use rayon::prelude::*;
         let kernel = kernel.min(Kernel::best());
@@ -296,6 +358,15 @@ impl<F: Format> QMatrix<F> {
         quantize_rows(x, self.cols, stride, self.blocks, &mut buffer);
         let acts = &buffer;
         let m = acts.len() / self.blocks.max(1);
+        // The AMX kernel's copy of the activations, once per product (a copy per task, in
+        // buffers allocated for it, slowed two threads to the speed of one: a large buffer is
+        // mapped and unmapped, and unmapping stops the other core to flush its TLB).
+        let mut packed = TILE_ACTS.take();
+        packed.clear();
+        if kernel == Kernel::Amx && m >= AMX_ROWS {
+            pack_tiles(acts, self.blocks, &mut packed);
+        }
+        let tiles = &packed;
         let panel_rows = self.panels.len() / self.blocks.max(1);
         let bounds = task_bounds(panel_rows, m, rayon::current_num_threads());
         // Every value is written below: only a buffer's growth is cleared.
@@ -322,11 +393,15 @@ impl<F: Format> QMatrix<F> {
                     &self.panels[first..first + n],
                     self.blocks,
                     acts,
+                    tiles,
                     part,
                 );
             });
         if buffer.capacity() * std::mem::size_of::<ActBlock>() <= KEPT_ACTS {
             ACTS.set(buffer);
+        }
+        if packed.capacity() * std::mem::size_of::<ActTile>() <= KEPT_ACTS * 2 {
+            TILE_ACTS.set(packed);
         }
     }
 }
@@ -444,7 +519,7 @@ fn panels<P>(
 mod x86 {
     //! Pieces the SIMD kernels share, and the AVX-512 quantization of activations.
 
-    use super::{ActBlock, BLOCK, ZERO_ACT};
+    use super::{ActBlock, ActTile, BLOCK, ZERO_ACT};
     use bytemuck::cast;
     use std::arch::x86_64::*;
 
@@ -661,17 +736,20 @@ mod x86 {
     /// How far ahead of its use a single row's product asks L2 for a panel.
     const FAR_BYTES: usize = 20 << 10;
 
-    /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8), each copy with `$r`
+    /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8, or 16), each copy with `$r`
     /// a constant: a tile's per-row accumulators are then indexed by constants and stay in
     /// registers. Left to the compiler, the Q8_0 tile's row loop stayed a loop in one of its
     /// versions and kept its eight accumulators on the stack (a load and a store per row and
     /// block), about a third slower than the Q4_1 tile at 168 rows.
     macro_rules! each_row {
+        (16, |$r:ident| $body:block) => {
+            each_row!(@ 16, $r, $body, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+        };
         ($n:expr, |$r:ident| $body:block) => {
             each_row!(@ $n, $r, $body, 0 1 2 3 4 5 6 7)
         };
         (@ $n:expr, $r:ident, $body:block, $($i:literal)*) => {
-            const { assert!($n <= 8, "each_row! unrolls at most 8 rows") };
+            const { assert!($n <= 16, "each_row! unrolls at most 16 rows") };
             $(
                 if $i < $n {
                     let $r: usize = $i;
@@ -681,6 +759,206 @@ mod x86 {
         };
     }
     pub(super) use each_row;
+
+    /// A weight panel as the AMX kernel takes it: one block of 16 rows in the tiles' layout,
+    /// and its scales.
+    pub(crate) trait AmxPanel {
+        /// Whether the block's bytes in the tiles' layout are signed.
+        const WEIGHTS: agora_amx::Weights;
+        /// Whether the format has minimums (Q4_1: `out = A + M`; Q8_0: `out = A`).
+        const MINIMUMS: bool;
+        /// The block in the tiles' layout: row `k` holds inputs `4k..4k + 4` of each of the 16
+        /// rows (see `agora_amx`).
+        fn tile_bytes(&self, out: &mut [u8; agora_amx::WEIGHT_BYTES]);
+        /// The rows' scales, f16 bits.
+        fn scales(&self) -> [u16; 16];
+        /// The rows' minimums, f16 bits (zeros where the format has none).
+        fn minimums(&self) -> [u16; 16];
+    }
+
+    /// A chunk's outputs with the AMX tiles when the product has [`super::AMX_ROWS`] or more
+    /// activation rows, its tiles were packed (`packed`: [`super::pack_tiles`]) and this thread
+    /// gets the tiles ([`agora_amx::Tiles::configure`]), through [`amx_tiles`]. Returns how
+    /// many rows it computed: all of them, or none (the caller then runs the AVX-512 kernel).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
+    pub(crate) fn outputs_amx<P: AmxPanel>(
+        panels: &[P],
+        blocks: usize,
+        acts: &[ActBlock],
+        packed: &[ActTile],
+        out: &mut [&mut [f32]],
+    ) -> usize {
+        let m = acts.len() / blocks.max(1);
+        if m < super::AMX_ROWS || blocks == 0 || packed.len() != m.div_ceil(16) * blocks {
+            return 0;
+        }
+        let Some(mut tiles) = agora_amx::Tiles::configure() else {
+            return 0;
+        };
+        amx_tiles(&mut tiles, panels, blocks, packed, &mut out[..m]);
+        m
+    }
+
+    /// A thread's buffers for [`amx_tiles`]: a chunk of panel rows' weights unpacked into the
+    /// tiles' layout, their scales and their minimums as f32.
+    #[derive(Default)]
+    struct AmxScratch {
+        weights: Vec<[u8; agora_amx::WEIGHT_BYTES]>,
+        scales: Vec<[f32; 16]>,
+        minimums: Vec<[f32; 16]>,
+    }
+
+    thread_local! {
+        /// This thread's [`AmxScratch`], kept from one task to the next (taken while in use).
+        static AMX_SCRATCH: std::cell::Cell<AmxScratch> =
+            std::cell::Cell::new(AmxScratch::default());
+    }
+
+    /// Every output of a chunk with the AMX tiles, its activations as tiles of 16 rows
+    /// (`packed`, a last tile padded with zero rows, whose outputs are not written). The chunk's
+    /// panel rows go in chunks of about [`CHUNK_BYTES`] once unpacked into the tiles' layout;
+    /// for each tile of activation rows (about 10-30 KB, in L1) and each panel row of the
+    /// chunk (in L2), block after block: the integer sums `P` of 16 rows by 16 outputs in one
+    /// `tdp` instruction, stored, and scaled into each row's chain exactly as the module's
+    /// arithmetic states (`A = fma(P, d_w * d_x, A)`, [`agora_amx::scale_sums`]; the
+    /// minimums' chain apart): the same bits as every other kernel.
+    ///
+    /// Four sum tiles in turn, so that a block's sums are stored two blocks after its `tdp`
+    /// (the store waits for the product's result) and scaled one block after that (the scaling
+    /// reads what the store wrote). In C (`scripts/bench/amx_tile.c`), one thread: storing
+    /// right after the product 339-345, deferred so 386-387 billion multiply-adds/s; the
+    /// AVX-512 tile 208-224.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
+    fn amx_tiles<P: AmxPanel>(
+        tiles: &mut agora_amx::Tiles,
+        panels: &[P],
+        blocks: usize,
+        packed: &[ActTile],
+        out: &mut [&mut [f32]],
+    ) {
+        use agora_amx::WEIGHT_BYTES;
+        let chunk = (CHUNK_BYTES / (blocks * WEIGHT_BYTES)).max(1);
+        let mut scratch = AMX_SCRATCH.take();
+        scratch.weights.resize(chunk * blocks, [0; WEIGHT_BYTES]);
+        scratch.scales.resize(chunk * blocks, [0.0; 16]);
+        scratch.minimums.resize(chunk * blocks, [0.0; 16]);
+        let AmxScratch {
+            weights,
+            scales: dws,
+            minimums: mws,
+        } = &mut scratch;
+        let mut sums = [[[0i32; 16]; 16]; agora_amx::SUM_TILES];
+        let zero = _mm512_setzero_ps();
+        for (ci, pc) in panels.chunks(chunk * blocks).enumerate() {
+            for (b, pb) in pc.iter().enumerate() {
+                pb.tile_bytes(&mut weights[b]);
+                dws[b] = cast(_mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.scales())));
+                if P::MINIMUMS {
+                    mws[b] = cast(_mm512_cvtph_ps(cast::<[u16; 16], __m256i>(pb.minimums())));
+                }
+            }
+            for (g, rows) in packed.chunks_exact(blocks).enumerate() {
+                for pj in 0..pc.len() / blocks {
+                    let pi = ci * chunk + pj;
+                    let at = pj * blocks..(pj + 1) * blocks;
+                    let (w, dw, mw) = (&weights[at.clone()], &dws[at.clone()], &mws[at]);
+                    // Only a matrix's last panel row can be partial.
+                    let whole = out.first().is_none_or(|o| o.len() >= (pi + 1) * 16);
+                    // The minimums' chains first, kept in memory (`black_box`): held in
+                    // registers through the products' loop, they and its 16 chains
+                    // took all 32 and spilled.
+                    let mut mins = [zero; 16];
+                    if P::MINIMUMS {
+                        for (m, t) in mw.iter().zip(rows) {
+                            let m: __m512 = cast(*m);
+                            each_row!(16, |r| {
+                                mins[r] = _mm512_fmadd_ps(m, _mm512_set1_ps(t.s[r]), mins[r]);
+                            });
+                        }
+                    }
+                    let mins: [[f32; 16]; 16] = std::hint::black_box(mins.map(cast));
+                    let mut acc = [zero; 16];
+                    let k = P::WEIGHTS;
+                    // Block `b`'s sums scaled into the rows' chains.
+                    macro_rules! scale {
+                        ($b:expr, $s:expr) => {
+                            agora_amx::scale_sums(&mut acc, $s, cast(dw[$b]), &rows[$b].d)
+                        };
+                    }
+                    // Step `i`: block `i`'s product into tile `i % 4`, block `i - 2`'s sums out
+                    // of tile `(i - 2) % 4`, block `i - 3`'s sums scaled.
+                    macro_rules! step {
+                        ($i:expr, $t:literal, $st:literal) => {{
+                            let i = $i;
+                            tiles.product::<$t>(k, bytemuck::bytes_of(&rows[i].q), 32, &w[i]);
+                            tiles.store::<$st>(&mut sums[$st]);
+                            scale!(i - 3, &sums[($st + 3) % 4]);
+                        }};
+                    }
+                    let mut i = 0;
+                    while i < blocks + 3 {
+                        if i % 4 == 0 && i >= 4 && i + 3 < blocks {
+                            // Four whole steps, every tile named by a constant.
+                            step!(i, 0, 2);
+                            step!(i + 1, 1, 3);
+                            step!(i + 2, 2, 0);
+                            step!(i + 3, 3, 1);
+                            i += 4;
+                            continue;
+                        }
+                        if i < blocks {
+                            let (a, w) = (bytemuck::bytes_of(&rows[i].q), &w[i]);
+                            match i % 4 {
+                                0 => tiles.product::<0>(k, a, 32, w),
+                                1 => tiles.product::<1>(k, a, 32, w),
+                                2 => tiles.product::<2>(k, a, 32, w),
+                                _ => tiles.product::<3>(k, a, 32, w),
+                            }
+                        }
+                        if (2..blocks + 2).contains(&i) {
+                            match (i - 2) % 4 {
+                                0 => tiles.store::<0>(&mut sums[0]),
+                                1 => tiles.store::<1>(&mut sums[1]),
+                                2 => tiles.store::<2>(&mut sums[2]),
+                                _ => tiles.store::<3>(&mut sums[3]),
+                            }
+                        }
+                        if i >= 3 {
+                            scale!(i - 3, &sums[(i - 3) % 4]);
+                        }
+                        i += 1;
+                    }
+                    // Row by constant row, as everywhere `acc` is indexed: an index
+                    // the compiler cannot resolve keeps the chains in memory.
+                    each_row!(16, |r| {
+                        let v = if P::MINIMUMS {
+                            _mm512_add_ps(acc[r], cast(mins[r]))
+                        } else {
+                            acc[r]
+                        };
+                        let lanes: [f32; 16] = cast(v);
+                        // A last tile's padding rows (zeros) have no outputs.
+                        if let Some(o) = out.get_mut(g * 16 + r) {
+                            if whole {
+                                o[pi * 16..pi * 16 + 16].copy_from_slice(&lanes);
+                            } else {
+                                let o = &mut o[pi * 16..];
+                                let n = o.len().min(16);
+                                o[..n].copy_from_slice(&lanes[..n]);
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        AMX_SCRATCH.set(scratch);
+    }
+
+    /// Unpacked weights [`amx_tiles`] holds at a time: 128 KB, in L2 with the activations.
+    /// In a 168-row scoring pass (`--example streams 0 128 20`, two runs each): 32 KB
+    /// 76-80 ms, 64 KB 75-76, 128 KB 70-77, 256 KB 75-76, 768 KB 81; one panel row at a time
+    /// (each tile of activations read from L2 for every panel row) 84-85.
+    const CHUNK_BYTES: usize = 128 << 10;
 
     /// Every output of a chunk: activation rows in groups small enough to stay in the L1 cache
     /// ([`super::act_group`]), and for each group every panel row of the chunk against its rows
@@ -877,10 +1155,15 @@ mod tests {
     ) {
         let best = Kernel::best();
         eprintln!("best kernel here: {}", best.name());
-        let kernels: Vec<Kernel> = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512Vnni]
-            .into_iter()
-            .filter(|&k| k <= best)
-            .collect();
+        let kernels: Vec<Kernel> = [
+            Kernel::Scalar,
+            Kernel::Avx2,
+            Kernel::Avx512Vnni,
+            Kernel::Amx,
+        ]
+        .into_iter()
+        .filter(|&k| k <= best)
+        .collect();
         let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
             .iter()
             .map(|&t| {
@@ -906,6 +1189,13 @@ mod tests {
             // rows, one partial; ten panel rows in parts of one and two (three threads).
             (21, 256, 33),
             (150, 64, 40),
+            // The AMX kernel's tiles of 16 rows (`AMX_ROWS` and more), alone and with the
+            // AVX-512 kernel's rest: three whole tiles; two and a partial panel row; every
+            // block count modulo its four sum tiles.
+            (48, 576, 48),
+            (37, 96, 47),
+            (33, 160, 32),
+            (19, 224, 64),
         ] {
             let ours = load(&quantized(n, k, 7, dtype));
             let x = numbers(m * k, k as u64);

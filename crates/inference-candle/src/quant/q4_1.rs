@@ -3,7 +3,7 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 
-use super::{ActBlock, BLOCK, Format, Kernel, PANEL, QMatrix};
+use super::{ActBlock, ActTile, BLOCK, Format, Kernel, PANEL, QMatrix};
 
 /// One block of 16 rows. `qs[j][4i + t]` is row `i`'s file byte `4j + t`: its low nibble is the
 /// row's value `4j + t`, its high nibble the value `16 + 4j + t`. Then the 16 scales and the 16
@@ -74,9 +74,10 @@ impl Format for Q41 {
         panels: &[Panel],
         blocks: usize,
         acts: &[ActBlock],
+        tiles: &[ActTile],
         out: &mut [&mut [f32]],
     ) {
-        outputs(kernel, panels, blocks, acts, out);
+        outputs(kernel, panels, blocks, acts, tiles, out);
     }
 }
 
@@ -89,20 +90,25 @@ fn outputs(
     panels: &[Panel],
     blocks: usize,
     acts: &[ActBlock],
+    tiles: &[ActTile],
     out: &mut [&mut [f32]],
 ) {
     multiversion::target::match_target! {
         "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => match kernel {
+            Kernel::Amx => x86::outputs_amx(panels, blocks, acts, tiles, out),
             Kernel::Avx512Vnni => x86::outputs_avx512(panels, blocks, acts, out),
             Kernel::Avx2 => x86::outputs_avx2(panels, blocks, acts, out),
             Kernel::Scalar => scalar::outputs(panels, blocks, acts, out),
         },
         "x86_64+avx2+fma+f16c" => match kernel {
             Kernel::Scalar => scalar::outputs(panels, blocks, acts, out),
-            _ => x86::outputs_avx2(panels, blocks, acts, out),
+            _ => {
+                let _ = tiles;
+                x86::outputs_avx2(panels, blocks, acts, out)
+            }
         },
         _ => {
-            let _ = kernel;
+            let _ = (kernel, tiles);
             scalar::outputs(panels, blocks, acts, out)
         },
     }
@@ -149,9 +155,50 @@ mod x86 {
     //! the intrinsics are safe to call inside functions that enable their features.
 
     use super::super::x86::{outputs_tiled, prefetch_ahead, prefetch_ahead_l2};
-    use super::{ActBlock, Panel};
+    use super::{ActBlock, ActTile, Panel};
     use bytemuck::cast;
     use std::arch::x86_64::*;
+
+    impl super::super::x86::AmxPanel for Panel {
+        const WEIGHTS: agora_amx::Weights = agora_amx::Weights::Unsigned;
+        const MINIMUMS: bool = true;
+
+        /// Rows 0-3: the low nibbles of `qs[0..4]` (values `4j..4j + 4` of each row); rows
+        /// 4-7: the high nibbles (values `16 + 4j..`).
+        #[inline]
+        fn tile_bytes(&self, out: &mut [u8; agora_amx::WEIGHT_BYTES]) {
+            for (j, q) in self.qs.iter().enumerate() {
+                for (t, &v) in q.iter().enumerate() {
+                    out[64 * j + t] = v & 15;
+                    out[64 * (4 + j) + t] = v >> 4;
+                }
+            }
+        }
+
+        fn scales(&self) -> [u16; 16] {
+            self.d
+        }
+
+        fn minimums(&self) -> [u16; 16] {
+            self.m
+        }
+    }
+
+    /// The AMX kernel (see [`super::super::x86::outputs_amx`]), or the AVX-512 one where it
+    /// declines (fewer rows than `AMX_ROWS`, no tiles on this thread).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
+    pub(super) fn outputs_amx(
+        panels: &[Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        tiles: &[ActTile],
+        out: &mut [&mut [f32]],
+    ) {
+        let done = super::super::x86::outputs_amx(panels, blocks, acts, tiles, out);
+        if done < out.len() {
+            outputs_avx512(panels, blocks, &acts[done * blocks..], &mut out[done..]);
+        }
+    }
 
     /// The AVX-512 kernel. `multiversion` builds its AVX-512 version only for CPUs that also
     /// have GFNI (with the other AVX-512 extensions of Ice Lake and later, which

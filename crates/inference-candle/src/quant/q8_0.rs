@@ -9,7 +9,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 
-use super::{ActBlock, BLOCK, Format, Kernel, PANEL, QMatrix};
+use super::{ActBlock, ActTile, BLOCK, Format, Kernel, PANEL, QMatrix};
 
 /// Bytes per block in the file.
 const BLOCK_BYTES: usize = 34;
@@ -99,9 +99,10 @@ impl Format for Q80 {
         panels: &[Panel],
         blocks: usize,
         acts: &[ActBlock],
+        tiles: &[ActTile],
         out: &mut [&mut [f32]],
     ) {
-        outputs(kernel, panels, blocks, acts, out);
+        outputs(kernel, panels, blocks, acts, tiles, out);
     }
 }
 
@@ -114,20 +115,25 @@ fn outputs(
     panels: &[Panel],
     blocks: usize,
     acts: &[ActBlock],
+    tiles: &[ActTile],
     out: &mut [&mut [f32]],
 ) {
     multiversion::target::match_target! {
         "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => match kernel {
+            Kernel::Amx => x86::outputs_amx(panels, blocks, acts, tiles, out),
             Kernel::Avx512Vnni => x86::outputs_avx512(panels, blocks, acts, out),
             Kernel::Avx2 => x86::outputs_avx2(panels, blocks, acts, out),
             Kernel::Scalar => scalar::outputs(panels, blocks, acts, out),
         },
         "x86_64+avx2+fma+f16c" => match kernel {
             Kernel::Scalar => scalar::outputs(panels, blocks, acts, out),
-            _ => x86::outputs_avx2(panels, blocks, acts, out),
+            _ => {
+                let _ = tiles;
+                x86::outputs_avx2(panels, blocks, acts, out)
+            }
         },
         _ => {
-            let _ = kernel;
+            let _ = (kernel, tiles);
             scalar::outputs(panels, blocks, acts, out)
         },
     }
@@ -171,9 +177,48 @@ mod x86 {
     //! the intrinsics are safe to call inside functions that enable their features.
 
     use super::super::x86::{each_row, outputs_tiled, prefetch_ahead};
-    use super::{ActBlock, Panel};
+    use super::{ActBlock, ActTile, Panel};
     use bytemuck::cast;
     use std::arch::x86_64::*;
+
+    impl super::super::x86::AmxPanel for Panel {
+        const WEIGHTS: agora_amx::Weights = agora_amx::Weights::Signed;
+        const MINIMUMS: bool = false;
+
+        /// `qs` with 128 taken back off each value: the tiles multiply signed by signed.
+        #[inline]
+        fn tile_bytes(&self, out: &mut [u8; agora_amx::WEIGHT_BYTES]) {
+            for (j, q) in self.qs.iter().enumerate() {
+                for (t, &v) in q.iter().enumerate() {
+                    out[64 * j + t] = v ^ 0x80;
+                }
+            }
+        }
+
+        fn scales(&self) -> [u16; 16] {
+            self.d
+        }
+
+        fn minimums(&self) -> [u16; 16] {
+            [0; 16]
+        }
+    }
+
+    /// The AMX kernel (see [`super::super::x86::outputs_amx`]), or the AVX-512 one where it
+    /// declines (fewer rows than `AMX_ROWS`, no tiles on this thread).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
+    pub(super) fn outputs_amx(
+        panels: &[Panel],
+        blocks: usize,
+        acts: &[ActBlock],
+        tiles: &[ActTile],
+        out: &mut [&mut [f32]],
+    ) {
+        let done = super::super::x86::outputs_amx(panels, blocks, acts, tiles, out);
+        if done < out.len() {
+            outputs_avx512(panels, blocks, &acts[done * blocks..], &mut out[done..]);
+        }
+    }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(super) fn outputs_avx512(
