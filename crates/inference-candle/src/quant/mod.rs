@@ -825,9 +825,12 @@ mod x86 {
     ///
     /// Four sum tiles in turn, so that a block's sums are stored two blocks after its `tdp`
     /// (the store waits for the product's result) and scaled one block after that (the scaling
-    /// reads what the store wrote). In C (`scripts/bench/amx_tile.c`), one thread: storing
+    /// reads what the store wrote); two operand pairs, so that the next block's tiles load
+    /// while this one's product waits. In C (`scripts/bench/amx_tile.c`), one thread: storing
     /// right after the product 339-345, deferred so 386-387 billion multiply-adds/s; the
-    /// AVX-512 tile 208-224.
+    /// AVX-512 tile 208-224. Here (`--example kernels amx 160`, one thread, alternated):
+    /// loading each block right before its product 271-281 (Q4_1) and 291-301 (Q8_0), a block
+    /// ahead 277-304 and 303-328.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,gfni")]
     fn amx_tiles<P: AmxPanel>(
         tiles: &mut agora_amx::Tiles,
@@ -885,34 +888,49 @@ mod x86 {
                             agora_amx::scale_sums(&mut acc, $s, cast(dw[$b]), &rows[$b].d)
                         };
                     }
-                    // Step `i`: block `i`'s product into tile `i % 4`, block `i - 2`'s sums out
-                    // of tile `(i - 2) % 4`, block `i - 3`'s sums scaled.
+                    // Block `i`'s operands into pair `i % 2`.
+                    macro_rules! load {
+                        ($x:literal, $i:expr) => {
+                            tiles.load::<$x>(bytemuck::bytes_of(&rows[$i].q), 32, &w[$i])
+                        };
+                    }
+                    // Step `i`: block `i + 1`'s operands loaded (into the other pair), block
+                    // `i`'s product into tile `i % 4`, block `i - 2`'s sums out of tile
+                    // `(i - 2) % 4`, block `i - 3`'s sums scaled.
                     macro_rules! step {
-                        ($i:expr, $t:literal, $st:literal) => {{
+                        ($i:expr, $t:literal, $x:literal, $nx:literal, $st:literal) => {{
                             let i = $i;
-                            tiles.product::<$t>(k, bytemuck::bytes_of(&rows[i].q), 32, &w[i]);
+                            load!($nx, i + 1);
+                            tiles.multiply::<$t, $x>(k);
                             tiles.store::<$st>(&mut sums[$st]);
                             scale!(i - 3, &sums[($st + 3) % 4]);
                         }};
                     }
+                    load!(0, 0);
                     let mut i = 0;
                     while i < blocks + 3 {
-                        if i % 4 == 0 && i >= 4 && i + 3 < blocks {
+                        if i % 4 == 0 && i >= 4 && i + 4 < blocks {
                             // Four whole steps, every tile named by a constant.
-                            step!(i, 0, 2);
-                            step!(i + 1, 1, 3);
-                            step!(i + 2, 2, 0);
-                            step!(i + 3, 3, 1);
+                            step!(i, 0, 0, 1, 2);
+                            step!(i + 1, 1, 1, 0, 3);
+                            step!(i + 2, 2, 0, 1, 0);
+                            step!(i + 3, 3, 1, 0, 1);
                             i += 4;
                             continue;
                         }
+                        if i + 1 < blocks {
+                            if i % 2 == 0 {
+                                load!(1, i + 1);
+                            } else {
+                                load!(0, i + 1);
+                            }
+                        }
                         if i < blocks {
-                            let (a, w) = (bytemuck::bytes_of(&rows[i].q), &w[i]);
                             match i % 4 {
-                                0 => tiles.product::<0>(k, a, 32, w),
-                                1 => tiles.product::<1>(k, a, 32, w),
-                                2 => tiles.product::<2>(k, a, 32, w),
-                                _ => tiles.product::<3>(k, a, 32, w),
+                                0 => tiles.multiply::<0, 0>(k),
+                                1 => tiles.multiply::<1, 1>(k),
+                                2 => tiles.multiply::<2, 0>(k),
+                                _ => tiles.multiply::<3, 1>(k),
                             }
                         }
                         if (2..blocks + 2).contains(&i) {
