@@ -418,7 +418,7 @@ mod sys {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
@@ -518,6 +518,46 @@ mod tests {
         }
         drop(tiles);
         assert!(Tiles::configure().is_some(), "released on drop");
+    }
+
+    #[test]
+    #[allow(clippy::float_arithmetic, reason = "the reference arithmetic")]
+    fn scale_sums_rounds_as_the_reference_does() {
+        if !std::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F on this CPU: nothing to compare");
+            return;
+        }
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for _ in 0..50 {
+            let sums: [[i32; 16]; 16] =
+                std::array::from_fn(|_| std::array::from_fn(|_| next() as i32 % 60_961));
+            let d: [f32; 16] =
+                std::array::from_fn(|_| f32::from_bits(0x3800_0000 | (next() % (1 << 24))));
+            let scales: [f32; 16] =
+                std::array::from_fn(|_| f32::from_bits(0x3a00_0000 | (next() % (1 << 24))));
+            let start: [[f32; 16]; 16] = std::array::from_fn(|_| {
+                std::array::from_fn(|_| f32::from_bits(0x4000_0000 | (next() % (1 << 24))) - 3.0)
+            });
+            let mut acc: [std::arch::x86_64::__m512; 16] = start.map(bytemuck::cast);
+            // SAFETY: the CPU has AVX-512F (checked above), the only requirement of the call.
+            #[allow(unsafe_code)]
+            unsafe {
+                scale_sums(&mut acc, &sums, bytemuck::cast(d), &scales)
+            };
+            for r in 0..16 {
+                let got: [f32; 16] = bytemuck::cast(acc[r]);
+                for n in 0..16 {
+                    let want = (sums[r][n] as f32).mul_add(d[n] * scales[r], start[r][n]);
+                    assert_eq!(got[n].to_bits(), want.to_bits(), "row {r}, lane {n}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -353,6 +353,14 @@ fn norm_rows(x: &mut [f32], residual: Option<&[f32]>, weight: &[f32], eps: f32, 
                 }
             },
         }
+    } else if x.len() == 8 * n {
+        // An eight-stream decoding pass's rows: their eight chains side by side.
+        let rows: [&[f32]; 8] = std::array::from_fn(|r| &x[r * n..(r + 1) * n]);
+        for j in 0..n {
+            for (sum, row) in sums.iter_mut().zip(rows) {
+                *sum += row[j] * row[j];
+            }
+        }
     } else {
         for (sum, row) in sums.iter_mut().zip(x.chunks_exact(n)) {
             *sum = row.iter().fold(0.0, |a, &v| a + v * v);

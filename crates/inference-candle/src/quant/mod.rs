@@ -238,8 +238,9 @@ pub struct ActTile {
     pub(crate) s: [f32; 16],
 }
 
-/// The whole tiles of 16 rows of `acts` (rows of `blocks` blocks) into `out`, tile after tile,
-/// each tile's blocks in order.
+/// The rows of `acts` (rows of `blocks` blocks) as tiles of 16 rows into `out` (replaced), tile
+/// after tile, each tile's blocks in order; a last tile's missing rows are zeros (their sums are
+/// zero and their outputs are not written).
 fn pack_tiles(acts: &[ActBlock], blocks: usize, out: &mut Vec<ActTile>) {
     let blocks = blocks.max(1);
     out.clear();
@@ -358,9 +359,8 @@ impl<F: Format> QMatrix<F> {
         quantize_rows(x, self.cols, stride, self.blocks, &mut buffer);
         let acts = &buffer;
         let m = acts.len() / self.blocks.max(1);
-        // The AMX kernel's copy of the activations, once per product (a copy per task, in
-        // buffers allocated for it, slowed two threads to the speed of one: a large buffer is
-        // mapped and unmapped, and unmapping stops the other core to flush its TLB).
+        // The AMX kernel's copy of the activations as tiles, once per product (every task
+        // reads all of it), in a buffer kept per thread as the activations' is.
         let mut packed = TILE_ACTS.take();
         packed.clear();
         if kernel == Kernel::Amx && m >= AMX_ROWS {
@@ -736,9 +736,9 @@ mod x86 {
     /// How far ahead of its use a single row's product asks L2 for a panel.
     const FAR_BYTES: usize = 20 << 10;
 
-    /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8, or 16), each copy with `$r`
-    /// a constant: a tile's per-row accumulators are then indexed by constants and stay in
-    /// registers. Left to the compiler, the Q8_0 tile's row loop stayed a loop in one of its
+    /// `$body` once for each `$r` in `0..$n` (`$n` a constant, at most 8, or 16), each copy
+    /// with `$r` a constant: a tile's per-row accumulators are then indexed by constants and
+    /// stay in registers. Left to the compiler, the Q8_0 tile's row loop stayed a loop in one of its
     /// versions and kept its eight accumulators on the stack (a load and a store per row and
     /// block), about a third slower than the Q4_1 tile at 168 rows.
     macro_rules! each_row {
@@ -867,9 +867,8 @@ mod x86 {
                     let (w, dw, mw) = (&weights[at.clone()], &dws[at.clone()], &mws[at]);
                     // Only a matrix's last panel row can be partial.
                     let whole = out.first().is_none_or(|o| o.len() >= (pi + 1) * 16);
-                    // The minimums' chains first, kept in memory (`black_box`): held in
-                    // registers through the products' loop, they and its 16 chains
-                    // took all 32 and spilled.
+                    // The minimums' chains first, then kept in memory (`black_box`) rather
+                    // than in 16 registers through the products' loop beside its 16 chains.
                     let mut mins = [zero; 16];
                     if P::MINIMUMS {
                         for (m, t) in mw.iter().zip(rows) {
@@ -973,7 +972,8 @@ mod x86 {
     }
 
     /// Unpacked weights [`amx_tiles`] holds at a time: 128 KB, in L2 with the activations.
-    /// In a 168-row scoring pass (`--example streams 0 128 20`, two runs each): 32 KB
+    /// In a 168-row scoring pass (`--example streams 0 128 20`, two runs each, session 22,
+    /// before the operand pairs): 32 KB
     /// 76-80 ms, 64 KB 75-76, 128 KB 70-77, 256 KB 75-76, 768 KB 81; one panel row at a time
     /// (each tile of activations read from L2 for every panel row) 84-85.
     const CHUNK_BYTES: usize = 128 << 10;
@@ -1207,13 +1207,14 @@ mod tests {
             // rows, one partial; ten panel rows in parts of one and two (three threads).
             (21, 256, 33),
             (150, 64, 40),
-            // The AMX kernel's tiles of 16 rows (`AMX_ROWS` and more), alone and with the
-            // AVX-512 kernel's rest: three whole tiles; two and a partial panel row; every
-            // block count modulo its four sum tiles.
+            // The AMX kernel's tiles of 16 rows (`AMX_ROWS` and more): three whole tiles; a
+            // last tile padded with zero rows; a partial panel row; block counts of every
+            // remainder modulo its four sum tiles, with and without its unrolled steps.
             (48, 576, 48),
             (37, 96, 47),
             (33, 160, 32),
             (19, 224, 64),
+            (40, 384, 35),
         ] {
             let ours = load(&quantized(n, k, 7, dtype));
             let x = numbers(m * k, k as u64);
