@@ -110,6 +110,9 @@ impl Engine for Timed {
     ) -> Result<Vec<agora_inference::TopScore>, agora_inference::Error> {
         self.inner.score_top(prompt, continuation, top)
     }
+    fn prepare_scoring(&self) {
+        self.inner.prepare_scoring()
+    }
     fn score_greedy(
         &self,
         prompt: &[u32],

@@ -36,6 +36,8 @@ pub fn bench_verify(
     let engine = agora_inference_candle::CandleEngine::load(&path)?;
     let validator = agora_inference_candle::CandleEngine::load(&path)?;
     let full = agora_inference_candle::CandleEngine::load(&path)?;
+    // As a validator's role does when it starts (`Engine::prepare_scoring`).
+    validator.prepare_scoring();
     let eos = engine.info().eos_token;
     let mut gen_total = Duration::ZERO;
     let mut verify_total = Duration::ZERO;

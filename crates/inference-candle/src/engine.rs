@@ -282,6 +282,35 @@ impl CandleEngine {
         self.reused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Greedy checks' positions whose argmax the output matrix's screen found (the rest were
+    /// computed in full), since the engine was loaded (see `Weights::forward_argmax`).
+    pub fn screened_positions(&self) -> u64 {
+        self.weights.screened_rows()
+    }
+
+    /// [`Engine::score_greedy`] from every logit of every position (the screen not used): the
+    /// reference the screened check is tested against.
+    #[doc(hidden)]
+    pub fn score_greedy_in_full(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+    ) -> Result<Vec<GreedyScore>, Error> {
+        self.score_rows(prompt, continuation, |id, row| {
+            let best = argmax(row);
+            let logit = |t: u32| row.get(t as usize).copied().ok_or(Error::UnknownToken(t));
+            Ok(GreedyScore {
+                id,
+                is_argmax: id == best,
+                gap: if id == best {
+                    0.0
+                } else {
+                    logit(best)? - logit(id)?
+                },
+            })
+        })
+    }
+
     /// Where the engine's passes run, for reports: `cpu (KERNEL)` or the GPU's name.
     pub fn device_name(&self) -> String {
         self.weights.device_name()
@@ -913,6 +942,10 @@ impl Engine for CandleEngine {
         })
     }
 
+    fn prepare_scoring(&self) {
+        self.weights.prepare_screen();
+    }
+
     /// The argmax and the claimed token's logit per row, without the log-sum over the
     /// vocabulary: about 2% of a 168-row scoring pass (`perf`, session 21).
     fn score_greedy(
@@ -920,19 +953,24 @@ impl Engine for CandleEngine {
         prompt: &[u32],
         continuation: &[u32],
     ) -> Result<Vec<GreedyScore>, Error> {
-        self.score_rows(prompt, continuation, |id, row| {
-            let best = argmax(row);
-            let logit = |t: u32| row.get(t as usize).copied().ok_or(Error::UnknownToken(t));
-            Ok(GreedyScore {
+        // The pass's argmax and target logits per row: on a CPU with AMX, screened
+        // (`Weights::forward_argmax`): only a few logits per row, the same numbers.
+        let bests = self.scored_pass(prompt, continuation, |weights, tokens, cache, first| {
+            weights.forward_argmax(tokens, cache, first, continuation, argmax)
+        })?;
+        Ok(bests
+            .into_iter()
+            .zip(continuation)
+            .map(|(best, &id)| GreedyScore {
                 id,
-                is_argmax: id == best,
-                gap: if id == best {
+                is_argmax: id == best.id,
+                gap: if id == best.id {
                     0.0
                 } else {
-                    logit(best)? - logit(id)?
+                    best.logit - best.target
                 },
             })
-        })
+            .collect())
     }
 }
 
@@ -947,6 +985,27 @@ impl CandleEngine {
         prompt: &[u32],
         continuation: &[u32],
         each: impl Fn(u32, &[f32]) -> Result<T, Error> + Sync + Send,
+    ) -> Result<Vec<T>, Error> {
+        self.scored_pass(prompt, continuation, |weights, tokens, cache, first| {
+            weights.forward_from_each(tokens, cache, first, |k, row| {
+                let id = *continuation
+                    .get(k)
+                    .ok_or_else(|| Error::Backend(format!("no token for row {k}")))?;
+                each(id, row)
+            })
+        })?
+        .into_iter()
+        .collect()
+    }
+
+    /// `pass(weights, tokens, cache, first_row)` over the prompt and the continuation but its
+    /// last token, after the checks every scoring pass makes; one result per continuation
+    /// token. The start the prompt shares with the last one comes from that one's cache.
+    fn scored_pass<T>(
+        &self,
+        prompt: &[u32],
+        continuation: &[u32],
+        pass: impl FnOnce(&Weights, &[u32], &mut Cache, usize) -> candle_core::Result<Vec<T>>,
     ) -> Result<Vec<T>, Error> {
         if prompt.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
@@ -968,20 +1027,13 @@ impl CandleEngine {
             });
         }
         let (mut cache, skip) = self.cached_start(prompt);
-        let scores = self
-            .weights
-            .forward_from_each(
-                &all[skip..all.len() - 1],
-                &mut cache,
-                prompt.len() - 1 - skip,
-                |k, row| {
-                    let id = *continuation
-                        .get(k)
-                        .ok_or_else(|| Error::Backend(format!("no token for row {k}")))?;
-                    each(id, row)
-                },
-            )
-            .map_err(backend)?;
+        let scores = pass(
+            &self.weights,
+            &all[skip..all.len() - 1],
+            &mut cache,
+            prompt.len() - 1 - skip,
+        )
+        .map_err(backend)?;
         self.keep_prompt(prompt, &cache);
         if scores.len() != continuation.len() {
             return Err(Error::Backend(format!(
@@ -990,7 +1042,7 @@ impl CandleEngine {
                 continuation.len()
             )));
         }
-        scores.into_iter().collect()
+        Ok(scores)
     }
 }
 

@@ -12,8 +12,10 @@
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{Module, Tensor};
 
+use crate::quant::Kernel;
 use crate::quant::q4_1::Q41Matrix;
 use crate::quant::q8_0::Q80Matrix;
+use crate::quant::screen::{Best, Screen};
 
 /// Hyperparameters read from the GGUF.
 #[derive(Clone, Debug)]
@@ -176,6 +178,11 @@ pub struct Weights {
     /// The same model on a GPU, which then runs every pass (the CPU weights above stay loaded
     /// but idle).
     gpu: Option<agora_inference_cuda::Model>,
+    /// The output matrix's screen for [`Weights::forward_argmax`], made on first use (or by
+    /// [`Weights::prepare_screen`]); `None` inside when the matrix has none.
+    screen: std::sync::OnceLock<Option<Screen>>,
+    /// Rows whose argmax the screen found, since loading.
+    screened: std::sync::atomic::AtomicU64,
 }
 
 /// Where the forward pass runs.
@@ -591,6 +598,8 @@ impl Weights {
             sin,
             ffn,
             gpu: None,
+            screen: std::sync::OnceLock::new(),
+            screened: std::sync::atomic::AtomicU64::new(0),
         };
         if let Device::Cuda(ordinal) = target {
             weights.gpu = Some(weights.load_gpu(ct, r, ordinal)?);
@@ -869,6 +878,119 @@ impl Weights {
                 );
             }
             Ok(out)
+        })
+    }
+
+    /// The output matrix and its screen, where greedy scoring screens its argmax: a Q8_0
+    /// output matrix on the CPU, with AMX tiles (the screen's integer sums run on them; without
+    /// them it would cost more than the product it saves). Makes the screen on first call.
+    fn screened_output(&self) -> Option<(&Q80Matrix, &Screen)> {
+        match &self.output {
+            Linear::Q80(m) if self.gpu.is_none() && Kernel::best() == Kernel::Amx => self
+                .screen
+                .get_or_init(|| Screen::new(m))
+                .as_ref()
+                .map(|s| (m, s)),
+            _ => None,
+        }
+    }
+
+    /// Rows whose argmax the screen found ([`Weights::forward_argmax`]), since loading.
+    pub fn screened_rows(&self) -> u64 {
+        self.screened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Make the output matrix's screen now (about 28 MiB for SmolLM2, built in about
+    /// 0.1 s) rather than in the first [`Weights::forward_argmax`]: what a validator does when
+    /// its role starts. Nothing where the screen is not used.
+    pub fn prepare_screen(&self) {
+        let _ = self.screened_output();
+    }
+
+    /// [`Weights::forward_from`]'s wanted rows' largest logit (`argmax`: which, on a row of
+    /// logits, as generation picks it) and the logit of that row's target token (`targets`,
+    /// one per row): what a greedy check needs of each position. Where the output matrix has
+    /// a screen ([`crate::quant::screen`]) only a few logits per row are computed, the same
+    /// numbers, bit for bit, as the whole row's (the argmax too: the first of equal largest
+    /// logits, which `argmax` must also pick); rows the screen hands back, and every row
+    /// elsewhere, are computed in full.
+    pub fn forward_argmax(
+        &self,
+        tokens: &[u32],
+        cache: &mut Cache,
+        first_row: usize,
+        targets: &[u32],
+        argmax: impl Fn(&[f32]) -> u32 + Sync + Send,
+    ) -> Result<Vec<Best>> {
+        use rayon::prelude::*;
+        let full = |k: usize, row: &[f32]| -> Result<Best> {
+            let id = argmax(row);
+            let at = |t: u32| {
+                row.get(t as usize)
+                    .copied()
+                    .ok_or_else(|| candle_core::Error::Msg(format!("no logit for token {t}")))
+            };
+            let t = *targets
+                .get(k)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no target for row {k}")))?;
+            Ok(Best {
+                id,
+                logit: at(id)?,
+                target: at(t)?,
+            })
+        };
+        let Some((matrix, screen)) = self.screened_output() else {
+            return self
+                .forward_from_each(tokens, cache, first_row, full)?
+                .into_iter()
+                .collect();
+        };
+        let mut segments = [Segment {
+            tokens,
+            cache,
+            first_row,
+        }];
+        crate::pool::on_pool(|| {
+            let emb = self.config.embedding;
+            let x = self.hidden_on_pool(&mut segments)?;
+            if x.len() != targets.len() * emb {
+                candle_core::bail!(
+                    "{} targets for {} rows",
+                    targets.len(),
+                    x.len() / emb.max(1)
+                );
+            }
+            let mut found = screen
+                .argmax(matrix, Kernel::Amx, &x, targets)
+                .unwrap_or_else(|| vec![None; targets.len()]);
+            // The rows handed back, in full (as `forward_from_each` computes them).
+            let rest: Vec<usize> = (0..found.len()).filter(|&k| found[k].is_none()).collect();
+            self.screened.fetch_add(
+                (found.len() - rest.len()) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let vocab = self.vocab().max(1);
+            let mut logits = Vec::new();
+            for part in rest.chunks(HEAD_ROWS) {
+                let rows: Vec<f32> = part
+                    .iter()
+                    .flat_map(|&k| &x[k * emb..(k + 1) * emb])
+                    .copied()
+                    .collect();
+                self.output.forward_into(&rows, emb, emb, &mut logits)?;
+                let bests: Vec<Result<Best>> = logits
+                    .par_chunks(vocab)
+                    .zip(part.par_iter())
+                    .map(|(row, &k)| full(k, row))
+                    .collect();
+                for (&k, b) in part.iter().zip(bests) {
+                    found[k] = Some(b?);
+                }
+            }
+            found
+                .into_iter()
+                .map(|b| b.ok_or_else(|| candle_core::Error::Msg("a row was not scored".into())))
+                .collect()
         })
     }
 

@@ -387,6 +387,10 @@ pub trait Engine: Send + Sync {
             .map(GreedyScore::from)
             .collect())
     }
+    /// Get ready to score many answers: what a validator calls when its role starts, so that
+    /// tables only scoring uses are built then, not inside the first check (the candle engine
+    /// builds its output matrix's screen for [`Engine::score_greedy`]). Nothing by default.
+    fn prepare_scoring(&self) {}
     /// [`Engine::score`], with each position's `top` most likely tokens as generation reports
     /// them (a validator checks a miner's claimed alternatives with them).
     fn score_top(

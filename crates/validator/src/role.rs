@@ -141,6 +141,9 @@ impl Validator {
         chain: Arc<dyn ChainAccess>,
         config: ValidatorConfig,
     ) -> Arc<Self> {
+        if !config.copier {
+            engine.prepare_scoring();
+        }
         Arc::new(Self {
             hotkey,
             engine,

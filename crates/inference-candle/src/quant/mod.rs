@@ -34,6 +34,7 @@
 
 pub mod q4_1;
 pub mod q8_0;
+pub mod screen;
 
 use half::f16;
 

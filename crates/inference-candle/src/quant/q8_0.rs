@@ -22,6 +22,19 @@ pub struct Panel {
     d: [u16; PANEL],
 }
 
+impl Panel {
+    /// Lane `i`'s weight `k` of the block (its integer; the weight is that times
+    /// [`Panel::scale`]).
+    pub(super) fn weight(&self, i: usize, k: usize) -> i8 {
+        (self.qs[k / 4][4 * i + k % 4] ^ 0x80) as i8
+    }
+
+    /// Lane `i`'s scale.
+    pub(super) fn scale(&self, i: usize) -> f32 {
+        f16::from_bits(self.d[i]).to_f32()
+    }
+}
+
 /// The Q8_0 format.
 #[derive(Debug)]
 pub struct Q80;

@@ -397,6 +397,72 @@ fn greedy_checks_agree_with_the_full_scores() {
     );
 }
 
+/// The screened greedy check ([`Engine::score_greedy`] on a CPU with AMX: only the logits the
+/// screen cannot rule out are computed) gives the same scores, bit for bit, as the check from
+/// every logit: on the engine's own 128-token answer, on it with tokens replaced, and on
+/// random tokens (whose rows the screen hands back to be computed in full).
+#[test]
+fn screened_greedy_checks_are_the_full_checks_bit_for_bit() {
+    // An engine of its own, so that its count of screened positions is this test's.
+    let e = CandleEngine::load(&model_path()).expect("load the model");
+    e.prepare_scoring();
+    let prompt = chat_prompt(
+        &e,
+        "Write a long story about a lighthouse keeper and a storm.",
+    );
+    let out = e
+        .generate(&GenerateRequest::greedy(prompt.clone(), 128), &mut |_| true)
+        .unwrap();
+    let honest: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+    assert!(honest.len() >= 64, "{}", honest.len());
+    let mut forged = honest.clone();
+    for i in (3..forged.len()).step_by(17) {
+        forged[i] = (forged[i] * 7 + 11) % 49_152;
+    }
+    let mut state = 7u64;
+    let random: Vec<u32> = (0..48)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((state >> 33) % 49_152) as u32
+        })
+        .collect();
+    for (what, ids) in [
+        ("honest", &honest),
+        ("forged", &forged),
+        ("random", &random),
+    ] {
+        let screened = e.score_greedy(&prompt, ids).unwrap();
+        let full = e.score_greedy_in_full(&prompt, ids).unwrap();
+        assert_eq!(screened.len(), full.len(), "{what}");
+        for (i, (s, f)) in screened.iter().zip(&full).enumerate() {
+            assert_eq!(
+                (s.id, s.is_argmax, s.gap.to_bits()),
+                (f.id, f.is_argmax, f.gap.to_bits()),
+                "{what}: position {i}"
+            );
+        }
+    }
+    assert!(full_checks_fail(&e, &prompt, &forged));
+    if agora_inference_candle::Kernel::best() == agora_inference_candle::Kernel::Amx {
+        // Every honest position at least went through the screen.
+        assert!(
+            e.screened_positions() >= honest.len() as u64,
+            "{} positions screened",
+            e.screened_positions()
+        );
+    } else {
+        eprintln!("no AMX on this CPU: greedy checks run in full, nothing screened");
+    }
+}
+
+/// Whether some position of `ids` is not the argmax (by the full check).
+fn full_checks_fail(e: &CandleEngine, prompt: &[u32], ids: &[u32]) -> bool {
+    e.score_greedy_in_full(prompt, ids)
+        .unwrap()
+        .iter()
+        .any(|g| !g.is_argmax)
+}
+
 /// A prompt that starts like the last one is continued from the last one's key-value cache
 /// (the chat template's system turn, or all of the prompt when a validator scores an answer to
 /// a prompt it has just processed), and gets exactly the numbers a fresh cache gives it.

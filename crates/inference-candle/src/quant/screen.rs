@@ -1,0 +1,729 @@
+//! The argmax of a Q8_0 product, screened with proven bounds: for each activation row, its
+//! largest output and a given output's value, the same numbers the whole product gives, bit for
+//! bit, without computing every output. This is what a validator's greedy check asks of the
+//! output matrix (49,152 outputs a row): whether the claimed token is the argmax, and how far
+//! below it lies.
+//!
+//! # How
+//!
+//! 1. The claimed (target) output `L_t` of each row, computed exactly as the product computes
+//!    it (the module's arithmetic; a panel row of 16 outputs through the AVX-512 or AVX2
+//!    kernel).
+//! 2. A *screen* of every output: the weights requantized once to 8 bits with one scale per
+//!    output row (`W' = s_v * p`, `p = round(W / s_v)`, `s_v = max|W| / 127`), the row's
+//!    quantized activations requantized to 8 bits with one scale per row
+//!    (`h' = sigma * a`), and `S = sum p * a` as one integer over the whole row: on AMX tiles,
+//!    16 rows by 16 outputs by 32 inputs a step, with no float step per block (the product's
+//!    float steps, one per block, are what bound it on this machine).
+//! 3. An output `v` is a *candidate* when its screened value plus a proven bound on its error
+//!    reaches `L_t`. Only candidates get their exact outputs (their panel row's 16, as in 1).
+//!    The row's argmax is the first largest among the candidates and the target.
+//!
+//! # Why the answer is exact
+//!
+//! Let `W` be output `v`'s weights (`d_b * q`) and `h` the row's quantized activations
+//! (`d_x * q_x`), as real numbers, and `T = sum W h` their exact product. The product computes
+//! `L_v` from `T` with one rounding per block's scale and one per fused multiply-add, so
+//! `|L_v - T| <= g * sum |W| |h| <= g * ||W|| ||h||` with `g = (blocks + 2) * 2^-24 * 1.01`
+//! (recursive summation's bound, with the scales' roundings; no product of two scales comes near
+//! f32's subnormals). Writing `W - W'` and `h - h'` for the requantization errors,
+//! `T - s_v sigma S = sum (W - W') h + sum W' (h - h')`, so by Cauchy-Schwarz
+//! `|T - s_v sigma S| <= E_v H + N_v D`, with `E_v = ||W - W'||`, `N_v = ||W'||` (per output,
+//! computed once in f64 and rounded up to f32) and `H = ||h||`, `D = ||h - h'||` (per row, the
+//! same way); `E_v` is stored with `g (N_v + E_v)` added, which covers the first bound since
+//! `||W|| <= N_v + E_v`. Hence `L_v - L_t <= s_v sigma S + E_v H + N_v D - L_t =: Z`.
+//!
+//! The screen evaluates `Z` in f32 as `fma(S * s_v, sigma, fma(E_v, H, fma(N_v, D, -L_t)))`:
+//! four roundings, each at most `2^-24` of a magnitude no larger than
+//! `M = N_max (H + 2 D) + E_max H + |L_t|` (as `|s_v sigma S| <= N_v ||h'|| <= N_v (H + D)`;
+//! `S` is below `2^24` in magnitude for rows of fewer than 1,040 inputs, so converting it is
+//! exact, and a wider row's one more rounding is inside the same budget). The computed `z`
+//! is within `2^-21 M` of `Z`, and `v` is dropped only when `z < -(2^-18 M + 2^-100)`: then
+//! `Z < 0` and `L_v < L_t`, so `v` is neither the argmax nor tied with it. Every output that
+//! could be is a candidate, and candidates' values are the product's own.
+//!
+//! A row is left to the caller (to compute in full) when its numbers are not finite or `M`
+//! exceeds `2^100` (no f32 step may overflow), or when it has more than [`MOST_CANDIDATES`]
+//! candidates (a claimed token far below the argmax, as a forged answer's are, makes most of
+//! the vocabulary candidates). A matrix whose weights are not finite gets no screen.
+//!
+//! On SmolLM2's output matrix and 512 rows of four greedy answers (session 23, a NumPy model of
+//! these bounds): the
+//! bound averaged 4.7 nats (the real error of the screened values at most 1.6), and rows had
+//! 10.5 candidates on average, at most 373.
+
+use rayon::prelude::*;
+
+use super::q8_0::{Q80, Q80Matrix};
+use super::{ActBlock, BLOCK, Format, Kernel, PANEL, quantize_rows};
+
+/// Candidates beyond which a row is left to the caller to compute in full: a candidate costs a
+/// panel row's exact outputs (16 outputs over the row's blocks), a row in full 3,072 of them.
+pub const MOST_CANDIDATES: usize = 512;
+
+/// Bytes of one block of 16 outputs' requantized weights, in the tiles' layout.
+const TILE_BYTES: usize = agora_amx::WEIGHT_BYTES;
+
+/// One block of 16 activation rows, requantized (`a`), in the tiles' layout (rows 32 bytes
+/// apart).
+type ActRows = [[i8; BLOCK]; 16];
+
+/// The screen of a Q8_0 matrix: its weights requantized to one scale per output, and the bounds
+/// on what that changes ([`Screen::new`]). About as large as the matrix (SmolLM2's output
+/// matrix: 28 MiB).
+#[derive(Debug)]
+pub struct Screen {
+    rows: usize,
+    blocks: usize,
+    /// Panel row `g`'s block `b` at `g * blocks + b`: 8 rows of 64 bytes, row `k` holding
+    /// inputs `4k..4k + 4` of each of the 16 outputs (output `i` at bytes `4i..4i + 4`).
+    weights: Vec<[u8; TILE_BYTES]>,
+    /// Per output (padded to whole panels with zeros): the scale `s_v`.
+    scale: Vec<f32>,
+    /// Per output: `E_v` and the product's rounding (see the module documentation), rounded up.
+    err: Vec<f32>,
+    /// Per output: `N_v = ||W'||`, rounded up.
+    norm: Vec<f32>,
+    err_max: f64,
+    norm_max: f64,
+}
+
+/// What the screen found for one row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Best {
+    /// The largest output (the first of equal largest ones).
+    pub id: u32,
+    /// Its value.
+    pub logit: f32,
+    /// The target's value.
+    pub target: f32,
+}
+
+/// The smallest f32 at or above `x` (finite, non-negative).
+fn up(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) < x { f.next_up() } else { f }
+}
+
+/// `x` rounded to the nearest integer (halves away from zero), within -127..=127.
+fn to_i8(x: f64) -> i8 {
+    x.round().clamp(-127.0, 127.0) as i8
+}
+
+/// A norm computed in f64 from a sum of squares, with room for that sum's roundings.
+fn norm(sum_squares: f64) -> f64 {
+    sum_squares.sqrt() * (1.0 + 1e-9)
+}
+
+impl Screen {
+    /// The screen of `m`; `None` when a weight is not finite.
+    pub fn new(m: &Q80Matrix) -> Option<Screen> {
+        let blocks = m.blocks;
+        let groups = m.panels.len() / blocks.max(1);
+        // The product's rounding, relative to ||W|| ||h|| (see the module documentation).
+        let g = (blocks as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * 1.01;
+        type Group = (Vec<[u8; TILE_BYTES]>, [[f32; PANEL]; 3]);
+        let parts: Vec<Option<Group>> = (0..groups)
+            .into_par_iter()
+            .map(|p| {
+                let panels = &m.panels[p * blocks..(p + 1) * blocks];
+                let mut tiles = vec![[0u8; TILE_BYTES]; blocks];
+                let mut out = [[0f32; PANEL]; 3];
+                for i in 0..PANEL {
+                    let w = |k: usize| {
+                        let pb = &panels[k / BLOCK];
+                        f64::from(pb.weight(i, k % BLOCK)) * f64::from(pb.scale(i))
+                    };
+                    let n = blocks * BLOCK;
+                    let amax = (0..n).fold(0f64, |a, k| a.max(w(k).abs()));
+                    if !amax.is_finite() {
+                        return None;
+                    }
+                    let s = if amax > 0.0 {
+                        (amax / 127.0) as f32
+                    } else {
+                        1.0
+                    };
+                    let (mut e2, mut n2) = (0f64, 0f64);
+                    for k in 0..n {
+                        let p = to_i8(w(k) / f64::from(s));
+                        let wp = f64::from(p) * f64::from(s);
+                        e2 += (w(k) - wp) * (w(k) - wp);
+                        n2 += wp * wp;
+                        let b = k % BLOCK;
+                        tiles[k / BLOCK][64 * (b / 4) + 4 * i + b % 4] = p as u8;
+                    }
+                    let (e, nv) = (norm(e2), norm(n2));
+                    out[0][i] = s;
+                    out[1][i] = up(e + g * (nv + e));
+                    out[2][i] = up(nv);
+                }
+                Some((tiles, out))
+            })
+            .collect();
+        let mut screen = Screen {
+            rows: m.rows,
+            blocks,
+            weights: Vec::with_capacity(groups * blocks),
+            scale: Vec::with_capacity(groups * PANEL),
+            err: Vec::with_capacity(groups * PANEL),
+            norm: Vec::with_capacity(groups * PANEL),
+            err_max: 0.0,
+            norm_max: 0.0,
+        };
+        for part in parts {
+            let (tiles, [s, e, n]) = part?;
+            screen.weights.extend(tiles);
+            screen.scale.extend(s);
+            screen.err.extend(e);
+            screen.norm.extend(n);
+        }
+        screen.err_max = screen.err.iter().fold(0f64, |a, &e| a.max(f64::from(e)));
+        screen.norm_max = screen.norm.iter().fold(0f64, |a, &n| a.max(f64::from(n)));
+        if !(screen.err_max.is_finite() && screen.norm_max.is_finite()) {
+            return None;
+        }
+        Some(screen)
+    }
+
+    /// For each row of `x` (rows of the matrix's inputs) and its target output (`targets`, one
+    /// per row, each below the matrix's outputs): the row's largest output and the target's
+    /// value, as `m`'s product computes them (`m` must be the matrix this screen was made
+    /// from). `None` for a row left to the caller (see the module documentation), and `None`
+    /// for all of them when `kernel` is [`Kernel::Amx`] and this thread has no tiles.
+    /// [`Kernel::Amx`] screens on the tiles; any other kernel with a scalar loop (for tests:
+    /// the same candidates, far slower).
+    pub fn argmax(
+        &self,
+        m: &Q80Matrix,
+        kernel: Kernel,
+        x: &[f32],
+        targets: &[u32],
+    ) -> Option<Vec<Option<Best>>> {
+        let n = targets.len();
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        if m.blocks != self.blocks
+            || m.rows != self.rows
+            || x.len() != n * m.cols
+            || targets.iter().any(|&t| t as usize >= self.rows)
+        {
+            return None;
+        }
+        let blocks = self.blocks;
+        let mut acts = Vec::new();
+        quantize_rows(x, m.cols, m.cols, blocks, &mut acts);
+        let exact_kernel = kernel.min(Kernel::Avx512Vnni);
+        let exact = |r: usize, group: usize| -> [f32; PANEL] {
+            let mut out = [0f32; PANEL];
+            let width = (self.rows - group * PANEL).min(PANEL);
+            Q80::outputs(
+                exact_kernel,
+                &m.panels[group * blocks..(group + 1) * blocks],
+                blocks,
+                &acts[r * blocks..(r + 1) * blocks],
+                &[],
+                &mut [&mut out[..width]],
+            );
+            out
+        };
+        // Each row's requantized activations and bounds.
+        let mut tiles = vec![[[0i8; BLOCK]; 16]; n.div_ceil(16) * blocks];
+        let bounds: Vec<RowBound> = acts
+            .par_chunks(blocks)
+            .zip(targets.par_iter())
+            .enumerate()
+            .map(|(r, (row, &t))| {
+                let target = exact(r, t as usize / PANEL)[t as usize % PANEL];
+                RowBound::new(self, row, target)
+            })
+            .collect();
+        for (r, (row, b)) in acts.chunks(blocks).zip(&bounds).enumerate() {
+            let sigma = f64::from(b.sigma);
+            for (k, ab) in row.iter().enumerate() {
+                let t = &mut tiles[(r / 16) * blocks + k][r % 16];
+                for (a, &q) in t.iter_mut().zip(&ab.q) {
+                    *a = to_i8(f64::from(q) * f64::from(ab.d) / sigma);
+                }
+            }
+        }
+        // The screen, output panel rows split among the threads.
+        let groups = self.weights.len() / blocks.max(1);
+        let tasks = (4 * rayon::current_num_threads()).clamp(1, groups.max(1));
+        let found: Vec<Option<Vec<Candidates>>> = (0..tasks)
+            .into_par_iter()
+            .map(|k| {
+                let range = k * groups / tasks..(k + 1) * groups / tasks;
+                let mut found = Vec::new();
+                let done = if kernel == Kernel::Amx {
+                    amx_screen(self, range, &tiles, &bounds, &mut found)
+                } else {
+                    scalar_screen(self, range, &tiles, &bounds, &mut found);
+                    true
+                };
+                done.then_some(found)
+            })
+            .collect();
+        let mut per_row: Vec<Vec<(u32, u16)>> = vec![Vec::new(); n];
+        for c in found.into_iter().collect::<Option<Vec<_>>>()?.concat() {
+            per_row[c.row as usize].push((c.group, c.lanes));
+        }
+        Some(
+            per_row
+                .into_par_iter()
+                .zip(targets.par_iter())
+                .enumerate()
+                .map(|(r, (groups, &t))| {
+                    let b = &bounds[r];
+                    let count: usize = groups.iter().map(|&(_, l)| l.count_ones() as usize).sum();
+                    if !b.screened || count > MOST_CANDIDATES {
+                        return None;
+                    }
+                    let mut values: Vec<(u32, f32)> = vec![(t, b.target)];
+                    for (group, lanes) in groups {
+                        let out = exact(r, group as usize);
+                        for (i, &v) in out.iter().enumerate() {
+                            let id = group * PANEL as u32 + i as u32;
+                            if lanes >> i & 1 == 1 && id != t {
+                                values.push((id, v));
+                            }
+                        }
+                    }
+                    values.sort_unstable_by_key(|&(id, _)| id);
+                    let mut best = values[0];
+                    for &(id, v) in &values {
+                        if v.is_nan() {
+                            return None;
+                        }
+                        if v > best.1 {
+                            best = (id, v);
+                        }
+                    }
+                    Some(Best {
+                        id: best.0,
+                        logit: best.1,
+                        target: b.target,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Output `v`'s lanes of panel row `group` that exist (a last, partial panel's others are
+    /// padding).
+    fn lanes(&self, group: usize) -> u16 {
+        let width = self.rows.saturating_sub(group * PANEL).min(PANEL);
+        ((1u32 << width) - 1) as u16
+    }
+}
+
+/// One row's numbers for the screen's test, each as the module documentation names it.
+#[derive(Clone, Copy, Debug)]
+struct RowBound {
+    /// The requantized activations' scale.
+    sigma: f32,
+    /// `H`, rounded up.
+    h: f32,
+    /// `D`, rounded up.
+    d: f32,
+    /// `-L_t`.
+    neg_target: f32,
+    /// An output is a candidate when its `z` is at least this: `-(2^-18 M + 2^-100)`.
+    floor: f32,
+    target: f32,
+    /// Whether the row is screened (its numbers finite and small enough).
+    screened: bool,
+}
+
+impl RowBound {
+    fn new(screen: &Screen, row: &[ActBlock], target: f32) -> RowBound {
+        let h = |k: usize| f64::from(row[k / BLOCK].q[k % BLOCK]) * f64::from(row[k / BLOCK].d);
+        let n = row.len() * BLOCK;
+        let amax = (0..n).fold(0f64, |a, k| a.max(h(k).abs()));
+        let sigma = if amax > 0.0 && amax.is_finite() {
+            (amax / 127.0) as f32
+        } else {
+            1.0
+        };
+        let (mut h2, mut d2) = (0f64, 0f64);
+        for k in 0..n {
+            let a = f64::from(to_i8(h(k) / f64::from(sigma)));
+            let e = h(k) - a * f64::from(sigma);
+            h2 += h(k) * h(k);
+            d2 += e * e;
+        }
+        let (hn, dn) = (norm(h2), norm(d2));
+        let m = screen.norm_max * (hn + 2.0 * dn) + screen.err_max * hn + f64::from(target).abs();
+        let screened = target.is_finite() && m.is_finite() && m < 2f64.powi(100);
+        RowBound {
+            sigma,
+            h: if screened { up(hn) } else { 0.0 },
+            d: if screened { up(dn) } else { 0.0 },
+            neg_target: -target,
+            floor: if screened {
+                -up(m * 2f64.powi(-18) + 2f64.powi(-100))
+            } else {
+                0.0
+            },
+            target,
+            screened,
+        }
+    }
+
+    /// Whether an output with screened sum `s` and numbers `(scale, err, norm)` is a candidate
+    /// (the reference of the vector test in `x86::screen`, the same operations in order).
+    fn candidate(&self, s: i32, scale: f32, err: f32, norm: f32) -> bool {
+        let c = norm.mul_add(self.d, self.neg_target);
+        let c = err.mul_add(self.h, c);
+        let z = (s as f32 * scale).mul_add(self.sigma, c);
+        z >= self.floor
+    }
+}
+
+/// Candidates of one row in one panel row: `lanes` bit `i` for output `16 group + i`.
+#[derive(Clone, Copy, Debug)]
+struct Candidates {
+    row: u32,
+    group: u32,
+    lanes: u16,
+}
+
+/// The screen of panel rows `groups` with plain loops.
+fn scalar_screen(
+    screen: &Screen,
+    groups: std::ops::Range<usize>,
+    tiles: &[ActRows],
+    bounds: &[RowBound],
+    found: &mut Vec<Candidates>,
+) {
+    let blocks = screen.blocks;
+    for g in groups {
+        let w = &screen.weights[g * blocks..(g + 1) * blocks];
+        for (r, b) in bounds.iter().enumerate() {
+            if !b.screened {
+                continue;
+            }
+            let mut lanes = 0u16;
+            for i in 0..PANEL {
+                let mut s = 0i32;
+                for (k, wb) in w.iter().enumerate() {
+                    let a = &tiles[(r / 16) * blocks + k][r % 16];
+                    for (j, &x) in a.iter().enumerate() {
+                        s += i32::from(x) * i32::from(wb[64 * (j / 4) + 4 * i + j % 4] as i8);
+                    }
+                }
+                let v = g * PANEL + i;
+                if b.candidate(s, screen.scale[v], screen.err[v], screen.norm[v]) {
+                    lanes |= 1 << i;
+                }
+            }
+            lanes &= screen.lanes(g);
+            if lanes != 0 {
+                found.push(Candidates {
+                    row: r as u32,
+                    group: g as u32,
+                    lanes,
+                });
+            }
+        }
+    }
+}
+
+/// The screen of panel rows `groups` on the tiles ([`x86::screen`]); `false` when this thread
+/// has no tiles or the CPU no AVX-512.
+#[multiversion::multiversion(targets("x86_64+avx512f"))]
+fn amx_screen(
+    screen: &Screen,
+    groups: std::ops::Range<usize>,
+    tiles: &[ActRows],
+    bounds: &[RowBound],
+    found: &mut Vec<Candidates>,
+) -> bool {
+    multiversion::target::match_target! {
+        "x86_64+avx512f" => {
+            let Some(mut amx) = agora_amx::Tiles::configure() else {
+                return false;
+            };
+            x86::screen(&mut amx, screen, groups, tiles, bounds, found);
+            true
+        },
+        _ => {
+            let _ = (screen, groups, tiles, bounds, found);
+            false
+        },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{ActRows, Candidates, RowBound, Screen};
+    use agora_amx::{Tiles, Weights};
+    use bytemuck::cast;
+    use std::arch::x86_64::*;
+
+    /// The screen of panel rows `groups` on the tiles: for each panel row, four tiles of 16
+    /// activation rows at a time (four sum tiles, the two operand pairs alternating), each
+    /// tile's sums accumulated over every block, then tested 16 outputs to a vector (the
+    /// operations of `RowBound::candidate`, in its order).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn screen(
+        amx: &mut Tiles,
+        screen: &Screen,
+        groups: std::ops::Range<usize>,
+        tiles: &[ActRows],
+        bounds: &[RowBound],
+        found: &mut Vec<Candidates>,
+    ) {
+        let blocks = screen.blocks;
+        let row_tiles = bounds.len().div_ceil(16);
+        let mut sums = [[[0i32; 16]; 16]; 4];
+        for g in groups {
+            let w = &screen.weights[g * blocks..(g + 1) * blocks];
+            let at = g * 16;
+            let scale: __m512 =
+                cast(<[f32; 16]>::try_from(&screen.scale[at..at + 16]).unwrap_or_default());
+            let err: __m512 =
+                cast(<[f32; 16]>::try_from(&screen.err[at..at + 16]).unwrap_or_default());
+            let norm: __m512 =
+                cast(<[f32; 16]>::try_from(&screen.norm[at..at + 16]).unwrap_or_default());
+            let lanes = screen.lanes(g);
+            let mut rt = 0;
+            while rt < row_tiles {
+                let count = (row_tiles - rt).min(4);
+                products(
+                    amx,
+                    w,
+                    &tiles[rt * blocks..(rt + count) * blocks],
+                    count,
+                    &mut sums,
+                );
+                for (j, tile) in sums.iter().take(count).enumerate() {
+                    for (i, s) in tile.iter().enumerate() {
+                        let r = (rt + j) * 16 + i;
+                        let Some(b) = bounds.get(r) else { break };
+                        if !b.screened {
+                            continue;
+                        }
+                        let c = _mm512_fmadd_ps(
+                            norm,
+                            _mm512_set1_ps(b.d),
+                            _mm512_set1_ps(b.neg_target),
+                        );
+                        let c = _mm512_fmadd_ps(err, _mm512_set1_ps(b.h), c);
+                        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(cast(*s)), scale);
+                        let z = _mm512_fmadd_ps(y, _mm512_set1_ps(b.sigma), c);
+                        let hit =
+                            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_set1_ps(b.floor)) & lanes;
+                        if hit != 0 {
+                            found.push(Candidates {
+                                row: r as u32,
+                                group: g as u32,
+                                lanes: hit,
+                            });
+                        }
+                    }
+                }
+                rt += count;
+            }
+        }
+    }
+
+    /// Sums of `count` (1 to 4) tiles of activation rows (`acts`: each tile's blocks in order)
+    /// by one panel row's weights (`w`), over every block, into `sums[..count]`.
+    #[inline]
+    fn products(
+        amx: &mut Tiles,
+        w: &[[u8; agora_amx::WEIGHT_BYTES]],
+        acts: &[ActRows],
+        count: usize,
+        sums: &mut [[[i32; 16]; 16]; 4],
+    ) {
+        let blocks = w.len();
+        let a = |t: usize, k: usize| bytemuck::bytes_of(&acts[t * blocks + k]);
+        amx.zero::<0>();
+        amx.zero::<1>();
+        amx.zero::<2>();
+        amx.zero::<3>();
+        for (k, b) in w.iter().enumerate() {
+            amx.load::<0>(a(0, k), 32, b);
+            amx.accumulate::<0, 0>(Weights::Signed);
+            if count > 1 {
+                amx.load::<1>(a(1, k), 32, b);
+                amx.accumulate::<1, 1>(Weights::Signed);
+            }
+            if count > 2 {
+                amx.load::<0>(a(2, k), 32, b);
+                amx.accumulate::<2, 0>(Weights::Signed);
+            }
+            if count > 3 {
+                amx.load::<1>(a(3, k), 32, b);
+                amx.accumulate::<3, 1>(Weights::Signed);
+            }
+        }
+        amx.store::<0>(&mut sums[0]);
+        amx.store::<1>(&mut sums[1]);
+        amx.store::<2>(&mut sums[2]);
+        amx.store::<3>(&mut sums[3]);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::numbers;
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    /// The first largest value's index, as a scan finds it.
+    fn first_largest(row: &[f32]) -> u32 {
+        let mut best = 0;
+        for (i, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+
+    /// A Q8_0 matrix of `n` outputs by `k` inputs whose output `twin` repeats output `of`
+    /// (equal values, so that the first-of-equals rule is tested), and `m` activation rows;
+    /// `outliers`: whether the weights (`.0`) and the activations (`.1`) have a large value per
+    /// row, as a model's hidden states do (each alone makes one of the bound's two terms the
+    /// one that matters).
+    fn case(
+        n: usize,
+        k: usize,
+        m: usize,
+        seed: u64,
+        outliers: (bool, bool),
+    ) -> (Q80Matrix, Vec<f32>) {
+        let mut w = numbers(n * k, seed);
+        // One large weight per output: its one scale then fits the rest coarsely, so that the
+        // screened values are far off and the bounds are what keeps the answer exact.
+        if outliers.0 {
+            for (v, row) in w.chunks_exact_mut(k).enumerate() {
+                row[(v * 7) % k] *= 40.0;
+            }
+        }
+        let (of, twin) = (n / 5, n / 2);
+        let copy = w[of * k..(of + 1) * k].to_vec();
+        w[twin * k..(twin + 1) * k].copy_from_slice(&copy);
+        let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
+        let mut x = numbers(m * k, seed + 1);
+        if outliers.1 {
+            for row in x.chunks_exact_mut(k) {
+                row[7] *= 30.0;
+            }
+        }
+        // One row that is the twin's weights: its argmax is the first twin or near it.
+        if m > 2 {
+            let deq = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            x[2 * k..3 * k].copy_from_slice(&deq[of]);
+        }
+        (Q80Matrix::from_qtensor(&q).unwrap().unwrap(), x)
+    }
+
+    #[test]
+    fn the_screened_argmax_is_the_full_products() {
+        let mut kernels = vec![Kernel::Scalar];
+        if Kernel::best() == Kernel::Amx {
+            kernels.push(Kernel::Amx);
+        } else {
+            eprintln!("no AMX here: the scalar screen only");
+        }
+        for (n, k, m, seed, outliers) in [
+            (1000, 576, 37, 1, (true, false)),
+            (1000, 576, 37, 2, (false, true)),
+            (200, 96, 70, 3, (true, true)),
+            (16, 64, 3, 4, (false, false)),
+        ] {
+            let (matrix, x) = case(n, k, m, seed, outliers);
+            let screen = Screen::new(&matrix).unwrap();
+            let full = matrix.matmul_with(Kernel::Scalar, &x);
+            let (of, twin) = (n / 5, n / 2);
+            // Targets: each row's argmax, the outputs ranked 2nd, 3rd, 5th and 9th, a fixed output,
+            // and the twins.
+            let mut sets: Vec<Vec<u32>> = Vec::new();
+            sets.push(full.chunks(n).map(first_largest).collect());
+            for rank in [1, 2, 4, 8] {
+                sets.push(
+                    full.chunks(n)
+                        .map(|row| {
+                            let mut order: Vec<u32> = (0..n as u32).collect();
+                            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+                            order[rank.min(n - 1)]
+                        })
+                        .collect(),
+                );
+            }
+            sets.push(vec![(n / 3) as u32; m]);
+            sets.push(vec![twin as u32; m]);
+            sets.push(vec![of as u32; m]);
+            for kernel in &kernels {
+                let mut screened = 0;
+                for targets in &sets {
+                    let got = screen.argmax(&matrix, *kernel, &x, targets).unwrap();
+                    assert_eq!(got.len(), m);
+                    for (r, (g, &t)) in got.iter().zip(targets).enumerate() {
+                        let row = &full[r * n..(r + 1) * n];
+                        let Some(g) = g else { continue };
+                        screened += 1;
+                        let best = first_largest(row);
+                        let what = format!("{kernel:?} n{n} row {r} target {t}");
+                        assert_eq!(g.id, best, "{what}");
+                        assert_eq!(g.logit.to_bits(), row[best as usize].to_bits(), "{what}");
+                        assert_eq!(g.target.to_bits(), row[t as usize].to_bits(), "{what}");
+                    }
+                }
+                // Random weights leave the outputs close together; most rows are still
+                // screened, not handed back.
+                assert!(
+                    screened * 2 > sets.len() * m,
+                    "{kernel:?}: {screened} screened"
+                );
+            }
+            // The twins tie on row 2 (the twin's own weights): the first of them is the argmax.
+            let row = &full[2 * n..3 * n];
+            assert_eq!(row[of], row[twin]);
+        }
+    }
+
+    #[test]
+    fn bad_input_is_declined_not_misread() {
+        let (matrix, x) = case(40, 64, 4, 5, (true, true));
+        let screen = Screen::new(&matrix).unwrap();
+        // A target outside the matrix, and rows of the wrong width.
+        assert!(
+            screen
+                .argmax(&matrix, Kernel::Scalar, &x, &[0, 1, 2, 40])
+                .is_none()
+        );
+        assert!(
+            screen
+                .argmax(&matrix, Kernel::Scalar, &x[1..], &[0, 1, 2, 3])
+                .is_none()
+        );
+        assert_eq!(
+            screen.argmax(&matrix, Kernel::Scalar, &[], &[]),
+            Some(Vec::new())
+        );
+        // A row whose quantized activations are not finite (a block's scale overflows f16)
+        // is handed back; the others are answered.
+        let mut bad = x.clone();
+        bad[64 + 3] = f32::MAX;
+        let got = screen
+            .argmax(&matrix, Kernel::Scalar, &bad, &[0, 1, 2, 3])
+            .unwrap();
+        assert!(got[1].is_none());
+        assert!(got[0].is_some() && got[2].is_some() && got[3].is_some());
+    }
+}
