@@ -48,9 +48,8 @@
 //! the vocabulary candidates). A matrix whose weights are not finite gets no screen.
 //!
 //! On SmolLM2's output matrix and 512 rows of four greedy answers (session 23, a NumPy model of
-//! these bounds): the
-//! bound averaged 4.7 nats (the real error of the screened values at most 1.6), and rows had
-//! 10.5 candidates on average, at most 373.
+//! these bounds): the bound averaged 4.7 nats (the screened values' real error was at most
+//! 1.6), and rows had 10.5 candidates on average, at most 373.
 
 use rayon::prelude::*;
 
