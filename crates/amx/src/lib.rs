@@ -124,6 +124,97 @@ impl Tiles {
     }
 }
 
+/// Bytes of one operand tile of [`Gemm`]: 16 rows of 64.
+pub const GEMM_TILE_BYTES: usize = 1024;
+
+/// The tiles configured for plain integer products (no float step between blocks): tiles 0-3
+/// hold sums, `C[2i + j]` (16 rows of 16 `i32`), tiles 4 and 5 the activations `A[i]` (16 rows
+/// of 64 signed bytes), tiles 6 and 7 the weights `B[j]` (16 rows of 64 signed bytes, row `k`
+/// holding inputs `4k..4k + 4` of each of 16 weight rows, weight row `n` at bytes
+/// `4n..4n + 4`). Two activation tiles by two weight tiles: each operand loaded serves two
+/// products. The same rules as [`Tiles`]: one configuration per thread, released on drop.
+#[derive(Debug)]
+pub struct Gemm {
+    _thread: PhantomData<*mut ()>,
+}
+
+impl Gemm {
+    /// The tiles on this thread, configured for [`Gemm`]; `None` when they are not
+    /// [`available`] or a [`Tiles`] or [`Gemm`] is alive on this thread.
+    pub fn configure() -> Option<Gemm> {
+        if !available() || CONFIGURED.get() {
+            return None;
+        }
+        sys::load_gemm_config();
+        CONFIGURED.set(true);
+        Some(Gemm {
+            _thread: PhantomData,
+        })
+    }
+
+    /// `A[I]` (`I` 0 or 1) loaded: 16 rows of 64 signed bytes, row `r` at
+    /// `a[r * stride..r * stride + 64]`.
+    ///
+    /// # Panics
+    /// If `a` is shorter than `15 * stride + 64` bytes.
+    #[inline]
+    pub fn load_a<const I: usize>(&mut self, a: &[u8], stride: usize) {
+        const { assert!(I < 2, "two activation tiles") };
+        let end = stride.checked_mul(15).and_then(|s| s.checked_add(64));
+        assert!(
+            end.is_some_and(|end| end <= a.len()),
+            "an activation tile of stride {stride} needs {end:?} bytes, the slice has {}",
+            a.len()
+        );
+        sys::gemm_load::<I>(a, stride, 4);
+    }
+
+    /// `B[J]` (`J` 0 or 1) loaded: 16 rows of 64 signed bytes.
+    #[inline]
+    pub fn load_b<const J: usize>(&mut self, b: &[u8; GEMM_TILE_BYTES]) {
+        const { assert!(J < 2, "two weight tiles") };
+        sys::gemm_load::<J>(b, 64, 6);
+    }
+
+    /// `C[2I + J]` set to zero.
+    #[inline]
+    pub fn zero<const I: usize, const J: usize>(&mut self) {
+        const { assert!(I < 2 && J < 2, "two by two sum tiles") };
+        match (I, J) {
+            (0, 0) => sys::zero::<0>(),
+            (0, 1) => sys::zero::<1>(),
+            (1, 0) => sys::zero::<2>(),
+            _ => sys::zero::<3>(),
+        }
+    }
+
+    /// `C[2I + J] += A[I] B[J]` (signed bytes by signed bytes, exact 32-bit sums).
+    #[inline]
+    pub fn dot<const I: usize, const J: usize>(&mut self) {
+        const { assert!(I < 2 && J < 2, "two by two sum tiles") };
+        sys::gemm_dot::<I, J>();
+    }
+
+    /// `C[2I + J]` into `out` (`out[r][n]`: activation row `r`, weight row `n`).
+    #[inline]
+    pub fn store<const I: usize, const J: usize>(&mut self, out: &mut [[i32; 16]; 16]) {
+        const { assert!(I < 2 && J < 2, "two by two sum tiles") };
+        match (I, J) {
+            (0, 0) => sys::store::<0>(out),
+            (0, 1) => sys::store::<1>(out),
+            (1, 0) => sys::store::<2>(out),
+            _ => sys::store::<3>(out),
+        }
+    }
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        sys::release();
+        CONFIGURED.set(false);
+    }
+}
+
 /// The float step of a block of sums, for 16 rows: for each row `r` in order,
 /// `acc[r] = fma(f32(sums[r]), d * splat(scales[r]), acc[r])` (`vcvtdq2ps`, `vmulps`,
 /// `vfmadd231ps`: each rounded as those instructions round, the product `d * scales[r]` to f32
@@ -333,6 +424,71 @@ mod sys {
         }
     }
 
+    /// [`super::Gemm`]'s configuration: every tile 16 rows of 64 bytes.
+    const GEMM_CONFIG: Config = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+            t += 1;
+        }
+        Config(c)
+    };
+
+    pub(super) fn load_gemm_config() {
+        let config = &GEMM_CONFIG;
+        // SAFETY: as `load_config`: `ldtilecfg` reads the 64 bytes of `config`, once `enable`
+        // found the instructions and the kernel granted the tile data.
+        #[allow(unsafe_code)]
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, preserves_flags, readonly));
+        }
+    }
+
+    /// Tile `BASE + X` loaded with 16 rows of 64 bytes, `stride` apart, from `a`.
+    #[inline]
+    pub(super) fn gemm_load<const X: usize>(a: &[u8], stride: usize, base: usize) {
+        // SAFETY: the tiles are configured on this thread for `Gemm` (a `Gemm` is borrowed):
+        // tile 4 + X or 6 + X is 16 rows of 64 bytes. `tileloadd` reads 16 rows of 64 bytes at
+        // `a + r * stride`; the callers checked `15 * stride + 64 <= a.len()` (or pass a whole
+        // 1,024-byte array with stride 64). No memory is written.
+        #[allow(unsafe_code)]
+        unsafe {
+            match base + X {
+                4 => {
+                    asm!("tileloadd tmm4, [{a} + {s} * 1]", a = in(reg) a.as_ptr(), s = in(reg) stride, options(nostack, preserves_flags, readonly))
+                }
+                5 => {
+                    asm!("tileloadd tmm5, [{a} + {s} * 1]", a = in(reg) a.as_ptr(), s = in(reg) stride, options(nostack, preserves_flags, readonly))
+                }
+                6 => {
+                    asm!("tileloadd tmm6, [{a} + {s} * 1]", a = in(reg) a.as_ptr(), s = in(reg) stride, options(nostack, preserves_flags, readonly))
+                }
+                _ => {
+                    asm!("tileloadd tmm7, [{a} + {s} * 1]", a = in(reg) a.as_ptr(), s = in(reg) stride, options(nostack, preserves_flags, readonly))
+                }
+            }
+        }
+    }
+
+    #[inline]
+    pub(super) fn gemm_dot<const I: usize, const J: usize>() {
+        // SAFETY: touches only tiles (configured on this thread for `Gemm`), no memory or
+        // register.
+        #[allow(unsafe_code)]
+        unsafe {
+            asm!(
+                "tdpbssd tmm{c}, tmm{a}, tmm{b}",
+                c = const 2 * I + J,
+                a = const 4 + I,
+                b = const 6 + J,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
+    }
+
     pub(super) fn release() {
         // SAFETY: `tilerelease` returns the tiles to their initial state; it touches no memory
         // and no general register. Only called for a configured `Tiles`.
@@ -467,6 +623,13 @@ mod sys {
     pub(super) fn zero<const T: usize>() {
         unreachable!("no tiles on this system")
     }
+    pub(super) fn load_gemm_config() {}
+    pub(super) fn gemm_load<const X: usize>(_: &[u8], _: usize, _: usize) {
+        unreachable!("no tiles on this system")
+    }
+    pub(super) fn gemm_dot<const I: usize, const J: usize>() {
+        unreachable!("no tiles on this system")
+    }
     pub(super) fn accumulate<const T: usize, const X: usize>(_: Weights) {
         unreachable!("no tiles on this system")
     }
@@ -598,6 +761,80 @@ mod tests {
         }
         drop(tiles);
         assert!(Tiles::configure().is_some(), "released on drop");
+    }
+
+    #[test]
+    fn gemm_tiles_compute_the_exact_integer_products() {
+        let Some(mut gemm) = Gemm::configure() else {
+            eprintln!("no AMX tiles on this CPU: nothing to compare");
+            return;
+        };
+        assert!(Tiles::configure().is_none() && Gemm::configure().is_none());
+        let bytes = |seed: u64, n: usize| -> Vec<u8> {
+            let mut state = seed;
+            (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 33) as u8
+                })
+                .collect()
+        };
+        // Two chunks of 64 inputs: activations of 2 tiles (stride 80), weights of 2 tiles.
+        let stride = 80;
+        let a: Vec<Vec<u8>> = (0..4).map(|s| bytes(s, 16 * stride)).collect();
+        let b: Vec<[u8; GEMM_TILE_BYTES]> = (0..4)
+            .map(|s| bytes(100 + s, GEMM_TILE_BYTES).try_into().unwrap())
+            .collect();
+        // a[2c + i], b[2c + j]: chunk c's activation tile i and weight tile j.
+        let want = |i: usize, j: usize| {
+            let mut out = [[0i32; 16]; 16];
+            for (r, row) in out.iter_mut().enumerate() {
+                for (n, v) in row.iter_mut().enumerate() {
+                    for c in 0..2 {
+                        for k in 0..64 {
+                            let x = i32::from(a[2 * c + i][r * stride + k] as i8);
+                            let w = i32::from(b[2 * c + j][64 * (k / 4) + 4 * n + k % 4] as i8);
+                            *v += x * w;
+                        }
+                    }
+                }
+            }
+            out
+        };
+        gemm.zero::<0, 0>();
+        gemm.zero::<0, 1>();
+        gemm.zero::<1, 0>();
+        gemm.zero::<1, 1>();
+        for c in 0..2 {
+            gemm.load_a::<0>(&a[2 * c], stride);
+            gemm.load_a::<1>(&a[2 * c + 1], stride);
+            gemm.load_b::<0>(&b[2 * c]);
+            gemm.load_b::<1>(&b[2 * c + 1]);
+            gemm.dot::<0, 0>();
+            gemm.dot::<0, 1>();
+            gemm.dot::<1, 0>();
+            gemm.dot::<1, 1>();
+        }
+        let mut got = [[[0i32; 16]; 16]; 4];
+        gemm.store::<0, 0>(&mut got[0]);
+        gemm.store::<0, 1>(&mut got[1]);
+        gemm.store::<1, 0>(&mut got[2]);
+        gemm.store::<1, 1>(&mut got[3]);
+        assert_eq!(got[0], want(0, 0));
+        assert_eq!(got[1], want(0, 1));
+        assert_eq!(got[2], want(1, 0));
+        assert_eq!(got[3], want(1, 1));
+        let short = vec![0u8; 15 * stride + 63];
+        assert!(
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                gemm.load_a::<0>(&short, stride)
+            }))
+            .is_err()
+        );
+        drop(gemm);
+        assert!(Gemm::configure().is_some(), "released on drop");
     }
 
     #[test]

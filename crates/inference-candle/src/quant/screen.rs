@@ -60,12 +60,15 @@ use super::{ActBlock, BLOCK, Format, Kernel, PANEL, quantize_rows};
 /// panel row's exact outputs (16 outputs over the row's blocks), a row in full 3,072 of them.
 pub const MOST_CANDIDATES: usize = 512;
 
-/// Bytes of one block of 16 outputs' requantized weights, in the tiles' layout.
-const TILE_BYTES: usize = agora_amx::WEIGHT_BYTES;
+/// Inputs per step of the screen's sums (a tile row of 64 bytes).
+const CHUNK: usize = 64;
 
-/// One block of 16 activation rows, requantized (`a`), in the tiles' layout (rows 32 bytes
+/// Bytes of one chunk of 16 outputs' requantized weights, in the tiles' layout.
+const TILE_BYTES: usize = agora_amx::GEMM_TILE_BYTES;
+
+/// One chunk of 16 activation rows, requantized (`a`), in the tiles' layout (rows 64 bytes
 /// apart).
-type ActRows = [[i8; BLOCK]; 16];
+type ActRows = [[i8; CHUNK]; 16];
 
 /// The screen of a Q8_0 matrix: its weights requantized to one scale per output, and the bounds
 /// on what that changes ([`Screen::new`]). About as large as the matrix (SmolLM2's output
@@ -74,7 +77,10 @@ type ActRows = [[i8; BLOCK]; 16];
 pub struct Screen {
     rows: usize,
     blocks: usize,
-    /// Panel row `g`'s block `b` at `g * blocks + b`: 8 rows of 64 bytes, row `k` holding
+    /// Chunks of 64 inputs per row (the last zero-padded).
+    chunks: usize,
+    /// Panel row `g`'s chunk `c` at `g * chunks + c` (an even count of panel rows, the last
+    /// zeros when the matrix has an odd count): 16 rows of 64 bytes, row `k` holding
     /// inputs `4k..4k + 4` of each of the 16 outputs (output `i` at bytes `4i..4i + 4`).
     weights: Vec<[u8; TILE_BYTES]>,
     /// Per output (padded to whole panels with zeros): the scale `s_v`.
@@ -118,6 +124,7 @@ impl Screen {
     /// The screen of `m`; `None` when a weight is not finite.
     pub fn new(m: &Q80Matrix) -> Option<Screen> {
         let blocks = m.blocks;
+        let chunks = (blocks * BLOCK).div_ceil(CHUNK);
         let groups = m.panels.len() / blocks.max(1);
         // The product's rounding, relative to ||W|| ||h|| (see the module documentation).
         let g = (blocks as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * 1.01;
@@ -126,7 +133,7 @@ impl Screen {
             .into_par_iter()
             .map(|p| {
                 let panels = &m.panels[p * blocks..(p + 1) * blocks];
-                let mut tiles = vec![[0u8; TILE_BYTES]; blocks];
+                let mut tiles = vec![[0u8; TILE_BYTES]; chunks];
                 let mut out = [[0f32; PANEL]; 3];
                 for i in 0..PANEL {
                     let w = |k: usize| {
@@ -149,8 +156,8 @@ impl Screen {
                         let wp = f64::from(p) * f64::from(s);
                         e2 += (w(k) - wp) * (w(k) - wp);
                         n2 += wp * wp;
-                        let b = k % BLOCK;
-                        tiles[k / BLOCK][64 * (b / 4) + 4 * i + b % 4] = p as u8;
+                        let b = k % CHUNK;
+                        tiles[k / CHUNK][64 * (b / 4) + 4 * i + b % 4] = p as u8;
                     }
                     let (e, nv) = (norm(e2), norm(n2));
                     out[0][i] = s;
@@ -163,7 +170,8 @@ impl Screen {
         let mut screen = Screen {
             rows: m.rows,
             blocks,
-            weights: Vec::with_capacity(groups * blocks),
+            chunks,
+            weights: Vec::with_capacity((groups + 1) * chunks),
             scale: Vec::with_capacity(groups * PANEL),
             err: Vec::with_capacity(groups * PANEL),
             norm: Vec::with_capacity(groups * PANEL),
@@ -176,6 +184,13 @@ impl Screen {
             screen.scale.extend(s);
             screen.err.extend(e);
             screen.norm.extend(n);
+        }
+        if groups % 2 == 1 {
+            // A zero panel row, so that panel rows go in pairs (its lanes are never outputs).
+            screen.weights.extend(vec![[0u8; TILE_BYTES]; chunks]);
+            for v in [&mut screen.scale, &mut screen.err, &mut screen.norm] {
+                v.extend([0f32; PANEL]);
+            }
         }
         screen.err_max = screen.err.iter().fold(0f64, |a, &e| a.max(f64::from(e)));
         screen.norm_max = screen.norm.iter().fold(0f64, |a, &n| a.max(f64::from(n)));
@@ -228,7 +243,8 @@ impl Screen {
             out
         };
         // Each row's requantized activations and bounds.
-        let mut tiles = vec![[[0i8; BLOCK]; 16]; n.div_ceil(16) * blocks];
+        let chunks = self.chunks;
+        let mut tiles = vec![[[0i8; CHUNK]; 16]; n.div_ceil(32) * 2 * chunks];
         let bounds: Vec<RowBound> = acts
             .par_chunks(blocks)
             .zip(targets.par_iter())
@@ -241,19 +257,20 @@ impl Screen {
         for (r, (row, b)) in acts.chunks(blocks).zip(&bounds).enumerate() {
             let sigma = f64::from(b.sigma);
             for (k, ab) in row.iter().enumerate() {
-                let t = &mut tiles[(r / 16) * blocks + k][r % 16];
+                let (c, at) = (k * BLOCK / CHUNK, k * BLOCK % CHUNK);
+                let t = &mut tiles[(r / 16) * chunks + c][r % 16][at..at + BLOCK];
                 for (a, &q) in t.iter_mut().zip(&ab.q) {
                     *a = to_i8(f64::from(q) * f64::from(ab.d) / sigma);
                 }
             }
         }
-        // The screen, output panel rows split among the threads.
-        let groups = self.weights.len() / blocks.max(1);
-        let tasks = (4 * rayon::current_num_threads()).clamp(1, groups.max(1));
+        // The screen, pairs of output panel rows split among the threads.
+        let pairs = self.weights.len() / (2 * chunks).max(1);
+        let tasks = (4 * rayon::current_num_threads()).clamp(1, pairs.max(1));
         let found: Vec<Option<Vec<Candidates>>> = (0..tasks)
             .into_par_iter()
             .map(|k| {
-                let range = k * groups / tasks..(k + 1) * groups / tasks;
+                let range = 2 * (k * pairs / tasks)..2 * ((k + 1) * pairs / tasks);
                 let mut found = Vec::new();
                 let done = if kernel == Kernel::Amx {
                     amx_screen(self, range, &tiles, &bounds, &mut found)
@@ -396,9 +413,9 @@ fn scalar_screen(
     bounds: &[RowBound],
     found: &mut Vec<Candidates>,
 ) {
-    let blocks = screen.blocks;
+    let chunks = screen.chunks;
     for g in groups {
-        let w = &screen.weights[g * blocks..(g + 1) * blocks];
+        let w = &screen.weights[g * chunks..(g + 1) * chunks];
         for (r, b) in bounds.iter().enumerate() {
             if !b.screened {
                 continue;
@@ -407,7 +424,7 @@ fn scalar_screen(
             for i in 0..PANEL {
                 let mut s = 0i32;
                 for (k, wb) in w.iter().enumerate() {
-                    let a = &tiles[(r / 16) * blocks + k][r % 16];
+                    let a = &tiles[(r / 16) * chunks + k][r % 16];
                     for (j, &x) in a.iter().enumerate() {
                         s += i32::from(x) * i32::from(wb[64 * (j / 4) + 4 * i + j % 4] as i8);
                     }
@@ -429,8 +446,8 @@ fn scalar_screen(
     }
 }
 
-/// The screen of panel rows `groups` on the tiles ([`x86::screen`]); `false` when this thread
-/// has no tiles or the CPU no AVX-512.
+/// The screen of panel rows `groups` (whole pairs) on the tiles ([`x86::screen`]); `false`
+/// when this thread has no tiles or the CPU no AVX-512.
 #[multiversion::multiversion(targets("x86_64+avx512f"))]
 fn amx_screen(
     screen: &Screen,
@@ -441,7 +458,7 @@ fn amx_screen(
 ) -> bool {
     multiversion::target::match_target! {
         "x86_64+avx512f" => {
-            let Some(mut amx) = agora_amx::Tiles::configure() else {
+            let Some(mut amx) = agora_amx::Gemm::configure() else {
                 return false;
             };
             x86::screen(&mut amx, screen, groups, tiles, bounds, found);
@@ -457,113 +474,85 @@ fn amx_screen(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{ActRows, Candidates, RowBound, Screen};
-    use agora_amx::{Tiles, Weights};
+    use agora_amx::Gemm;
     use bytemuck::cast;
     use std::arch::x86_64::*;
 
-    /// The screen of panel rows `groups` on the tiles: for each panel row, four tiles of 16
-    /// activation rows at a time (four sum tiles, the two operand pairs alternating), each
-    /// tile's sums accumulated over every block, then tested 16 outputs to a vector (the
+    /// The screen of panel rows `groups` (whole pairs) on the tiles: two panel rows by two
+    /// tiles of 16 activation rows at a time (each operand loaded serves two products), the
+    /// sums accumulated over every chunk of 64 inputs, then tested 16 outputs to a vector (the
     /// operations of `RowBound::candidate`, in its order).
     #[target_feature(enable = "avx512f")]
     pub(super) fn screen(
-        amx: &mut Tiles,
+        amx: &mut Gemm,
         screen: &Screen,
         groups: std::ops::Range<usize>,
         tiles: &[ActRows],
         bounds: &[RowBound],
         found: &mut Vec<Candidates>,
     ) {
-        let blocks = screen.blocks;
-        let row_tiles = bounds.len().div_ceil(16);
+        let chunks = screen.chunks;
+        let row_tiles = tiles.len() / chunks.max(1);
         let mut sums = [[[0i32; 16]; 16]; 4];
-        for g in groups {
-            let w = &screen.weights[g * blocks..(g + 1) * blocks];
-            let at = g * 16;
-            let scale: __m512 =
-                cast(<[f32; 16]>::try_from(&screen.scale[at..at + 16]).unwrap_or_default());
-            let err: __m512 =
-                cast(<[f32; 16]>::try_from(&screen.err[at..at + 16]).unwrap_or_default());
-            let norm: __m512 =
-                cast(<[f32; 16]>::try_from(&screen.norm[at..at + 16]).unwrap_or_default());
-            let lanes = screen.lanes(g);
-            let mut rt = 0;
-            while rt < row_tiles {
-                let count = (row_tiles - rt).min(4);
-                products(
-                    amx,
-                    w,
-                    &tiles[rt * blocks..(rt + count) * blocks],
-                    count,
-                    &mut sums,
-                );
-                for (j, tile) in sums.iter().take(count).enumerate() {
-                    for (i, s) in tile.iter().enumerate() {
-                        let r = (rt + j) * 16 + i;
+        let a = |t: usize, c: usize| bytemuck::bytes_of(&tiles[t * chunks + c]);
+        for g in groups.step_by(2) {
+            let w = |j: usize, c: usize| &screen.weights[(g + j) * chunks + c];
+            let vector = |v: &[f32], j: usize| -> __m512 {
+                let at = (g + j) * 16;
+                cast(<[f32; 16]>::try_from(&v[at..at + 16]).unwrap_or_default())
+            };
+            let scale = [vector(&screen.scale, 0), vector(&screen.scale, 1)];
+            let err = [vector(&screen.err, 0), vector(&screen.err, 1)];
+            let norm = [vector(&screen.norm, 0), vector(&screen.norm, 1)];
+            let lanes = [screen.lanes(g), screen.lanes(g + 1)];
+            for rt in (0..row_tiles).step_by(2) {
+                amx.zero::<0, 0>();
+                amx.zero::<0, 1>();
+                amx.zero::<1, 0>();
+                amx.zero::<1, 1>();
+                for c in 0..chunks {
+                    amx.load_a::<0>(a(rt, c), 64);
+                    amx.load_a::<1>(a(rt + 1, c), 64);
+                    amx.load_b::<0>(w(0, c));
+                    amx.load_b::<1>(w(1, c));
+                    amx.dot::<0, 0>();
+                    amx.dot::<0, 1>();
+                    amx.dot::<1, 0>();
+                    amx.dot::<1, 1>();
+                }
+                amx.store::<0, 0>(&mut sums[0]);
+                amx.store::<0, 1>(&mut sums[1]);
+                amx.store::<1, 0>(&mut sums[2]);
+                amx.store::<1, 1>(&mut sums[3]);
+                for (k, tile) in sums.iter().enumerate() {
+                    let (i, j) = (k / 2, k % 2);
+                    for (lane, s) in tile.iter().enumerate() {
+                        let r = (rt + i) * 16 + lane;
                         let Some(b) = bounds.get(r) else { break };
                         if !b.screened {
                             continue;
                         }
                         let c = _mm512_fmadd_ps(
-                            norm,
+                            norm[j],
                             _mm512_set1_ps(b.d),
                             _mm512_set1_ps(b.neg_target),
                         );
-                        let c = _mm512_fmadd_ps(err, _mm512_set1_ps(b.h), c);
-                        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(cast(*s)), scale);
+                        let c = _mm512_fmadd_ps(err[j], _mm512_set1_ps(b.h), c);
+                        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(cast(*s)), scale[j]);
                         let z = _mm512_fmadd_ps(y, _mm512_set1_ps(b.sigma), c);
                         let hit =
-                            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_set1_ps(b.floor)) & lanes;
+                            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_set1_ps(b.floor)) & lanes[j];
                         if hit != 0 {
                             found.push(Candidates {
                                 row: r as u32,
-                                group: g as u32,
+                                group: (g + j) as u32,
                                 lanes: hit,
                             });
                         }
                     }
                 }
-                rt += count;
             }
         }
-    }
-
-    /// Sums of `count` (1 to 4) tiles of activation rows (`acts`: each tile's blocks in order)
-    /// by one panel row's weights (`w`), over every block, into `sums[..count]`.
-    #[inline]
-    fn products(
-        amx: &mut Tiles,
-        w: &[[u8; agora_amx::WEIGHT_BYTES]],
-        acts: &[ActRows],
-        count: usize,
-        sums: &mut [[[i32; 16]; 16]; 4],
-    ) {
-        let blocks = w.len();
-        let a = |t: usize, k: usize| bytemuck::bytes_of(&acts[t * blocks + k]);
-        amx.zero::<0>();
-        amx.zero::<1>();
-        amx.zero::<2>();
-        amx.zero::<3>();
-        for (k, b) in w.iter().enumerate() {
-            amx.load::<0>(a(0, k), 32, b);
-            amx.accumulate::<0, 0>(Weights::Signed);
-            if count > 1 {
-                amx.load::<1>(a(1, k), 32, b);
-                amx.accumulate::<1, 1>(Weights::Signed);
-            }
-            if count > 2 {
-                amx.load::<0>(a(2, k), 32, b);
-                amx.accumulate::<2, 0>(Weights::Signed);
-            }
-            if count > 3 {
-                amx.load::<1>(a(3, k), 32, b);
-                amx.accumulate::<3, 1>(Weights::Signed);
-            }
-        }
-        amx.store::<0>(&mut sums[0]);
-        amx.store::<1>(&mut sums[1]);
-        amx.store::<2>(&mut sums[2]);
-        amx.store::<3>(&mut sums[3]);
     }
 }
 
