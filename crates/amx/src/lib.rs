@@ -15,7 +15,10 @@
 //!   of two operand pairs, their products into one of four sum tiles, and a sum tile out to
 //!   memory, every address checked against the slices' bounds;
 //! - [`scale_sums`]: a block's stored sums scaled into 16 rows' float chains, instruction by
-//!   instruction (plain AVX-512, written out so that the 16 chains stay in registers).
+//!   instruction (plain AVX-512, written out so that the 16 chains stay in registers);
+//! - [`Gemm`]: the tiles configured instead for plain integer products over many blocks (the
+//!   engine's argmax screen): two activation tiles by two weight tiles of 64 inputs, summed
+//!   into four tiles.
 //!
 //! The layout the tiles use (`A` is the activations, `B` the weights):
 //! - `A`: 16 rows of 32 signed bytes, row `r` at byte `r * stride` of the slice;
@@ -99,21 +102,6 @@ impl Tiles {
     pub fn multiply<const T: usize, const X: usize>(&mut self, weights: Weights) {
         const { assert!(T < SUM_TILES && X < 2, "four sum tiles, two operand pairs") };
         sys::multiply::<T, X>(weights);
-    }
-
-    /// Sum tile `T` (0 to 3) set to zero, for [`Tiles::accumulate`].
-    #[inline]
-    pub fn zero<const T: usize>(&mut self) {
-        const { assert!(T < SUM_TILES, "there are four sum tiles") };
-        sys::zero::<T>();
-    }
-
-    /// The product of operand pair `X` (last [`Tiles::load`]ed) added to sum tile `T` (0 to 3):
-    /// a product over several blocks, when the blocks share one scale.
-    #[inline]
-    pub fn accumulate<const T: usize, const X: usize>(&mut self, weights: Weights) {
-        const { assert!(T < SUM_TILES && X < 2, "four sum tiles, two operand pairs") };
-        sys::accumulate::<T, X>(weights);
     }
 
     /// Sum tile `T` (0 to 3) into `out` (`out[r][n]`: activation row `r`, weight row `n`).
@@ -557,30 +545,6 @@ mod sys {
     }
 
     #[inline]
-    pub(super) fn accumulate<const T: usize, const X: usize>(weights: Weights) {
-        // SAFETY: touches only tiles (configured on this thread) and no memory or register.
-        #[allow(unsafe_code)]
-        unsafe {
-            match weights {
-                Weights::Unsigned => asm!(
-                    "tdpbsud tmm{t}, tmm{ta}, tmm{tb}",
-                    t = const T,
-                    ta = const 4 + 2 * X,
-                    tb = const 5 + 2 * X,
-                    options(nomem, nostack, preserves_flags),
-                ),
-                Weights::Signed => asm!(
-                    "tdpbssd tmm{t}, tmm{ta}, tmm{tb}",
-                    t = const T,
-                    ta = const 4 + 2 * X,
-                    tb = const 5 + 2 * X,
-                    options(nomem, nostack, preserves_flags),
-                ),
-            }
-        }
-    }
-
-    #[inline]
     pub(super) fn store<const T: usize>(out: &mut [[i32; 16]; 16]) {
         let row = 64usize;
         // SAFETY: the tiles are configured on this thread (a `Tiles` is borrowed).
@@ -628,9 +592,6 @@ mod sys {
         unreachable!("no tiles on this system")
     }
     pub(super) fn gemm_dot<const I: usize, const J: usize>() {
-        unreachable!("no tiles on this system")
-    }
-    pub(super) fn accumulate<const T: usize, const X: usize>(_: Weights) {
         unreachable!("no tiles on this system")
     }
 }
@@ -732,32 +693,6 @@ mod tests {
             tiles.store::<2>(&mut got[0]);
             assert_eq!(got[0], reference(&a0, 44, &b0, weights), "{weights:?}");
             assert_eq!(got[1], reference(&a1, 32, &b1, weights), "{weights:?}");
-        }
-        // Accumulated over several blocks, after a zero, and on a tile that held other sums.
-        for weights in [Weights::Signed, Weights::Unsigned] {
-            let blocks: Vec<_> = (0..5).map(|k| block(10 + k, 32, weights)).collect();
-            let mut want = [[0i32; 16]; 16];
-            for (a, b) in &blocks {
-                let part = reference(a, 32, b, weights);
-                for (w, p) in want.iter_mut().flatten().zip(part.iter().flatten()) {
-                    *w += p;
-                }
-            }
-            tiles.load::<0>(&blocks[0].0, 32, &blocks[0].1);
-            tiles.multiply::<3, 0>(weights);
-            tiles.zero::<3>();
-            for (k, (a, b)) in blocks.iter().enumerate() {
-                if k % 2 == 0 {
-                    tiles.load::<0>(a, 32, b);
-                    tiles.accumulate::<3, 0>(weights);
-                } else {
-                    tiles.load::<1>(a, 32, b);
-                    tiles.accumulate::<3, 1>(weights);
-                }
-            }
-            let mut got = [[0i32; 16]; 16];
-            tiles.store::<3>(&mut got);
-            assert_eq!(got, want, "{weights:?}");
         }
         drop(tiles);
         assert!(Tiles::configure().is_some(), "released on drop");

@@ -947,7 +947,8 @@ impl Engine for CandleEngine {
     }
 
     /// The argmax and the claimed token's logit per row, without the log-sum over the
-    /// vocabulary: about 2% of a 168-row scoring pass (`perf`, session 21).
+    /// vocabulary; on a CPU with AMX without most of the logits either (the output matrix's
+    /// screen, `quant::screen`: the same numbers, bit for bit).
     fn score_greedy(
         &self,
         prompt: &[u32],

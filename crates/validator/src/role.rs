@@ -142,7 +142,12 @@ impl Validator {
         config: ValidatorConfig,
     ) -> Arc<Self> {
         if !config.copier {
-            engine.prepare_scoring();
+            // Off the caller's thread (a node calls this from an async task, and the screen
+            // takes a while to build): a check that comes first waits for it.
+            let engine = engine.clone();
+            let _ = std::thread::Builder::new()
+                .name("prepare-scoring".into())
+                .spawn(move || engine.prepare_scoring());
         }
         Arc::new(Self {
             hotkey,

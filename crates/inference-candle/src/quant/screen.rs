@@ -13,8 +13,9 @@
 //!    output row (`W' = s_v * p`, `p = round(W / s_v)`, `s_v = max|W| / 127`), the row's
 //!    quantized activations requantized to 8 bits with one scale per row
 //!    (`h' = sigma * a`), and `S = sum p * a` as one integer over the whole row: on AMX tiles,
-//!    16 rows by 16 outputs by 32 inputs a step, with no float step per block (the product's
-//!    float steps, one per block, are what bound it on this machine).
+//!    two tiles of 16 rows by two panel rows of 16 outputs, 64 inputs a step
+//!    ([`agora_amx::Gemm`]), with no float step per block (the product's float steps, one per
+//!    block, are what bound it on this machine).
 //! 3. An output `v` is a *candidate* when its screened value plus a proven bound on its error
 //!    reaches `L_t`. Only candidates get their exact outputs (their panel row's 16, as in 1).
 //!    The row's argmax is the first largest among the candidates and the target.
@@ -135,13 +136,13 @@ impl Screen {
                 let panels = &m.panels[p * blocks..(p + 1) * blocks];
                 let mut tiles = vec![[0u8; TILE_BYTES]; chunks];
                 let mut out = [[0f32; PANEL]; 3];
+                let mut w = vec![0f64; blocks * BLOCK];
                 for i in 0..PANEL {
-                    let w = |k: usize| {
+                    for (k, v) in w.iter_mut().enumerate() {
                         let pb = &panels[k / BLOCK];
-                        f64::from(pb.weight(i, k % BLOCK)) * f64::from(pb.scale(i))
-                    };
-                    let n = blocks * BLOCK;
-                    let amax = (0..n).fold(0f64, |a, k| a.max(w(k).abs()));
+                        *v = f64::from(pb.weight(i, k % BLOCK)) * f64::from(pb.scale(i));
+                    }
+                    let amax = w.iter().fold(0f64, |a, v| a.max(v.abs()));
                     if !amax.is_finite() {
                         return None;
                     }
@@ -151,10 +152,10 @@ impl Screen {
                         1.0
                     };
                     let (mut e2, mut n2) = (0f64, 0f64);
-                    for k in 0..n {
-                        let p = to_i8(w(k) / f64::from(s));
+                    for (k, &v) in w.iter().enumerate() {
+                        let p = to_i8(v / f64::from(s));
                         let wp = f64::from(p) * f64::from(s);
-                        e2 += (w(k) - wp) * (w(k) - wp);
+                        e2 += (v - wp) * (v - wp);
                         n2 += wp * wp;
                         let b = k % CHUNK;
                         tiles[k / CHUNK][64 * (b / 4) + 4 * i + b % 4] = p as u8;
@@ -326,8 +327,8 @@ impl Screen {
         )
     }
 
-    /// Output `v`'s lanes of panel row `group` that exist (a last, partial panel's others are
-    /// padding).
+    /// The lanes of panel row `group` that are outputs (a last, partial panel's others are
+    /// padding, as is the whole of a panel row added to make pairs).
     fn lanes(&self, group: usize) -> u16 {
         let width = self.rows.saturating_sub(group * PANEL).min(PANEL);
         ((1u32 << width) - 1) as u16
