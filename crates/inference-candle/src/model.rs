@@ -900,8 +900,8 @@ impl Weights {
         self.screened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Make the output matrix's screen now (about 28 MiB for SmolLM2, built in about 0.13 s
-    /// on two cores) rather than in the first [`Weights::forward_argmax`]: what a validator
+    /// Make the output matrix's screen now (about 28 MiB for SmolLM2, built on this thread in
+    /// about 0.25 s) rather than in the first [`Weights::forward_argmax`]: what a validator
     /// does when its role starts. Nothing where the screen is not used.
     pub fn prepare_screen(&self) {
         let _ = self.screened_output();

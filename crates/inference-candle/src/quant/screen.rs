@@ -130,8 +130,10 @@ impl Screen {
         // The product's rounding, relative to ||W|| ||h|| (see the module documentation).
         let g = (blocks as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * 1.01;
         type Group = (Vec<[u8; TILE_BYTES]>, [[f32; PANEL]; 3]);
+        // On the calling thread only, not rayon's: a pass that needs the screen while another
+        // thread builds it waits for it on a pool thread, and a build that needed the pool's
+        // threads could then wait for them forever.
         let parts: Vec<Option<Group>> = (0..groups)
-            .into_par_iter()
             .map(|p| {
                 let panels = &m.panels[p * blocks..(p + 1) * blocks];
                 let mut tiles = vec![[0u8; TILE_BYTES]; chunks];
