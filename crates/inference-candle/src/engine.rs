@@ -9,6 +9,7 @@ use agora_inference::{
 use candle_core::quantized::gguf_file;
 
 use crate::model::{Cache, Device, Segment, Weights};
+use crate::quant::screen::Best;
 use crate::tokenizer::Tokenizer;
 
 /// SmolLM2 with our own kernels: on the CPU, or on an NVIDIA GPU (`Device::Cuda`).
@@ -299,15 +300,12 @@ impl CandleEngine {
         self.score_rows(prompt, continuation, |id, row| {
             let best = argmax(row);
             let logit = |t: u32| row.get(t as usize).copied().ok_or(Error::UnknownToken(t));
-            Ok(GreedyScore {
-                id,
-                is_argmax: id == best,
-                gap: if id == best {
-                    0.0
-                } else {
-                    logit(best)? - logit(id)?
-                },
-            })
+            let best = Best {
+                id: best,
+                logit: logit(best)?,
+                target: logit(id)?,
+            };
+            Ok(greedy_score(id, best))
         })
     }
 
@@ -569,6 +567,19 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         sum += f(v);
     }
     sum
+}
+
+/// What greedy decoding makes of token `id` at a position whose largest logit is `best`'s.
+fn greedy_score(id: u32, best: Best) -> GreedyScore {
+    GreedyScore {
+        id,
+        is_argmax: id == best.id,
+        gap: if id == best.id {
+            0.0
+        } else {
+            best.logit - best.target
+        },
+    }
 }
 
 /// The index of the largest value (the lowest index on ties, as llama.cpp's argmax): the
@@ -962,15 +973,7 @@ impl Engine for CandleEngine {
         Ok(bests
             .into_iter()
             .zip(continuation)
-            .map(|(best, &id)| GreedyScore {
-                id,
-                is_argmax: id == best.id,
-                gap: if id == best.id {
-                    0.0
-                } else {
-                    best.logit - best.target
-                },
-            })
+            .map(|(best, &id)| greedy_score(id, best))
             .collect())
     }
 }

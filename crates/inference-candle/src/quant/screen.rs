@@ -248,7 +248,7 @@ impl Screen {
         // Each row's requantized activations and bounds.
         let chunks = self.chunks;
         let mut tiles = vec![[[0i8; CHUNK]; 16]; n.div_ceil(32) * 2 * chunks];
-        let bounds: Vec<RowBound> = acts
+        let (bounds, requantized): (Vec<RowBound>, Vec<Vec<i8>>) = acts
             .par_chunks(blocks)
             .zip(targets.par_iter())
             .enumerate()
@@ -256,15 +256,10 @@ impl Screen {
                 let target = exact(r, t as usize / PANEL)[t as usize % PANEL];
                 RowBound::new(self, row, target)
             })
-            .collect();
-        for (r, (row, b)) in acts.chunks(blocks).zip(&bounds).enumerate() {
-            let sigma = f64::from(b.sigma);
-            for (k, ab) in row.iter().enumerate() {
-                let (c, at) = (k * BLOCK / CHUNK, k * BLOCK % CHUNK);
-                let t = &mut tiles[(r / 16) * chunks + c][r % 16][at..at + BLOCK];
-                for (a, &q) in t.iter_mut().zip(&ab.q) {
-                    *a = to_i8(f64::from(q) * f64::from(ab.d) / sigma);
-                }
+            .unzip();
+        for (r, a) in requantized.iter().enumerate() {
+            for (c, part) in a.chunks(CHUNK).enumerate() {
+                tiles[(r / 16) * chunks + c][r % 16][..part.len()].copy_from_slice(part);
             }
         }
         // The screen, pairs of output panel rows split among the threads.
@@ -356,26 +351,31 @@ struct RowBound {
 }
 
 impl RowBound {
-    fn new(screen: &Screen, row: &[ActBlock], target: f32) -> RowBound {
-        let h = |k: usize| f64::from(row[k / BLOCK].q[k % BLOCK]) * f64::from(row[k / BLOCK].d);
-        let n = row.len() * BLOCK;
-        let amax = (0..n).fold(0f64, |a, k| a.max(h(k).abs()));
+    /// The row's numbers, and its requantized activations `a` (as many as the row's values).
+    fn new(screen: &Screen, row: &[ActBlock], target: f32) -> (RowBound, Vec<i8>) {
+        let h: Vec<f64> = row
+            .iter()
+            .flat_map(|b| b.q.iter().map(|&q| f64::from(q) * f64::from(b.d)))
+            .collect();
+        let amax = h.iter().fold(0f64, |a, v| a.max(v.abs()));
         let sigma = if amax > 0.0 && amax.is_finite() {
             (amax / 127.0) as f32
         } else {
             1.0
         };
         let (mut h2, mut d2) = (0f64, 0f64);
-        for k in 0..n {
-            let a = f64::from(to_i8(h(k) / f64::from(sigma)));
-            let e = h(k) - a * f64::from(sigma);
-            h2 += h(k) * h(k);
+        let mut requantized = Vec::with_capacity(h.len());
+        for &v in &h {
+            let a = to_i8(v / f64::from(sigma));
+            let e = v - f64::from(a) * f64::from(sigma);
+            h2 += v * v;
             d2 += e * e;
+            requantized.push(a);
         }
         let (hn, dn) = (norm(h2), norm(d2));
         let m = screen.norm_max * (hn + 2.0 * dn) + screen.err_max * hn + f64::from(target).abs();
         let screened = target.is_finite() && m.is_finite() && m < 2f64.powi(100);
-        RowBound {
+        let bound = RowBound {
             sigma,
             h: if screened { up(hn) } else { 0.0 },
             d: if screened { up(dn) } else { 0.0 },
@@ -387,7 +387,8 @@ impl RowBound {
             },
             target,
             screened,
-        }
+        };
+        (bound, requantized)
     }
 
     /// Whether an output with screened sum `s` and numbers `(scale, err, norm)` is a candidate
