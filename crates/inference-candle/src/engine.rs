@@ -958,14 +958,14 @@ impl Engine for CandleEngine {
     }
 
     /// The argmax and the claimed token's logit per row, without the log-sum over the
-    /// vocabulary; on a CPU with AMX without most of the logits either (the output matrix's
+    /// vocabulary; on a CPU with AMX or AVX-512 VNNI without most of the logits either (the output matrix's
     /// screen, `quant::screen`: the same numbers, bit for bit).
     fn score_greedy(
         &self,
         prompt: &[u32],
         continuation: &[u32],
     ) -> Result<Vec<GreedyScore>, Error> {
-        // The pass's argmax and target logits per row: on a CPU with AMX, screened
+        // The pass's argmax and target logits per row: on a CPU with AMX or AVX-512 VNNI, screened
         // (`Weights::forward_argmax`): only a few logits per row, the same numbers.
         let bests = self.scored_pass(prompt, continuation, |weights, tokens, cache, first| {
             weights.forward_argmax(tokens, cache, first, continuation, argmax)

@@ -882,11 +882,12 @@ impl Weights {
     }
 
     /// The output matrix and its screen, where greedy scoring screens its argmax: a Q8_0
-    /// output matrix on the CPU, with AMX tiles (the screen's integer sums run on them; without
-    /// them it would cost more than the product it saves). Makes the screen on first call.
+    /// output matrix on the CPU, with AMX tiles or AVX-512 VNNI (the screen's integer sums run
+    /// on them; with AVX2 alone it would cost more than the product it saves). Makes the
+    /// screen on first call.
     fn screened_output(&self) -> Option<(&Q80Matrix, &Screen)> {
         match &self.output {
-            Linear::Q80(m) if self.gpu.is_none() && Kernel::best() == Kernel::Amx => self
+            Linear::Q80(m) if self.gpu.is_none() && Kernel::best() >= Kernel::Avx512Vnni => self
                 .screen
                 .get_or_init(|| Screen::new(m))
                 .as_ref()
@@ -961,7 +962,7 @@ impl Weights {
                 );
             }
             let mut found = screen
-                .argmax(matrix, Kernel::Amx, &x, targets)
+                .argmax(matrix, Kernel::best(), &x, targets)
                 .unwrap_or_else(|| vec![None; targets.len()]);
             // The rows handed back, in full (as `forward_from_each` computes them).
             let rest: Vec<usize> = (0..found.len()).filter(|&k| found[k].is_none()).collect();

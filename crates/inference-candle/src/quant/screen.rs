@@ -12,10 +12,12 @@
 //! 2. A *screen* of every output: the weights requantized once to 8 bits with one scale per
 //!    output row (`W' = s_v * p`, `p = round(W / s_v)`, `s_v = max|W| / 127`), the row's
 //!    quantized activations requantized to 8 bits with one scale per row
-//!    (`h' = sigma * a`), and `S = sum p * a` as one integer over the whole row: on AMX tiles,
-//!    two tiles of 16 rows by two panel rows of 16 outputs, 64 inputs a step
-//!    ([`agora_amx::Gemm`]), with no float step per block (the product's float steps, one per
-//!    block, are what bound it on this machine).
+//!    (`h' = sigma * a`), and `S = sum p * a` as one integer over the whole row, with no float
+//!    step per block (the product's float steps, one per block, are much of its cost): on AMX
+//!    tiles, two tiles of 16 rows by two panel rows of 16 outputs, 64 inputs a step
+//!    ([`agora_amx::Gemm`]); on a CPU without them but with AVX-512 VNNI, `vpdpbusd` on eight
+//!    rows by two panel rows, four inputs a step (each sum started at `-128 sum p`, as the
+//!    activations go in as the unsigned `a + 128`). Either way the same integers.
 //! 3. An output `v` is a *candidate* when its screened value plus a proven bound on its error
 //!    reaches `L_t`. Only candidates get their exact outputs (their panel row's 16, as in 1).
 //!    The row's argmax is the first largest among the candidates and the target.
@@ -67,6 +69,14 @@ const CHUNK: usize = 64;
 /// Bytes of one chunk of 16 outputs' requantized weights, in the tiles' layout.
 const TILE_BYTES: usize = agora_amx::GEMM_TILE_BYTES;
 
+/// Activation rows the VNNI screen takes at a time (each against two panel rows: sixteen
+/// sums in registers).
+const VNNI_ROWS: usize = 8;
+
+/// Four inputs of each of [`VNNI_ROWS`] activation rows, unsigned (`a + 128`): one step of
+/// the VNNI screen.
+type Step = [[u8; 4]; VNNI_ROWS];
+
 /// One chunk of 16 activation rows, requantized (`a`), in the tiles' layout (rows 64 bytes
 /// apart).
 type ActRows = [[i8; CHUNK]; 16];
@@ -90,6 +100,9 @@ pub struct Screen {
     err: Vec<f32>,
     /// Per output: `N_v = ||W'||`, rounded up.
     norm: Vec<f32>,
+    /// Per output: `-128 * sum p`, the correction the VNNI screen's unsigned activations
+    /// (`a + 128`) need.
+    offset: Vec<i32>,
     err_max: f64,
     norm_max: f64,
 }
@@ -129,7 +142,7 @@ impl Screen {
         let groups = m.panels.len() / blocks.max(1);
         // The product's rounding, relative to ||W|| ||h|| (see the module documentation).
         let g = (blocks as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * 1.01;
-        type Group = (Vec<[u8; TILE_BYTES]>, [[f32; PANEL]; 3]);
+        type Group = (Vec<[u8; TILE_BYTES]>, [[f32; PANEL]; 3], [i32; PANEL]);
         // On the calling thread only, not rayon's: a pass that needs the screen while another
         // thread builds it waits for it on a pool thread, and a build that needed the pool's
         // threads could then wait for them forever.
@@ -138,6 +151,7 @@ impl Screen {
                 let panels = &m.panels[p * blocks..(p + 1) * blocks];
                 let mut tiles = vec![[0u8; TILE_BYTES]; chunks];
                 let mut out = [[0f32; PANEL]; 3];
+                let mut offset = [0i32; PANEL];
                 let mut w = vec![0f64; blocks * BLOCK];
                 for i in 0..PANEL {
                     for (k, v) in w.iter_mut().enumerate() {
@@ -159,6 +173,7 @@ impl Screen {
                         let wp = f64::from(p) * f64::from(s);
                         e2 += (v - wp) * (v - wp);
                         n2 += wp * wp;
+                        offset[i] -= 128 * i32::from(p);
                         let b = k % CHUNK;
                         tiles[k / CHUNK][64 * (b / 4) + 4 * i + b % 4] = p as u8;
                     }
@@ -167,7 +182,7 @@ impl Screen {
                     out[1][i] = up(e + g * (nv + e));
                     out[2][i] = up(nv);
                 }
-                Some((tiles, out))
+                Some((tiles, out, offset))
             })
             .collect();
         let mut screen = Screen {
@@ -178,15 +193,17 @@ impl Screen {
             scale: Vec::with_capacity(groups * PANEL),
             err: Vec::with_capacity(groups * PANEL),
             norm: Vec::with_capacity(groups * PANEL),
+            offset: Vec::with_capacity(groups * PANEL),
             err_max: 0.0,
             norm_max: 0.0,
         };
         for part in parts {
-            let (tiles, [s, e, n]) = part?;
+            let (tiles, [s, e, n], offset) = part?;
             screen.weights.extend(tiles);
             screen.scale.extend(s);
             screen.err.extend(e);
             screen.norm.extend(n);
+            screen.offset.extend(offset);
         }
         if groups % 2 == 1 {
             // A zero panel row, so that panel rows go in pairs (its lanes are never outputs).
@@ -194,6 +211,7 @@ impl Screen {
             for v in [&mut screen.scale, &mut screen.err, &mut screen.norm] {
                 v.extend([0f32; PANEL]);
             }
+            screen.offset.extend([0; PANEL]);
         }
         screen.err_max = screen.err.iter().fold(0f64, |a, &e| a.max(f64::from(e)));
         screen.norm_max = screen.norm.iter().fold(0f64, |a, &n| a.max(f64::from(n)));
@@ -206,9 +224,9 @@ impl Screen {
     /// For each row of `x` (rows of the matrix's inputs) and its target output (`targets`, one
     /// per row, each below the matrix's outputs): the row's largest output and the target's
     /// value, as `m`'s product computes them (`m` must be the matrix this screen was made
-    /// from). `None` for a row left to the caller (see the module documentation), and `None`
-    /// for all of them when `kernel` is [`Kernel::Amx`] and this thread has no tiles.
-    /// [`Kernel::Amx`] screens on the tiles; any other kernel with a scalar loop (for tests:
+    /// from). `None` for a row left to the caller (see the module documentation).
+    /// [`Kernel::Amx`] screens on the tiles (with `vpdpbusd` on a thread that gets none),
+    /// [`Kernel::Avx512Vnni`] with `vpdpbusd`; any other kernel with a scalar loop (for tests:
     /// the same candidates, far slower).
     pub fn argmax(
         &self,
@@ -262,6 +280,24 @@ impl Screen {
                 tiles[(r / 16) * chunks + c][r % 16][..part.len()].copy_from_slice(part);
             }
         }
+        // The same activations for `vpdpbusd`, each `a + 128` as an unsigned byte (padding
+        // inputs and rows 128: zeros), in groups of `VNNI_ROWS` rows: for each step of four
+        // inputs, each row's four.
+        let unsigned = if kernel >= Kernel::Avx512Vnni {
+            let steps = chunks * CHUNK / 4;
+            let mut u = vec![[[128u8; 4]; VNNI_ROWS]; n.div_ceil(VNNI_ROWS) * steps];
+            for (r, a) in requantized.iter().enumerate() {
+                let group = &mut u[(r / VNNI_ROWS) * steps..];
+                for (step, four) in group.iter_mut().zip(a.chunks(4)) {
+                    for (u, &v) in step[r % VNNI_ROWS].iter_mut().zip(four) {
+                        *u = (v as u8) ^ 0x80;
+                    }
+                }
+            }
+            u
+        } else {
+            Vec::new()
+        };
         // The screen, pairs of output panel rows split among the threads.
         let pairs = self.weights.len() / (2 * chunks).max(1);
         let tasks = (4 * rayon::current_num_threads()).clamp(1, pairs.max(1));
@@ -270,11 +306,16 @@ impl Screen {
             .map(|k| {
                 let range = 2 * (k * pairs / tasks)..2 * ((k + 1) * pairs / tasks);
                 let mut found = Vec::new();
-                let done = if kernel == Kernel::Amx {
-                    amx_screen(self, range, &tiles, &bounds, &mut found)
-                } else {
-                    scalar_screen(self, range, &tiles, &bounds, &mut found);
-                    true
+                let done = match kernel {
+                    Kernel::Amx => {
+                        amx_screen(self, range.clone(), &tiles, &bounds, &mut found)
+                            || vnni_screen(self, range, &unsigned, &bounds, &mut found)
+                    }
+                    Kernel::Avx512Vnni => vnni_screen(self, range, &unsigned, &bounds, &mut found),
+                    _ => {
+                        scalar_screen(self, range, &tiles, &bounds, &mut found);
+                        true
+                    }
                 };
                 done.then_some(found)
             })
@@ -475,9 +516,32 @@ fn amx_screen(
     }
 }
 
+/// The screen of panel rows `groups` (whole pairs) with `vpdpbusd` ([`x86::screen_vnni`]),
+/// `acts` the rows' unsigned activations; `false` when the CPU has no AVX-512 VNNI.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vnni"))]
+fn vnni_screen(
+    screen: &Screen,
+    groups: std::ops::Range<usize>,
+    acts: &[Step],
+    bounds: &[RowBound],
+    found: &mut Vec<Candidates>,
+) -> bool {
+    multiversion::target::match_target! {
+        "x86_64+avx512f+avx512bw+avx512vnni" => {
+            x86::screen_vnni(screen, groups, acts, bounds, found);
+            true
+        },
+        _ => {
+            let _ = (screen, groups, acts, bounds, found);
+            false
+        },
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ActRows, Candidates, RowBound, Screen};
+    use super::super::x86::each_row;
+    use super::{ActRows, CHUNK, Candidates, RowBound, Screen, Step, VNNI_ROWS};
     use agora_amx::Gemm;
     use bytemuck::cast;
     use std::arch::x86_64::*;
@@ -501,14 +565,7 @@ mod x86 {
         let a = |t: usize, c: usize| bytemuck::bytes_of(&tiles[t * chunks + c]);
         for g in groups.step_by(2) {
             let w = |j: usize, c: usize| &screen.weights[(g + j) * chunks + c];
-            let vector = |v: &[f32], j: usize| -> __m512 {
-                let at = (g + j) * 16;
-                cast(<[f32; 16]>::try_from(&v[at..at + 16]).unwrap_or_default())
-            };
-            let scale = [vector(&screen.scale, 0), vector(&screen.scale, 1)];
-            let err = [vector(&screen.err, 0), vector(&screen.err, 1)];
-            let norm = [vector(&screen.norm, 0), vector(&screen.norm, 1)];
-            let lanes = [screen.lanes(g), screen.lanes(g + 1)];
+            let out = [Out::of(screen, g), Out::of(screen, g + 1)];
             for rt in (0..row_tiles).step_by(2) {
                 amx.zero::<0, 0>();
                 amx.zero::<0, 1>();
@@ -533,26 +590,108 @@ mod x86 {
                     for (lane, s) in tile.iter().enumerate() {
                         let r = (rt + i) * 16 + lane;
                         let Some(b) = bounds.get(r) else { break };
-                        if !b.screened {
-                            continue;
-                        }
-                        let c = _mm512_fmadd_ps(
-                            norm[j],
-                            _mm512_set1_ps(b.d),
-                            _mm512_set1_ps(b.neg_target),
-                        );
-                        let c = _mm512_fmadd_ps(err[j], _mm512_set1_ps(b.h), c);
-                        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(cast(*s)), scale[j]);
-                        let z = _mm512_fmadd_ps(y, _mm512_set1_ps(b.sigma), c);
-                        let hit =
-                            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_set1_ps(b.floor)) & lanes[j];
-                        if hit != 0 {
-                            found.push(Candidates {
-                                row: r as u32,
-                                group: (g + j) as u32,
-                                lanes: hit,
-                            });
-                        }
+                        test(cast(*s), b, out[j], (r, g + j), found);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A panel row's numbers for the test: each output's `s_v`, `E_v` and `N_v`, and which
+    /// lanes are outputs.
+    #[derive(Clone, Copy)]
+    struct Out {
+        scale: __m512,
+        err: __m512,
+        norm: __m512,
+        lanes: u16,
+    }
+
+    impl Out {
+        #[target_feature(enable = "avx512f")]
+        fn of(screen: &Screen, group: usize) -> Out {
+            let vector = |v: &[f32]| -> __m512 {
+                let at = group * 16;
+                cast(<[f32; 16]>::try_from(&v[at..at + 16]).unwrap_or_default())
+            };
+            Out {
+                scale: vector(&screen.scale),
+                err: vector(&screen.err),
+                norm: vector(&screen.norm),
+                lanes: screen.lanes(group),
+            }
+        }
+    }
+
+    /// The test of 16 outputs' sums `s` (panel row `at.1`) for row `at.0`: the operations of
+    /// `RowBound::candidate`, in its order; its candidates pushed onto `found`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn test(s: __m512i, b: &RowBound, out: Out, at: (usize, usize), found: &mut Vec<Candidates>) {
+        if !b.screened {
+            return;
+        }
+        let c = _mm512_fmadd_ps(out.norm, _mm512_set1_ps(b.d), _mm512_set1_ps(b.neg_target));
+        let c = _mm512_fmadd_ps(out.err, _mm512_set1_ps(b.h), c);
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(s), out.scale);
+        let z = _mm512_fmadd_ps(y, _mm512_set1_ps(b.sigma), c);
+        let hit = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(z, _mm512_set1_ps(b.floor)) & out.lanes;
+        if hit != 0 {
+            found.push(Candidates {
+                row: at.0 as u32,
+                group: at.1 as u32,
+                lanes: hit,
+            });
+        }
+    }
+
+    /// The screen of panel rows `groups` (whole pairs) with `vpdpbusd`: two panel rows by
+    /// [`VNNI_ROWS`] activation rows at a time, sixteen sums in registers, four inputs a step
+    /// (a weight vector holds four inputs of each of 16 outputs, the tiles' layout; each row's
+    /// four unsigned activations broadcast). Each sum starts at the output's `-128 * sum p`,
+    /// so it ends as `sum p * a`, exactly the tiles' integer; then the same test.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn screen_vnni(
+        screen: &Screen,
+        groups: std::ops::Range<usize>,
+        acts: &[Step],
+        bounds: &[RowBound],
+        found: &mut Vec<Candidates>,
+    ) {
+        let chunks = screen.chunks;
+        let steps = chunks * CHUNK / 4;
+        for g in groups.step_by(2) {
+            let weights = |j: usize| -> &[[u8; 64]] {
+                let w = screen.weights.get((g + j) * chunks..(g + j + 1) * chunks);
+                w.unwrap_or_default().as_flattened().as_chunks::<64>().0
+            };
+            let (w0, w1) = (weights(0), weights(1));
+            if w0.len() != steps || w1.len() != steps {
+                return;
+            }
+            let offset = |j: usize| -> __m512i {
+                let at = (g + j) * 16;
+                let o = screen.offset.get(at..at + 16).unwrap_or_default();
+                cast(<[i32; 16]>::try_from(o).unwrap_or_default())
+            };
+            let start = [offset(0), offset(1)];
+            let out = [Out::of(screen, g), Out::of(screen, g + 1)];
+            for (rg, group) in acts.chunks_exact(steps).enumerate() {
+                let mut acc = [start; VNNI_ROWS];
+                for ((a, b), x) in w0.iter().zip(w1).zip(group) {
+                    let a: __m512i = cast(*a);
+                    let b: __m512i = cast(*b);
+                    each_row!(VNNI_ROWS, |r| {
+                        let x = _mm512_set1_epi32(i32::from_le_bytes(x[r]));
+                        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], x, a);
+                        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], x, b);
+                    });
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let row = rg * VNNI_ROWS + r;
+                    let Some(b) = bounds.get(row) else { break };
+                    for (j, &s) in acc.iter().enumerate() {
+                        test(s, b, out[j], (row, g + j), found);
                     }
                 }
             }
@@ -627,10 +766,12 @@ mod tests {
     #[test]
     fn the_screened_argmax_is_the_full_products() {
         let mut kernels = vec![Kernel::Scalar];
-        if Kernel::best() == Kernel::Amx {
-            kernels.push(Kernel::Amx);
-        } else {
-            eprintln!("no AMX here: the scalar screen only");
+        for kernel in [Kernel::Avx512Vnni, Kernel::Amx] {
+            if Kernel::best() >= kernel {
+                kernels.push(kernel);
+            } else {
+                eprintln!("no {} here: its screen is not tested", kernel.name());
+            }
         }
         for (n, k, m, seed, outliers) in [
             (1000, 576, 37, 1, (true, false)),
