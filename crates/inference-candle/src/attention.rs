@@ -621,14 +621,39 @@ mod x86 {
                     .remainder()
                     .iter()
                     .fold(_mm512_reduce_max_ps(m), |a, &b| a.max(b));
-                for x in s.iter_mut() {
+                // Sixteen at a time, the last ones too (padded), so that the compiler's
+                // vectors take all of them rather than a scalar tail.
+                let mut chunks = s.chunks_exact_mut(16);
+                for c in &mut chunks {
+                    for x in c.iter_mut() {
+                        *x = crate::exp::exp(*x - max);
+                    }
+                }
+                let tail = chunks.into_remainder();
+                let mut v = [max; 16];
+                v[..tail.len()].copy_from_slice(tail);
+                for x in v.iter_mut() {
                     *x = crate::exp::exp(*x - max);
                 }
+                let len = tail.len();
+                tail.copy_from_slice(&v[..len]);
             }
             let mut sums = [0f32; HEADS];
-            for j in 0..n {
-                for (r, sum) in sums.iter_mut().enumerate().take(h) {
-                    *sum += group[r * n + j];
+            if group.len() == HEADS * n {
+                // A whole group (SmolLM2's case): the three chains without a per-head branch.
+                const { assert!(HEADS == 3, "one chain per head of a group") };
+                let (a, rest) = group.split_at(n);
+                let (b, c) = rest.split_at(n);
+                for ((x, y), z) in a.iter().zip(b).zip(c) {
+                    sums[0] += x;
+                    sums[1] += y;
+                    sums[2] += z;
+                }
+            } else {
+                for j in 0..n {
+                    for (r, sum) in sums.iter_mut().enumerate().take(h) {
+                        *sum += group[r * n + j];
+                    }
                 }
             }
             for (s, sum) in group.chunks_exact_mut(n).zip(sums) {
@@ -652,6 +677,10 @@ mod x86 {
         ahead: &mut Ahead,
     ) {
         let nb = kv.nb;
+        if qb.len().is_multiple_of(HEADS * nb) && ql.len() == qb.len() {
+            scores_whole(qb, ql, kv, n, scale, scores, ahead);
+            return;
+        }
         let sc = _mm512_set1_ps(scale);
         let blocks = n.div_ceil(KEY_BLOCK);
         for pb in 0..blocks {
@@ -702,6 +731,81 @@ mod x86 {
                     }
                 }
                 for (r, s) in s.iter().take(h).enumerate() {
+                    let v: [f32; 16] = cast(_mm512_mul_ps(*s, sc));
+                    let at = (g * HEADS + r) * n + pb * KEY_BLOCK;
+                    scores[at..at + count].copy_from_slice(&v[..count]);
+                }
+            }
+        }
+    }
+
+    /// [`scores`] where the heads come in whole groups of [`HEADS`] (SmolLM2's case): the same
+    /// operations in the same order, each head's named by a constant, so that the sums stay
+    /// in registers without the general case's per-head branches and reloads; each product's
+    /// eight steps in two chains of four (integer sums: the same integers).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn scores_whole(
+        qb: &[ActBlock],
+        ql: &[ActBlock],
+        kv: &Kv<'_>,
+        n: usize,
+        scale: f32,
+        scores: &mut [f32],
+        ahead: &mut Ahead,
+    ) {
+        let nb = kv.nb;
+        let sc = _mm512_set1_ps(scale);
+        let blocks = n.div_ceil(KEY_BLOCK);
+        let zero = _mm512_setzero_si512();
+        for pb in 0..blocks {
+            let keys = kv.key_block(pb);
+            let key_scales = kv.key_scales(pb);
+            if pb + 2 < blocks {
+                prefetch_lines(kv.key_block(pb + 2));
+            }
+            let count = (n - pb * KEY_BLOCK).min(KEY_BLOCK);
+            ask_ahead(ahead, AHEAD_PER_KEY_BLOCK);
+            for (g, (group, lows)) in qb
+                .chunks_exact(HEADS * nb)
+                .zip(ql.chunks_exact(HEADS * nb))
+                .enumerate()
+            {
+                let mut s = [_mm512_setzero_ps(); HEADS];
+                for b in 0..nb {
+                    let q: [&ActBlock; HEADS] = std::array::from_fn(|r| &group[r * nb + b]);
+                    let l: [&ActBlock; HEADS] = std::array::from_fn(|r| &lows[r * nb + b]);
+                    let x: [[i32; 8]; HEADS] = q.map(|a| cast(a.q));
+                    let y: [[i32; 8]; HEADS] = l.map(|a| cast(a.q));
+                    let kb = &keys[b * BLOCK * KEY_BLOCK..(b + 1) * BLOCK * KEY_BLOCK];
+                    let (kb, _) = kb.as_chunks::<64>();
+                    // Dimensions 0-15 and 16-31 of the block in two chains each.
+                    let mut dots = [[[zero; 2]; 2]; HEADS];
+                    for (t, k) in kb.iter().take(BLOCK / 4).enumerate() {
+                        let k: __m512i = cast(*k);
+                        let c = t % 2;
+                        for r in 0..HEADS {
+                            dots[r][0][c] =
+                                _mm512_dpbusd_epi32(dots[r][0][c], k, _mm512_set1_epi32(x[r][t]));
+                            dots[r][1][c] =
+                                _mm512_dpbusd_epi32(dots[r][1][c], k, _mm512_set1_epi32(y[r][t]));
+                        }
+                    }
+                    let ks: [f32; 16] = key_scales[b * KEY_BLOCK..(b + 1) * KEY_BLOCK]
+                        .try_into()
+                        .unwrap_or([0.0; 16]);
+                    let ks: __m512 = cast(ks);
+                    for r in 0..HEADS {
+                        for (dot, qa) in dots[r].into_iter().zip([q[r], l[r]]) {
+                            let exact = _mm512_add_epi32(
+                                _mm512_add_epi32(dot[0], dot[1]),
+                                _mm512_set1_epi32(qa.offset),
+                            );
+                            let w = _mm512_mul_ps(_mm512_set1_ps(qa.d), ks);
+                            s[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), w, s[r]);
+                        }
+                    }
+                }
+                for (r, s) in s.iter().enumerate() {
                     let v: [f32; 16] = cast(_mm512_mul_ps(*s, sc));
                     let at = (g * HEADS + r) * n + pb * KEY_BLOCK;
                     scores[at..at + count].copy_from_slice(&v[..count]);
@@ -986,6 +1090,7 @@ mod tests {
     fn simd_attention_gives_the_reference_bits() {
         for (heads, kv_heads, hd, start, seq) in [
             (9, 3, 64, 37, 5),
+            (6, 2, 96, 10, 4),
             (4, 2, 32, 3, 17),
             (2, 1, 96, 0, 1),
             (8, 2, 64, 20, 3),
