@@ -517,7 +517,8 @@ fn amx_screen(
 }
 
 /// The screen of panel rows `groups` (whole pairs) with `vpdpbusd` ([`x86::screen_vnni`]),
-/// `acts` the rows' unsigned activations; `false` when the CPU has no AVX-512 VNNI.
+/// `acts` the rows' unsigned activations; `false` when the CPU has no AVX-512 VNNI (or, which
+/// cannot happen, when `groups` or `acts` do not fit the screen: then no row is answered).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vnni"))]
 fn vnni_screen(
     screen: &Screen,
@@ -527,10 +528,7 @@ fn vnni_screen(
     found: &mut Vec<Candidates>,
 ) -> bool {
     multiversion::target::match_target! {
-        "x86_64+avx512f+avx512bw+avx512vnni" => {
-            x86::screen_vnni(screen, groups, acts, bounds, found);
-            true
-        },
+        "x86_64+avx512f+avx512bw+avx512vnni" => x86::screen_vnni(screen, groups, acts, bounds, found),
         _ => {
             let _ = (screen, groups, acts, bounds, found);
             false
@@ -649,7 +647,8 @@ mod x86 {
     /// [`VNNI_ROWS`] activation rows at a time, sixteen sums in registers, four inputs a step
     /// (a weight vector holds four inputs of each of 16 outputs, the tiles' layout; each row's
     /// four unsigned activations broadcast). Each sum starts at the output's `-128 * sum p`,
-    /// so it ends as `sum p * a`, exactly the tiles' integer; then the same test.
+    /// so it ends as `sum p * a`, exactly the tiles' integer; then the same test. `false`
+    /// (nothing found is to be used) when `groups` or `acts` do not fit the screen.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn screen_vnni(
         screen: &Screen,
@@ -657,9 +656,14 @@ mod x86 {
         acts: &[Step],
         bounds: &[RowBound],
         found: &mut Vec<Candidates>,
-    ) {
+    ) -> bool {
         let chunks = screen.chunks;
         let steps = chunks * CHUNK / 4;
+        if !acts.len().is_multiple_of(steps.max(1))
+            || acts.len() / steps.max(1) * VNNI_ROWS < bounds.len()
+        {
+            return false;
+        }
         for g in groups.step_by(2) {
             let weights = |j: usize| -> &[[u8; 64]] {
                 let w = screen.weights.get((g + j) * chunks..(g + j + 1) * chunks);
@@ -667,7 +671,7 @@ mod x86 {
             };
             let (w0, w1) = (weights(0), weights(1));
             if w0.len() != steps || w1.len() != steps {
-                return;
+                return false;
             }
             let offset = |j: usize| -> __m512i {
                 let at = (g + j) * 16;
@@ -696,6 +700,7 @@ mod x86 {
                 }
             }
         }
+        true
     }
 }
 
