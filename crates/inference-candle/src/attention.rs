@@ -375,11 +375,18 @@ pub fn causal_into(
             .enumerate()
             .for_each(|(item, o)| one(item, o, ahead));
     }
-    QUERY.with_borrow_mut(|buffers| *buffers = (qb, residual));
+    // Kept for the next call unless a long prompt made it large.
+    if std::mem::size_of_val(qb.as_slice()) <= KEPT_QUERY_BYTES {
+        QUERY.with_borrow_mut(|buffers| *buffers = (qb, residual));
+    }
 }
 
 /// Query rows quantized per parallel task in [`causal_into`].
 const QUERY_ROWS_PER_TASK: usize = 8;
+
+/// The largest quantized queries, in bytes, a thread keeps for its next [`causal_into`]: a
+/// 168-row scoring pass's are about 270 KB.
+const KEPT_QUERY_BYTES: usize = 512 << 10;
 
 /// The query `x` (whole 32-value blocks) in two 8-bit parts, as the cache's quantization makes
 /// them: `hi` quantizes `x`, `lo` quantizes what `hi` leaves, `x - q * d` per value. The scores
