@@ -265,7 +265,6 @@ impl Screen {
         };
         // Each row's requantized activations and bounds.
         let chunks = self.chunks;
-        let mut tiles = vec![[[0i8; CHUNK]; 16]; n.div_ceil(32) * 2 * chunks];
         let (bounds, requantized): (Vec<RowBound>, Vec<Vec<i8>>) = acts
             .par_chunks(blocks)
             .zip(targets.par_iter())
@@ -275,29 +274,11 @@ impl Screen {
                 RowBound::new(self, row, target)
             })
             .unzip();
-        for (r, a) in requantized.iter().enumerate() {
-            for (c, part) in a.chunks(CHUNK).enumerate() {
-                tiles[(r / 16) * chunks + c][r % 16][..part.len()].copy_from_slice(part);
-            }
-        }
-        // The same activations for `vpdpbusd`, each `a + 128` as an unsigned byte (padding
-        // inputs and rows 128: zeros), in groups of `VNNI_ROWS` rows: for each step of four
-        // inputs, each row's four.
-        let unsigned = if kernel >= Kernel::Avx512Vnni {
-            let steps = chunks * CHUNK / 4;
-            let mut u = vec![[[128u8; 4]; VNNI_ROWS]; n.div_ceil(VNNI_ROWS) * steps];
-            for (r, a) in requantized.iter().enumerate() {
-                let group = &mut u[(r / VNNI_ROWS) * steps..];
-                for (step, four) in group.iter_mut().zip(a.chunks(4)) {
-                    for (u, &v) in step[r % VNNI_ROWS].iter_mut().zip(four) {
-                        *u = (v as u8) ^ 0x80;
-                    }
-                }
-            }
-            u
-        } else {
-            Vec::new()
-        };
+        // The requantized activations in the layout each screen takes, made when first asked
+        // for (an AMX CPU's passes need the VNNI layout only on a thread without tiles).
+        let (tiles, unsigned) = (std::sync::OnceLock::new(), std::sync::OnceLock::new());
+        let tiles = || tiles.get_or_init(|| tile_layout(&requantized, chunks));
+        let unsigned = || unsigned.get_or_init(|| vnni_layout(&requantized, chunks));
         // The screen, pairs of output panel rows split among the threads.
         let pairs = self.weights.len() / (2 * chunks).max(1);
         let tasks = (4 * rayon::current_num_threads()).clamp(1, pairs.max(1));
@@ -308,12 +289,12 @@ impl Screen {
                 let mut found = Vec::new();
                 let done = match kernel {
                     Kernel::Amx => {
-                        amx_screen(self, range.clone(), &tiles, &bounds, &mut found)
-                            || vnni_screen(self, range, &unsigned, &bounds, &mut found)
+                        amx_screen(self, range.clone(), tiles(), &bounds, &mut found)
+                            || vnni_screen(self, range, unsigned(), &bounds, &mut found)
                     }
-                    Kernel::Avx512Vnni => vnni_screen(self, range, &unsigned, &bounds, &mut found),
+                    Kernel::Avx512Vnni => vnni_screen(self, range, unsigned(), &bounds, &mut found),
                     _ => {
-                        scalar_screen(self, range, &tiles, &bounds, &mut found);
+                        scalar_screen(self, range, tiles(), &bounds, &mut found);
                         true
                     }
                 };
@@ -371,6 +352,34 @@ impl Screen {
         let width = self.rows.saturating_sub(group * PANEL).min(PANEL);
         ((1u32 << width) - 1) as u16
     }
+}
+
+/// Requantized activation rows (`chunks` chunks of inputs each) in the tiles' layout: tiles of
+/// 16 rows, a last one padded with zero rows.
+fn tile_layout(requantized: &[Vec<i8>], chunks: usize) -> Vec<ActRows> {
+    let mut tiles = vec![[[0i8; CHUNK]; 16]; requantized.len().div_ceil(32) * 2 * chunks];
+    for (r, a) in requantized.iter().enumerate() {
+        for (c, part) in a.chunks(CHUNK).enumerate() {
+            tiles[(r / 16) * chunks + c][r % 16][..part.len()].copy_from_slice(part);
+        }
+    }
+    tiles
+}
+
+/// The same rows for `vpdpbusd`, each `a + 128` as an unsigned byte (padding inputs and rows
+/// 128: zeros), in groups of [`VNNI_ROWS`] rows: for each step of four inputs, each row's four.
+fn vnni_layout(requantized: &[Vec<i8>], chunks: usize) -> Vec<Step> {
+    let steps = chunks * CHUNK / 4;
+    let mut u = vec![[[128u8; 4]; VNNI_ROWS]; requantized.len().div_ceil(VNNI_ROWS) * steps];
+    for (r, a) in requantized.iter().enumerate() {
+        let group = &mut u[(r / VNNI_ROWS) * steps..];
+        for (step, four) in group.iter_mut().zip(a.chunks(4)) {
+            for (u, &v) in step[r % VNNI_ROWS].iter_mut().zip(four) {
+                *u = (v as u8) ^ 0x80;
+            }
+        }
+    }
+    u
 }
 
 /// One row's numbers for the screen's test, each as the module documentation names it.
