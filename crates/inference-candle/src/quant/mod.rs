@@ -195,7 +195,16 @@ fn quantize_rows(x: &[f32], cols: usize, stride: usize, blocks: usize, acts: &mu
     acts.truncate(m * blocks);
     acts.resize(m * blocks, ZERO_ACT);
     let rows_per_task = (PER_TASK / cols.max(1)).max(1);
+    // Rows of whole blocks that lie end to end are quantized as one run of blocks: alone, a
+    // row of 18 blocks (SmolLM2's 576 values) is a SIMD group of 16 blocks and one of 2, which
+    // costs about what 16 do (168 such rows on one thread: 23 us a row at a time, 16 us as one
+    // run). Each block's numbers are its own either way.
+    let contiguous = stride == cols && cols == blocks * BLOCK;
     let quantize = |out: &mut [ActBlock], xs: &[f32]| {
+        if contiguous {
+            quantize_into(xs, out);
+            return;
+        }
         for (o, row) in out.chunks_mut(blocks).zip(xs.chunks_exact(stride)) {
             quantize_into(&row[..cols], o);
         }
