@@ -701,20 +701,19 @@ mod x86 {
                     .remainder()
                     .iter()
                     .fold(_mm512_reduce_max_ps(m), |a, &b| a.max(b));
-                // Sixteen at a time, the last ones too (padded), so that the compiler's
-                // vectors take all of them rather than a scalar tail.
+                // Sixteen at a time ([`crate::exp::exp16`], the same bits as `exp`), the last
+                // ones too (padded).
+                let m = _mm512_set1_ps(max);
                 let mut chunks = s.chunks_exact_mut(16);
                 for c in &mut chunks {
-                    for x in c.iter_mut() {
-                        *x = crate::exp::exp(*x - max);
-                    }
+                    let v: [f32; 16] = (&*c).try_into().unwrap_or([0.0; 16]);
+                    let e = crate::exp::exp16(_mm512_sub_ps(cast(v), m));
+                    c.copy_from_slice(&cast::<__m512, [f32; 16]>(e));
                 }
                 let tail = chunks.into_remainder();
                 let mut v = [max; 16];
                 v[..tail.len()].copy_from_slice(tail);
-                for x in v.iter_mut() {
-                    *x = crate::exp::exp(*x - max);
-                }
+                let v: [f32; 16] = cast(crate::exp::exp16(_mm512_sub_ps(cast(v), m)));
                 let len = tail.len();
                 tail.copy_from_slice(&v[..len]);
             }

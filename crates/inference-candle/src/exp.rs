@@ -76,9 +76,102 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
+/// [`exp`] of sixteen values at once, for the AVX-512 kernels (SiLU, the softmax): the same
+/// operations, except that `2^n` is applied by one `vscalefps` (`p * 2^n`, rounded once)
+/// instead of the two multiplications by powers of two, of which the first is exact (`p` is in
+/// `[0.7, 1.5)` and `2^(n / 2)` keeps it normal), so the same single rounding: the same bits
+/// (`sixteen_at_once_gives_the_same_bits`). That step and `to_int` were nine of about 27
+/// operations per vector: a SiLU of 168 rows of 1,536 values on one thread, 68 -> 53 us on AMD
+/// Zen 5 (a throwaway copy of both); a 168-row pass's SiLU phase 1.13-1.25 -> 0.90-1.01 ms
+/// (pass timers, four alternated runs).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // `max` and `min` return their second operand when either is NaN: a NaN `x` stays NaN, as
+    // `f32::clamp` keeps it.
+    let xc = _mm512_min_ps(
+        _mm512_set1_ps(MAX_ARG),
+        _mm512_max_ps(_mm512_set1_ps(MIN_ARG), x),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(xc, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), xc);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0f32,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_scalef_ps(p, n);
+    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_set1_ps(MAX_ARG));
+    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(MIN_ARG));
+    let y = _mm512_mask_blend_ps(above, y, _mm512_set1_ps(f32::INFINITY));
+    _mm512_mask_blend_ps(below, y, _mm512_setzero_ps())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`exp16`] of `v` where the CPU has AVX-512 (`None` elsewhere).
+    #[multiversion::multiversion(targets("x86_64+avx512f"))]
+    fn sixteen(v: [f32; 16]) -> Option<[f32; 16]> {
+        multiversion::target::match_target! {
+            "x86_64+avx512f" => Some(bytemuck::cast(exp16(bytemuck::cast(v)))),
+            _ => {
+                let _ = v;
+                None
+            },
+        }
+    }
+
+    #[test]
+    fn sixteen_at_once_gives_the_same_bits() {
+        let mut xs: Vec<f32> = (0..1_600_000)
+            .map(|i| -110.0 + i as f32 * 0.000_128)
+            .collect();
+        xs.extend([
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            MAX_ARG,
+            MAX_ARG.next_up(),
+            MIN_ARG,
+            MIN_ARG.next_down(),
+            f32::MAX,
+            f32::MIN,
+            1e-30,
+            -1e-30,
+        ]);
+        xs.resize(xs.len().next_multiple_of(16), 1.0);
+        let mut checked = 0;
+        for chunk in xs.chunks_exact(16) {
+            let v: [f32; 16] = chunk.try_into().unwrap();
+            let Some(got) = sixteen(v) else { continue };
+            for (&x, g) in chunk.iter().zip(got) {
+                let want = exp(x);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "exp16({x:e}) = {g:e}, exp = {want:e}"
+                );
+                checked += 1;
+            }
+        }
+        eprintln!("exp16 checked against exp on {checked} values (0 without AVX-512)");
+    }
 
     fn ulps(a: f32, b: f32) -> u32 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
