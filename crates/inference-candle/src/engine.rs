@@ -538,7 +538,35 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
         .chain(rest)
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
-    lane_sum(logits, |v| crate::exp::exp(v - max)).ln() + max
+    exp_sum(logits, max).ln() + max
+}
+
+/// `sum(e^(l - max))` over a row, in [`lane_sum`]'s order. With AVX-512 the lanes' sums are
+/// one vector, sixteen exponentials at a time ([`crate::exp::exp16`], the same bits as
+/// `exp`): the same additions in the same order (`exp_sum_gives_the_scalar_bits`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c",
+    "x86_64+avx2+fma+f16c"
+))]
+fn exp_sum(logits: &[f32], max: f32) -> f32 {
+    let total;
+    multiversion::target::match_target! {
+        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => {
+            use std::arch::x86_64::*;
+            let (chunks, rest) = logits.as_chunks::<16>();
+            let m = _mm512_set1_ps(max);
+            let mut acc = _mm512_setzero_ps();
+            for &c in chunks {
+                let e = crate::exp::exp16(_mm512_sub_ps(bytemuck::cast(c), m));
+                acc = _mm512_add_ps(acc, e);
+            }
+            total = lanes_total(bytemuck::cast(acc), rest, |v| crate::exp::exp(v - max));
+        },
+        _ => {
+            total = lane_sum(logits, |v| crate::exp::exp(v - max));
+        },
+    }
+    total
 }
 
 /// `sum(f(v))` over `values` in sixteen lanes (lane `i` takes values `i, i + 16, ...` in
@@ -555,7 +583,15 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
             *a += f(v);
         }
     }
-    let mut width = LANES;
+    lanes_total(acc, rest, f)
+}
+
+/// [`lane_sum`]'s end: the sixteen lanes summed in its fixed tree, then `f` of the values
+/// past the last sixteen added in order.
+#[inline(always)]
+fn lanes_total(acc: [f32; 16], rest: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = acc;
+    let mut width = acc.len();
     while width > 1 {
         width /= 2;
         for i in 0..width {
@@ -1212,6 +1248,43 @@ mod tests {
         assert_eq!(argmax(&[f32::NAN, 1.0, 2.0]), 0);
         assert_eq!(argmax(&[-0.0, 0.0]), 0);
         assert_eq!(argmax(&[1.0, f32::NAN, 3.0, 3.0]), 2);
+    }
+
+    /// The dispatched sum of exponentials (AVX-512 where the CPU has it) against the scalar
+    /// steps, bit for bit, on rows of every length around the lane count, with NaN, infinities
+    /// and ties.
+    #[test]
+    fn exp_sum_gives_the_scalar_bits() {
+        let mut state = 7u64;
+        for n in [1, 15, 16, 17, 33, 1000, 49_152] {
+            let mut row: Vec<f32> = (0..n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 80.0 - 40.0
+                })
+                .collect();
+            if n > 40 {
+                row[5] = f32::NAN;
+                row[21] = 39.5;
+                row[22] = 39.5;
+                row[30] = f32::NEG_INFINITY;
+            }
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let want = lane_sum(&row, |v| crate::exp::exp(v - max));
+            let got = exp_sum(&row, max);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "n {n}: {got:e} against {want:e}"
+            );
+            if n > 40 {
+                // And without the NaN, whose sum is NaN whatever the order.
+                row[5] = 1.0;
+                let want = lane_sum(&row, |v| crate::exp::exp(v - max));
+                assert_eq!(exp_sum(&row, max).to_bits(), want.to_bits(), "n {n}");
+            }
+        }
     }
 
     /// Against a straightforward f64 log-sum-exp, on rows of every length around the lane count
