@@ -1250,6 +1250,18 @@ mod tests {
         assert_eq!(argmax(&[1.0, f32::NAN, 3.0, 3.0]), 2);
     }
 
+    /// `n` logits spread evenly over `-half..half`, from `state` (advanced).
+    fn spread_row(n: usize, state: &mut u64, half: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 * half - half
+            })
+            .collect()
+    }
+
     /// The dispatched sum of exponentials (AVX-512 where the CPU has it) against the scalar
     /// steps, bit for bit, on rows of every length around the lane count, with NaN, infinities
     /// and ties.
@@ -1257,14 +1269,7 @@ mod tests {
     fn exp_sum_gives_the_scalar_bits() {
         let mut state = 7u64;
         for n in [1, 15, 16, 17, 33, 1000, 49_152] {
-            let mut row: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 80.0 - 40.0
-                })
-                .collect();
+            let mut row = spread_row(n, &mut state, 40.0);
             if n > 40 {
                 row[5] = f32::NAN;
                 row[21] = 39.5;
@@ -1293,14 +1298,7 @@ mod tests {
     fn log_sum_exp_matches_a_straightforward_sum() {
         let mut state = 3u64;
         for n in [1, 2, 15, 16, 17, 31, 33, 1000, 49_152] {
-            let row: Vec<f32> = (0..n)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 60.0 - 30.0
-                })
-                .collect();
+            let row = spread_row(n, &mut state, 30.0);
             let max = row
                 .iter()
                 .copied()
