@@ -80,8 +80,8 @@ pub fn exp(x: f32) -> f32 {
 /// operations, except that `2^n` is applied by one `vscalefps` (`p * 2^n`, rounded once)
 /// instead of the two multiplications by powers of two, of which the first is exact (`p` is in
 /// `[0.7, 1.5)` and `2^(n / 2)` keeps it normal), so the same single rounding: the same bits
-/// (`sixteen_at_once_gives_the_same_bits`). That step and `to_int` were nine of about 27
-/// operations per vector: a SiLU of 168 rows of 1,536 values on one thread, 68 -> 53 us on AMD
+/// (`sixteen_at_once_gives_the_same_bits`). That step, `to_int` and the halving of `n` were
+/// about twelve of about thirty operations per vector (counted in the source): a SiLU of 168 rows of 1,536 values on one thread, 68 -> 53 us on AMD
 /// Zen 5 (a throwaway copy of both); a 168-row pass's SiLU phase 1.13-1.25 -> 0.90-1.01 ms
 /// (pass timers, four alternated runs).
 #[cfg(target_arch = "x86_64")]
