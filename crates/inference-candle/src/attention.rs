@@ -90,17 +90,15 @@ const SPREAD_MIN: usize = 1 << 14;
 /// Positions per block of the key cache (see [`LayerCache`]).
 pub const KEY_BLOCK: usize = 16;
 
-/// Positions per parallel task when many positions' values are appended at once (keys go by
-/// blocks of [`KEY_BLOCK`] positions).
-const ROWS_PER_TASK: usize = 16;
-
 /// One sequence's keys and values for one layer, 8-bit.
 ///
 /// Keys come in blocks of [`KEY_BLOCK`] positions (a block is allocated whole), each laid out
 /// `[kv_head][dim / 4][position in block][dim % 4]` as `k + 128` in a byte, so that four
 /// dimensions of sixteen positions are one 64-byte vector, the operand of `vpdpbusd`; their
 /// scales per block `[kv_head][32-dim block][position in block]`. Values are
-/// `[position][kv_head][dim]` (signed bytes), their scales `[position][kv_head][32-dim block]`.
+/// `[position][kv_head][dim]` (signed bytes); their scales come in the keys' blocks of
+/// positions, laid out as the keys' scales, so that a head's scales of sixteen positions are
+/// one vector (the weighted values multiply them by sixteen probabilities at once).
 #[derive(Clone, Debug)]
 pub struct LayerCache {
     shape: Shape,
@@ -148,14 +146,26 @@ impl LayerCache {
         let (nb, start) = (shape.blocks(), self.len);
         let end = start + seq;
         let row_blocks = shape.kv_heads * nb;
-        // Keys and their scales, whole blocks of positions.
+        // Whole blocks of positions: keys and both kinds of scales.
         let (key_block, scale_block) = (width * KEY_BLOCK, row_blocks * KEY_BLOCK);
         let blocks = end.div_ceil(KEY_BLOCK);
         if self.keys.len() < blocks * key_block {
             self.keys.resize(blocks * key_block, 128);
             self.key_scales.resize(blocks * scale_block, 0.0);
+            self.value_scales.resize(blocks * scale_block, 0.0);
         }
+        self.values.resize(end * width, 0);
         let first = start / KEY_BLOCK;
+        // The values of each block's new positions (the first block's may start inside it).
+        let mut values = Vec::with_capacity(blocks - first);
+        let mut rest = &mut self.values[start * width..];
+        for b in first..blocks {
+            let to = ((b + 1) * KEY_BLOCK).min(end);
+            let from = (b * KEY_BLOCK).max(start);
+            let (here, after) = rest.split_at_mut((to - from) * width);
+            values.push(here);
+            rest = after;
+        }
         let hd = shape.head_dim;
         self.keys[first * key_block..blocks * key_block]
             .par_chunks_mut(key_block)
@@ -163,20 +173,20 @@ impl LayerCache {
                 self.key_scales[first * scale_block..blocks * scale_block]
                     .par_chunks_mut(scale_block),
             )
+            .zip(
+                self.value_scales[first * scale_block..blocks * scale_block]
+                    .par_chunks_mut(scale_block),
+            )
+            .zip(values)
             .enumerate()
             .for_each_init(
                 || (Vec::new(), Vec::new()),
-                |(q, gathered), (b, (keys, scales))| {
+                |(buffer, gathered), (b, (((keys, scales), value_scales), values))| {
                     let b = first + b;
                     let (from, to) = ((b * KEY_BLOCK).max(start), ((b + 1) * KEY_BLOCK).min(end));
-                    let q = positions_quantized(
-                        rows,
-                        (from - start)..(to - start),
-                        0,
-                        width,
-                        q,
-                        gathered,
-                    );
+                    let positions = (from - start)..(to - start);
+                    let q =
+                        positions_quantized(rows, positions.clone(), 0, width, buffer, gathered);
                     for (pos, q) in (from..to).zip(q.chunks_exact(row_blocks)) {
                         let at = pos % KEY_BLOCK;
                         for (kb, block) in q.iter().enumerate() {
@@ -193,24 +203,17 @@ impl LayerCache {
                             }
                         }
                     }
-                },
-            );
-        // Values and their scales, a row per position.
-        self.values.resize(end * width, 0);
-        self.value_scales.resize(end * row_blocks, 0.0);
-        self.values[start * width..]
-            .par_chunks_mut(ROWS_PER_TASK * width)
-            .zip(self.value_scales[start * row_blocks..].par_chunks_mut(ROWS_PER_TASK * row_blocks))
-            .enumerate()
-            .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(q, gathered), (c, (values, scales))| {
-                    let from = c * ROWS_PER_TASK;
-                    let to = from + values.len() / width.max(1);
-                    let q = positions_quantized(rows, from..to, width, width, q, gathered);
-                    for ((v, s), block) in values.chunks_exact_mut(BLOCK).zip(scales).zip(q) {
-                        *s = block.d;
-                        v.copy_from_slice(&block.q);
+                    let q = positions_quantized(rows, positions, width, width, buffer, gathered);
+                    for ((pos, v), q) in (from..to)
+                        .zip(values.chunks_exact_mut(width))
+                        .zip(q.chunks_exact(row_blocks))
+                    {
+                        let at = pos % KEY_BLOCK;
+                        for ((kb, block), v) in q.iter().enumerate().zip(v.chunks_exact_mut(BLOCK))
+                        {
+                            value_scales[kb * KEY_BLOCK + at] = block.d;
+                            v.copy_from_slice(&block.q);
+                        }
                     }
                 },
             );
@@ -221,10 +224,9 @@ impl LayerCache {
     /// may have appended to some layers, and the next pass writes its positions again.
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len);
-        let row_blocks = self.shape.kv_heads * self.shape.blocks();
-        // Keys keep whole blocks; positions past `n` are written over as the cache grows.
+        // Keys and scales keep whole blocks; positions past `n` are written over as the cache
+        // grows.
         self.values.truncate(n * self.shape.width());
-        self.value_scales.truncate(n * row_blocks);
         self.len = n;
     }
 
@@ -240,7 +242,7 @@ impl LayerCache {
             keys: self.keys[..blocks * width * KEY_BLOCK].to_vec(),
             key_scales: self.key_scales[..blocks * row_blocks * KEY_BLOCK].to_vec(),
             values: self.values[..n * width].to_vec(),
-            value_scales: self.value_scales[..n * row_blocks].to_vec(),
+            value_scales: self.value_scales[..blocks * row_blocks * KEY_BLOCK].to_vec(),
             len: n,
         }
     }
@@ -283,6 +285,13 @@ impl LayerCache {
 }
 
 impl Ahead {
+    /// Whether no line is left to ask for.
+    fn is_done(&self) -> bool {
+        self.regions
+            .get(self.next..)
+            .is_none_or(|left| left.iter().all(|r| r.0 >= r.1))
+    }
+
     /// The next `lines` cache lines still to ask for (fewer at the end), each handed to `ask`.
     fn take(&mut self, lines: usize, mut ask: impl FnMut(usize)) {
         let mut left = lines;
@@ -449,11 +458,29 @@ fn quantize_query<'a>(
 /// `residual` a buffer for what `hi` leaves.
 fn quantize_parts(x: &[f32], hi: &mut [ActBlock], lo: &mut [ActBlock], residual: &mut Vec<f32>) {
     quantize_into(x, hi);
-    residual.clear();
-    for (xs, b) in x.chunks_exact(BLOCK).zip(&*hi) {
-        residual.extend(xs.iter().zip(&b.q).map(|(&v, &q)| v - f32::from(q) * b.d));
-    }
+    residual.truncate(x.len());
+    residual.resize(x.len(), 0.0);
+    residuals(x, hi, residual);
     quantize_into(residual, lo);
+}
+
+/// What the blocks `hi` leave of `x`, `x - q * d` per value (a product, then a difference),
+/// into `out`. Compiled for AVX-512 besides the baseline: built for the baseline alone, this
+/// loop took four values at a time, about a third of the queries' quantization.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c"))]
+fn residuals(x: &[f32], hi: &[ActBlock], out: &mut [f32]) {
+    let (xs, _) = x.as_chunks::<BLOCK>();
+    let (outs, _) = out.as_chunks_mut::<BLOCK>();
+    multiversion::target::match_target! {
+        "x86_64+avx512f+avx512bw+avx512vl+avx2+fma+f16c" => x86::residuals(xs, hi, outs),
+        _ => {
+            for ((o, xs), b) in outs.iter_mut().zip(xs).zip(hi) {
+                for ((o, &v), &q) in o.iter_mut().zip(xs).zip(&b.q) {
+                    *o = v - f32::from(q) * b.d;
+                }
+            }
+        },
+    }
 }
 
 /// One key-value head's cached keys and values.
@@ -480,14 +507,22 @@ impl Kv<'_> {
         &self.cache.key_scales[at..at + self.nb * KEY_BLOCK]
     }
 
-    /// This head's values at position `j`, and their scales.
-    fn value(&self, j: usize) -> (&[i8], &[f32]) {
+    /// This head's values at position `j`.
+    fn value(&self, j: usize) -> &[i8] {
+        let at = j * self.cache.shape.kv_heads + self.kvh;
+        &self.cache.values[at * self.hd..(at + 1) * self.hd]
+    }
+
+    /// This head's value scales in position block `b`: `[32-dim block][position in block]`.
+    fn value_scales(&self, b: usize) -> &[f32] {
         let kv_heads = self.cache.shape.kv_heads;
-        let at = j * kv_heads + self.kvh;
-        (
-            &self.cache.values[at * self.hd..(at + 1) * self.hd],
-            &self.cache.value_scales[at * self.nb..(at + 1) * self.nb],
-        )
+        let at = (b * kv_heads + self.kvh) * self.nb * KEY_BLOCK;
+        &self.cache.value_scales[at..at + self.nb * KEY_BLOCK]
+    }
+
+    /// The scale of this head's values at position `j`, dimension block `b`.
+    fn value_scale(&self, j: usize, b: usize) -> f32 {
+        self.value_scales(j / KEY_BLOCK)[b * KEY_BLOCK + j % KEY_BLOCK]
     }
 }
 
@@ -601,15 +636,15 @@ fn values_scalar(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32]) {
     let hd = kv.hd;
     o.fill(0.0);
     for j in 0..n {
-        let (v, vs) = kv.value(j);
+        let v = kv.value(j);
         for (r, out) in o.chunks_exact_mut(hd).enumerate() {
             let p = probs[r * n + j];
-            for ((out, v), &d) in out
+            for (b, (out, v)) in out
                 .chunks_exact_mut(BLOCK)
                 .zip(v.chunks_exact(BLOCK))
-                .zip(vs)
+                .enumerate()
             {
-                let w = p * d;
+                let w = p * kv.value_scale(j, b);
                 for (od, &vd) in out.iter_mut().zip(v) {
                     *od = w.mul_add(f32::from(vd), *od);
                 }
@@ -655,6 +690,38 @@ mod x86 {
         });
     }
 
+    /// `dst` from the start of `src` (`dst` at most 16 long) as fixed-size copies of 8, 4, 2
+    /// and 1: the compiler makes a copy of variable length a `memcpy` call, which here (the
+    /// last, partial block of a row's scores and of its softmax) saves and restores the
+    /// vector registers around it.
+    #[inline]
+    fn copy_short(dst: &mut [f32], src: &[f32]) {
+        let mut at = 0;
+        for size in [8, 4, 2, 1] {
+            if dst.len() & size != 0 {
+                if let (Some(d), Some(s)) = (dst.get_mut(at..at + size), src.get(at..at + size)) {
+                    d.copy_from_slice(s);
+                }
+                at += size;
+            }
+        }
+    }
+
+    /// [`super::residuals`], sixteen values to a vector: the same product and difference.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) fn residuals(xs: &[[f32; BLOCK]], hi: &[ActBlock], outs: &mut [[f32; BLOCK]]) {
+        for ((o, x), b) in outs.iter_mut().zip(xs).zip(hi) {
+            let d = _mm512_set1_ps(b.d);
+            let q: [__m128i; 2] = cast(b.q);
+            let x: [__m512; 2] = cast(*x);
+            let r: [__m512; 2] = std::array::from_fn(|h| {
+                let q = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q[h]));
+                _mm512_sub_ps(x[h], _mm512_mul_ps(q, d))
+            });
+            *o = cast(r);
+        }
+    }
+
     /// Heads computed together (each cached vector loaded once for all of them); more heads
     /// per key-value head are taken this many at a time.
     const HEADS: usize = 3;
@@ -676,9 +743,8 @@ mod x86 {
         }
         let tail = chunks.into_remainder();
         let mut v = [0f32; 16];
-        v[..tail.len()].copy_from_slice(tail);
-        let len = tail.len();
-        tail.copy_from_slice(&round(v)[..len]);
+        copy_short(&mut v[..tail.len()], tail);
+        copy_short(tail, &round(v));
     }
 
     /// The reference softmax ([`super::softmax`]) with the same operations in the same order
@@ -712,10 +778,9 @@ mod x86 {
                 }
                 let tail = chunks.into_remainder();
                 let mut v = [max; 16];
-                v[..tail.len()].copy_from_slice(tail);
+                copy_short(&mut v[..tail.len()], tail);
                 let v: [f32; 16] = cast(crate::exp::exp16(_mm512_sub_ps(cast(v), m)));
-                let len = tail.len();
-                tail.copy_from_slice(&v[..len]);
+                copy_short(tail, &v);
             }
             let mut sums = [0f32; HEADS];
             if group.len() == HEADS * n {
@@ -812,7 +877,7 @@ mod x86 {
                 for (r, s) in s.iter().take(h).enumerate() {
                     let v: [f32; 16] = cast(_mm512_mul_ps(*s, sc));
                     let at = (g * HEADS + r) * n + pb * KEY_BLOCK;
-                    scores[at..at + count].copy_from_slice(&v[..count]);
+                    put_scores(&mut scores[at..at + count], &v);
                 }
             }
         }
@@ -887,9 +952,21 @@ mod x86 {
                 for (r, s) in s.iter().enumerate() {
                     let v: [f32; 16] = cast(_mm512_mul_ps(*s, sc));
                     let at = (g * HEADS + r) * n + pb * KEY_BLOCK;
-                    scores[at..at + count].copy_from_slice(&v[..count]);
+                    put_scores(&mut scores[at..at + count], &v);
                 }
             }
+        }
+    }
+
+    /// A block's scores into `out` (its first `out.len()` of them, at most 16): a whole block
+    /// as one fixed-size store. A copy of variable length was a `memcpy` call for every block
+    /// and head, each saving and restoring the vector registers around it.
+    #[inline]
+    fn put_scores(out: &mut [f32], v: &[f32; 16]) {
+        if let Ok(whole) = <&mut [f32; 16]>::try_from(&mut *out) {
+            *whole = *v;
+        } else {
+            copy_short(out, v);
         }
     }
 
@@ -913,7 +990,11 @@ mod x86 {
         let (hd, nb) = (kv.hd, kv.nb);
         let rep = o.len() / hd;
         if nb.is_multiple_of(2) && rep.is_multiple_of(HEADS) {
-            values_whole(probs, kv, n, o, ahead);
+            if ahead.is_done() {
+                values_whole::<false>(probs, kv, n, o, ahead);
+            } else {
+                values_whole::<true>(probs, kv, n, o, ahead);
+            }
             return;
         }
         for g0 in (0..rep).step_by(HEADS) {
@@ -925,10 +1006,10 @@ mod x86 {
                 let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
                 for j in 0..n {
                     if j + 8 < n {
-                        prefetch_lines(&kv.value(j + 8).0[b0 * BLOCK..(b0 + parts) * BLOCK]);
+                        prefetch_lines(&kv.value(j + 8)[b0 * BLOCK..(b0 + parts) * BLOCK]);
                     }
                     ask_ahead(ahead, AHEAD_PER_POSITION);
-                    let (v, vs) = kv.value(j);
+                    let v = kv.value(j);
                     let vecs: [__m512; 4] = std::array::from_fn(|t| {
                         if t < 2 * parts {
                             let at = b0 * BLOCK + t * 16;
@@ -939,7 +1020,7 @@ mod x86 {
                     });
                     for (a, p) in acc.iter_mut().zip(p).take(h) {
                         for (half, pair) in a.chunks_exact_mut(2).enumerate().take(parts) {
-                            let w = _mm512_set1_ps(p[j] * vs[b0 + half]);
+                            let w = _mm512_set1_ps(p[j] * kv.value_scale(j, b0 + half));
                             for (a, v) in pair.iter_mut().zip(&vecs[2 * half..]) {
                                 *a = _mm512_fmadd_ps(w, *v, *a);
                             }
@@ -959,50 +1040,111 @@ mod x86 {
     /// [`weighted_values`] where the heads come in whole groups of [`HEADS`] and the blocks in
     /// pairs (SmolLM2's case): the same sums in the same order, without the general case's
     /// per-position branches and bounds.
+    ///
+    /// Each head's weights `p_j * d_vjb` are computed first, sixteen positions at a time (the
+    /// scales of sixteen positions lie together, see [`super::LayerCache`]), into
+    /// [`WEIGHTS`]; the positions' loop then takes them as broadcast operands of its fused
+    /// adds from memory. Computed in that loop, each was a scalar multiply and a broadcast, on
+    /// the same ports as the fused adds: six of each per position beside its twelve adds.
+    ///
+    /// `ASK`: whether `ahead` has lines left to ask for (a scoring pass's attention has none,
+    /// and checking at every position cost about 3% of its attention).
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "a position indexes its values (strided) and six rows of weights alike"
+    )]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    fn values_whole(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32], ahead: &mut Ahead) {
+    fn values_whole<const ASK: bool>(
+        probs: &[f32],
+        kv: &Kv<'_>,
+        n: usize,
+        o: &mut [f32],
+        ahead: &mut Ahead,
+    ) {
         let (hd, nb) = (kv.hd, kv.nb);
         let kv_heads = kv.cache.shape.kv_heads;
-        let (stride, scale_stride) = (kv_heads * hd, kv_heads * nb);
+        let stride = kv_heads * hd;
         let values = &kv.cache.values[kv.kvh * hd..];
-        let scales = &kv.cache.value_scales[kv.kvh * nb..];
-        for (og, pg) in o
-            .chunks_exact_mut(HEADS * hd)
-            .zip(probs.chunks_exact(HEADS * n))
-        {
-            let p: [&[f32]; HEADS] = std::array::from_fn(|r| &pg[r * n..(r + 1) * n]);
-            for b0 in (0..nb).step_by(2) {
-                let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
-                for j in 0..n {
-                    let at = j * stride + b0 * BLOCK;
-                    if let Some(near) = values.get(at + 8 * stride..at + 8 * stride + 64) {
-                        prefetch_lines(near);
+        let padded = n.next_multiple_of(KEY_BLOCK);
+        WEIGHTS.with_borrow_mut(|weights| {
+            if weights.len() < 2 * HEADS * padded {
+                weights.resize(2 * HEADS * padded, 0.0);
+            }
+            for (og, pg) in o
+                .chunks_exact_mut(HEADS * hd)
+                .zip(probs.chunks_exact(HEADS * n))
+            {
+                for b0 in (0..nb).step_by(2) {
+                    // weights[(2 * r + half) * padded + j] = p_rj * d_vj(b0 + half).
+                    for pb in 0..padded / KEY_BLOCK {
+                        let scales = kv.value_scales(pb);
+                        let d: [__m512; 2] = std::array::from_fn(|half| {
+                            let at = (b0 + half) * KEY_BLOCK;
+                            let d: [f32; KEY_BLOCK] = scales[at..at + KEY_BLOCK]
+                                .try_into()
+                                .unwrap_or([0.0; KEY_BLOCK]);
+                            cast(d)
+                        });
+                        for r in 0..HEADS {
+                            let row = &pg[r * n..(r + 1) * n];
+                            let from = pb * KEY_BLOCK;
+                            let mut p = [0f32; KEY_BLOCK];
+                            let have = row.get(from..).unwrap_or(&[]);
+                            if let Some(whole) = have.first_chunk::<KEY_BLOCK>() {
+                                p = *whole;
+                            } else {
+                                copy_short(&mut p[..have.len()], have);
+                            }
+                            let p: __m512 = cast(p);
+                            for (half, d) in d.iter().enumerate() {
+                                let at = (2 * r + half) * padded + from;
+                                let w: [f32; KEY_BLOCK] = cast(_mm512_mul_ps(p, *d));
+                                if let Some(out) = weights.get_mut(at..at + KEY_BLOCK) {
+                                    out.copy_from_slice(&w);
+                                }
+                            }
+                        }
                     }
-                    ask_ahead(ahead, AHEAD_PER_POSITION);
-                    let v: [i8; 64] = values[at..at + 64].try_into().unwrap_or([0; 64]);
-                    let vecs: [__m512; 4] = std::array::from_fn(|t| {
-                        widen(v[t * 16..t * 16 + 16].try_into().unwrap_or([0; 16]))
-                    });
-                    let (s0, s1) = (
-                        scales[j * scale_stride + b0],
-                        scales[j * scale_stride + b0 + 1],
-                    );
-                    for (a, p) in acc.iter_mut().zip(p) {
-                        let (w0, w1) = (_mm512_set1_ps(p[j] * s0), _mm512_set1_ps(p[j] * s1));
-                        a[0] = _mm512_fmadd_ps(w0, vecs[0], a[0]);
-                        a[1] = _mm512_fmadd_ps(w0, vecs[1], a[1]);
-                        a[2] = _mm512_fmadd_ps(w1, vecs[2], a[2]);
-                        a[3] = _mm512_fmadd_ps(w1, vecs[3], a[3]);
+                    let w: [&[f32]; 2 * HEADS] =
+                        std::array::from_fn(|k| &weights[k * padded..k * padded + n]);
+                    let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
+                    for j in 0..n {
+                        let at = j * stride + b0 * BLOCK;
+                        if let Some(near) = values.get(at + 8 * stride..at + 8 * stride + 64) {
+                            prefetch_lines(near);
+                        }
+                        if ASK {
+                            ask_ahead(ahead, AHEAD_PER_POSITION);
+                        }
+                        let v: [i8; 64] = values[at..at + 64].try_into().unwrap_or([0; 64]);
+                        let vecs: [__m512; 4] = std::array::from_fn(|t| {
+                            widen(v[t * 16..t * 16 + 16].try_into().unwrap_or([0; 16]))
+                        });
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let (w0, w1) =
+                                (_mm512_set1_ps(w[2 * r][j]), _mm512_set1_ps(w[2 * r + 1][j]));
+                            a[0] = _mm512_fmadd_ps(w0, vecs[0], a[0]);
+                            a[1] = _mm512_fmadd_ps(w0, vecs[1], a[1]);
+                            a[2] = _mm512_fmadd_ps(w1, vecs[2], a[2]);
+                            a[3] = _mm512_fmadd_ps(w1, vecs[3], a[3]);
+                        }
                     }
-                }
-                for (r, a) in acc.iter().enumerate() {
-                    let out = &mut og[r * hd + b0 * BLOCK..];
-                    for (t, a) in a.iter().enumerate() {
-                        out[t * 16..t * 16 + 16].copy_from_slice(&cast::<__m512, [f32; 16]>(*a));
+                    for (r, a) in acc.iter().enumerate() {
+                        let out = &mut og[r * hd + b0 * BLOCK..];
+                        for (t, a) in a.iter().enumerate() {
+                            out[t * 16..t * 16 + 16]
+                                .copy_from_slice(&cast::<__m512, [f32; 16]>(*a));
+                        }
                     }
                 }
             }
-        }
+        });
+    }
+
+    thread_local! {
+        /// [`values_whole`]'s weights, kept per thread.
+        static WEIGHTS: std::cell::RefCell<Vec<f32>> =
+            const { std::cell::RefCell::new(Vec::new()) };
     }
 }
 
@@ -1272,10 +1414,11 @@ mod tests {
         }
         // The SIMD kernel asks as it goes: after one row's attention over 70 positions, 60
         // lines for its 5 key blocks (three key-value heads, 4 each) and 420 for its values
-        // (70 positions, three heads, 2 each) of the other cache's 837 are asked for.
+        // (70 positions, three heads, 2 each) of the other cache's 840 are asked for (its
+        // value scales, like its key scales, in whole blocks of 16 positions).
         let mut total = 0;
         other.ahead().take(usize::MAX, |_| total += 1);
-        assert_eq!(total, (24_576 + 3_072 + 23_040 + 2_880) / 64);
+        assert_eq!(total, (24_576 + 3_072 + 23_040 + 3_072) / 64);
         let mut ahead = other.ahead();
         let mut out = Vec::new();
         causal_into(
