@@ -555,8 +555,7 @@ fn attend_group(
         multiversion::target::match_target! {
             "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => {
                 x86::scores(qb, ql, kv, n, scale, scores, ahead);
-                x86::softmax(scores, n);
-                x86::weighted_values(scores, kv, n, o, ahead);
+                x86::softmax_values(scores, kv, n, o, ahead);
             },
             _ => {
                 let _ = ahead;
@@ -747,13 +746,42 @@ mod x86 {
         copy_short(tail, &round(v));
     }
 
+    /// The softmax and the weighted values of one query row's heads ([`softmax`], then
+    /// [`weighted_values`]). Where the values take whole groups (SmolLM2's case), the
+    /// probabilities' rounding to f16 (`p = f16(e * (1 / sum))`) is left to the values'
+    /// weights, which compute each sixteen of them once anyway: the same numbers, without a
+    /// pass that stored and reloaded every probability.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) fn softmax_values(
+        scores: &mut [f32],
+        kv: &Kv<'_>,
+        n: usize,
+        o: &mut [f32],
+        ahead: &mut Ahead,
+    ) {
+        /// The most heads per key-value head whose inverse sums are kept on the stack.
+        const MOST: usize = 32;
+        let rep = o.len() / kv.hd.max(1);
+        if values_take_whole(kv, rep) && rep <= MOST && scores.len() == rep * n {
+            let mut inv = [0f32; MOST];
+            softmax(scores, n, Some(&mut inv[..rep]));
+            values_whole_dispatch(scores, kv, n, o, ahead, Some(&inv[..rep]));
+        } else {
+            softmax(scores, n, None);
+            weighted_values(scores, kv, n, o, ahead);
+        }
+    }
+
     /// The reference softmax ([`super::softmax`]) with the same operations in the same order
     /// for each head: the maximum (exact in any order) over vectors, the sums of up to three
     /// heads as interleaved chains (each still in position order), the rounding to f16 over
     /// vectors.
+    ///
+    /// With `inv`, each head's `1 / sum` goes into it and the exponentials are left unrounded
+    /// (for [`values_whole`] to round).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) fn softmax(scores: &mut [f32], n: usize) {
-        for group in scores.chunks_mut(HEADS * n) {
+    fn softmax(scores: &mut [f32], n: usize, mut inv: Option<&mut [f32]>) {
+        for (g, group) in scores.chunks_mut(HEADS * n).enumerate() {
             let h = group.len() / n;
             for s in group.chunks_exact_mut(n) {
                 let mut chunks = s.chunks_exact(16);
@@ -800,8 +828,11 @@ mod x86 {
                     }
                 }
             }
-            for (s, sum) in group.chunks_exact_mut(n).zip(sums) {
-                round_to_f16(s, 1.0 / sum);
+            for (r, (s, sum)) in group.chunks_exact_mut(n).zip(sums).enumerate() {
+                match inv.as_deref_mut().and_then(|i| i.get_mut(g * HEADS + r)) {
+                    Some(i) => *i = 1.0 / sum,
+                    None => round_to_f16(s, 1.0 / sum),
+                }
             }
         }
     }
@@ -980,21 +1011,11 @@ mod x86 {
     /// Up to three heads' weighted sums, two 32-dimension blocks (four vectors) at a time:
     /// twelve independent sums, each value vector widened once for all the heads.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub(super) fn weighted_values(
-        probs: &[f32],
-        kv: &Kv<'_>,
-        n: usize,
-        o: &mut [f32],
-        ahead: &mut Ahead,
-    ) {
+    fn weighted_values(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32], ahead: &mut Ahead) {
         let (hd, nb) = (kv.hd, kv.nb);
         let rep = o.len() / hd;
-        if nb.is_multiple_of(2) && rep.is_multiple_of(HEADS) {
-            if ahead.is_done() {
-                values_whole::<false>(probs, kv, n, o, ahead);
-            } else {
-                values_whole::<true>(probs, kv, n, o, ahead);
-            }
+        if values_take_whole(kv, rep) {
+            values_whole_dispatch(probs, kv, n, o, ahead, None);
             return;
         }
         for g0 in (0..rep).step_by(HEADS) {
@@ -1037,6 +1058,28 @@ mod x86 {
         }
     }
 
+    /// Whether [`values_whole`] takes `rep` heads of this cache's shape.
+    fn values_take_whole(kv: &Kv<'_>, rep: usize) -> bool {
+        kv.nb.is_multiple_of(2) && rep.is_multiple_of(HEADS)
+    }
+
+    /// [`values_whole`], asking for `ahead`'s lines where it has any left.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn values_whole_dispatch(
+        probs: &[f32],
+        kv: &Kv<'_>,
+        n: usize,
+        o: &mut [f32],
+        ahead: &mut Ahead,
+        inv: Option<&[f32]>,
+    ) {
+        if ahead.is_done() {
+            values_whole::<false>(probs, kv, n, o, ahead, inv);
+        } else {
+            values_whole::<true>(probs, kv, n, o, ahead, inv);
+        }
+    }
+
     /// [`weighted_values`] where the heads come in whole groups of [`HEADS`] and the blocks in
     /// pairs (SmolLM2's case): the same sums in the same order, without the general case's
     /// per-position branches and bounds.
@@ -1060,6 +1103,7 @@ mod x86 {
         n: usize,
         o: &mut [f32],
         ahead: &mut Ahead,
+        inv: Option<&[f32]>,
     ) {
         let (hd, nb) = (kv.hd, kv.nb);
         let kv_heads = kv.cache.shape.kv_heads;
@@ -1070,9 +1114,10 @@ mod x86 {
             if weights.len() < 2 * HEADS * padded {
                 weights.resize(2 * HEADS * padded, 0.0);
             }
-            for (og, pg) in o
+            for (g, (og, pg)) in o
                 .chunks_exact_mut(HEADS * hd)
                 .zip(probs.chunks_exact(HEADS * n))
+                .enumerate()
             {
                 for b0 in (0..nb).step_by(2) {
                     // weights[(2 * r + half) * padded + j] = p_rj * d_vj(b0 + half).
@@ -1095,7 +1140,13 @@ mod x86 {
                             } else {
                                 copy_short(&mut p[..have.len()], have);
                             }
-                            let p: __m512 = cast(p);
+                            let mut p: __m512 = cast(p);
+                            // The softmax's rounding, where it was left to here.
+                            if let Some(&i) = inv.and_then(|i| i.get(g * HEADS + r)) {
+                                p = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+                                    _mm512_mul_ps(p, _mm512_set1_ps(i)),
+                                ));
+                            }
                             for (half, d) in d.iter().enumerate() {
                                 let at = (2 * r + half) * padded + from;
                                 let w: [f32; KEY_BLOCK] = cast(_mm512_mul_ps(p, *d));
