@@ -1094,7 +1094,10 @@ mod x86 {
     /// the same ports as the fused adds: six of each per position beside its twelve adds.
     ///
     /// `ASK`: whether `ahead` has lines left to ask for (a scoring pass's attention has none,
-    /// and checking at every position cost about 3% of its attention).
+    /// and checking at every position cost about 3% of its attention). `inv`: each head's
+    /// `1 / sum` where [`softmax`] left its probabilities' rounding to here (`probs` then holds
+    /// the exponentials): a head with an entry gets `p = f16(e * inv)`, exactly the softmax's
+    /// rounding; a head without one takes `probs` as they are.
     #[allow(
         clippy::needless_range_loop,
         reason = "a position indexes its values (strided) and six rows of weights alike"
