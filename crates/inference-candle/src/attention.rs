@@ -765,7 +765,7 @@ mod x86 {
         /// The most heads per key-value head whose inverse sums are kept on the stack.
         const MOST: usize = 32;
         let rep = o.len() / kv.hd.max(1);
-        if values_take_whole(kv, rep) && rep <= MOST && scores.len() == rep * n {
+        if values_take_whole(kv, rep) && rep <= MOST {
             let mut inv = [0f32; MOST];
             softmax(scores, n, Some(&mut inv[..rep]));
             values_whole_dispatch(scores, kv, n, o, ahead, Some(&inv[..rep]));

@@ -81,9 +81,9 @@ pub fn exp(x: f32) -> f32 {
 /// instead of the two multiplications by powers of two, of which the first is exact (`p` is in
 /// `[0.7, 1.5)` and `2^(n / 2)` keeps it normal), so the same single rounding: the same bits
 /// (`sixteen_at_once_gives_the_same_bits`). That step, `to_int` and the halving of `n` were
-/// about twelve of about thirty operations per vector (counted in the source): a SiLU of 168 rows of 1,536 values on one thread, 68 -> 53 us on AMD
-/// Zen 5 (a throwaway copy of both); a 168-row pass's SiLU phase 1.13-1.25 -> 0.90-1.01 ms
-/// (pass timers, four alternated runs).
+/// about twelve of about thirty operations per vector (counted in the source): a SiLU of 168
+/// rows of 1,536 values on one thread, 68 -> 53 us on AMD Zen 5 (a throwaway copy of both); a
+/// 168-row pass's SiLU phase 1.13-1.25 -> 0.90-1.01 ms (pass timers, four alternated runs).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]

@@ -692,19 +692,18 @@ mod x86 {
             // The next pair's weights (18 KB for SmolLM2, from memory: a pass reads about 94
             // MB of weights, more than the L3 share of a small machine keeps), asked for into
             // L2 a share at each group of rows, so that the next pair's first group does not
-            // wait on them. On
-            // AMD Zen 5 the screen of a 128-row answer took 5.33-5.51 ms without the requests
-            // and 4.49-4.67 ms with them (temporary timers, four alternated pairs); in L1
-            // instead, the same within the noise.
+            // wait on them. On AMD Zen 5 the screen of a 128-row answer took 5.33-5.51 ms
+            // without the requests and 4.49-4.67 ms with them (temporary timers, four
+            // alternated pairs); in L1 instead, the same within the noise.
             let next = screen
                 .weights
                 .get((g + 2) * chunks..(g + 4) * chunks)
                 .unwrap_or_default();
+            let at = next.as_ptr().cast::<i8>();
             let groups = acts.len() / steps.max(1);
             let lines = std::mem::size_of_val(next).div_ceil(64);
             let per_group = lines.div_ceil(groups.max(1));
             for (rg, group) in acts.chunks_exact(steps).enumerate() {
-                let at = next.as_ptr().cast::<i8>();
                 for line in (rg * per_group..((rg + 1) * per_group).min(lines)).map(|l| l * 64) {
                     _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(line));
                 }
