@@ -547,21 +547,27 @@ fn attend_group(
 ) {
     let rep = qb.len() / kv.nb;
     let n = last + 1;
-    // Scores, head by head: scores[r * n + j], every one written before it is read, in this
-    // thread's buffer (nothing here calls back into the pool, so no other item can take it
-    // over halfway).
+    // Scores, head by head: scores[r * n + j] (the SIMD kernels': scores[r * ns + j], rows
+    // padded to whole blocks of sixteen, see `x86::padded`), every one written before it is
+    // read, in this thread's buffer (nothing here calls back into the pool, so no other item
+    // can take it over halfway).
     SCORES.with_borrow_mut(|buffer| {
-        if buffer.len() < rep * n {
-            buffer.resize(rep * n, 0.0);
-        }
-        let scores = &mut buffer[..rep * n];
         multiversion::target::match_target! {
             "x86_64+avx512f+avx512bw+avx512vl+avx512vnni+avx2+fma+f16c" => {
+                let len = rep * x86::padded(n);
+                if buffer.len() < len {
+                    buffer.resize(len, 0.0);
+                }
+                let scores = &mut buffer[..len];
                 x86::scores(qb, ql, kv, n, scale, scores, ahead);
                 x86::softmax_values(scores, kv, n, o, ahead);
             },
             _ => {
                 let _ = ahead;
+                if buffer.len() < rep * n {
+                    buffer.resize(rep * n, 0.0);
+                }
+                let scores = &mut buffer[..rep * n];
                 scores_scalar(qb, ql, kv, n, scale, scores);
                 softmax(scores, n);
                 values_scalar(scores, kv, n, o);
@@ -692,23 +698,6 @@ mod x86 {
         });
     }
 
-    /// `dst` from the start of `src` (`dst` at most 16 long) as fixed-size copies of 8, 4, 2
-    /// and 1: the compiler makes a copy of variable length a `memcpy` call, which here (the
-    /// last, partial block of a row's scores and of its softmax) saves and restores the
-    /// vector registers around it.
-    #[inline]
-    fn copy_short(dst: &mut [f32], src: &[f32]) {
-        let mut at = 0;
-        for size in [8, 4, 2, 1] {
-            if dst.len() & size != 0 {
-                if let (Some(d), Some(s)) = (dst.get_mut(at..at + size), src.get(at..at + size)) {
-                    d.copy_from_slice(s);
-                }
-                at += size;
-            }
-        }
-    }
-
     /// [`super::residuals`], sixteen values to a vector: the same product and difference.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(super) fn residuals(xs: &[[f32; BLOCK]], hi: &[ActBlock], outs: &mut [[f32; BLOCK]]) {
@@ -732,21 +721,13 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn round_to_f16(x: &mut [f32], scale: f32) {
         let sc = _mm512_set1_ps(scale);
-        let round = |v: [f32; 16]| -> [f32; 16] {
-            let p = _mm512_mul_ps(cast(v), sc);
-            cast(_mm512_cvtph_ps(
+        let (chunks, _) = x.as_chunks_mut::<16>();
+        for c in chunks {
+            let p = _mm512_mul_ps(cast(*c), sc);
+            *c = cast(_mm512_cvtph_ps(
                 _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p),
-            ))
-        };
-        let mut chunks = x.chunks_exact_mut(16);
-        for c in &mut chunks {
-            let v: [f32; 16] = (&*c).try_into().unwrap_or([0.0; 16]);
-            c.copy_from_slice(&round(v));
+            ));
         }
-        let tail = chunks.into_remainder();
-        let mut v = [0f32; 16];
-        copy_short(&mut v[..tail.len()], tail);
-        copy_short(tail, &round(v));
     }
 
     /// The softmax and the weighted values of one query row's heads ([`softmax`], then
@@ -784,42 +765,31 @@ mod x86 {
     /// (for [`values_whole`] to round).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn softmax(scores: &mut [f32], n: usize, mut inv: Option<&mut [f32]>) {
-        for (g, group) in scores.chunks_mut(HEADS * n).enumerate() {
-            let h = group.len() / n;
-            for s in group.chunks_exact_mut(n) {
-                let mut chunks = s.chunks_exact(16);
+        let ns = padded(n);
+        for (g, group) in scores.chunks_mut(HEADS * ns).enumerate() {
+            let h = group.len() / ns;
+            for s in group.chunks_exact_mut(ns) {
+                // Whole vectors only: the row's padding holds minus infinity (see
+                // [`padded`]), which changes no maximum and whose exponential is zero.
+                let (s, _) = s.as_chunks_mut::<16>();
                 let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-                for c in &mut chunks {
-                    let v: [f32; 16] = c.try_into().unwrap_or([f32::NEG_INFINITY; 16]);
+                for c in s.iter() {
                     // A NaN score is passed over, as `f32::max` passes it over.
-                    m = _mm512_max_ps(cast(v), m);
+                    m = _mm512_max_ps(cast(*c), m);
                 }
-                let max = chunks
-                    .remainder()
-                    .iter()
-                    .fold(_mm512_reduce_max_ps(m), |a, &b| a.max(b));
-                // Sixteen at a time ([`crate::exp::exp16`], the same bits as `exp`), the last
-                // ones too (padded).
-                let m = _mm512_set1_ps(max);
-                let mut chunks = s.chunks_exact_mut(16);
-                for c in &mut chunks {
-                    let v: [f32; 16] = (&*c).try_into().unwrap_or([0.0; 16]);
-                    let e = crate::exp::exp16(_mm512_sub_ps(cast(v), m));
-                    c.copy_from_slice(&cast::<__m512, [f32; 16]>(e));
+                // Sixteen at a time ([`crate::exp::exp16`], the same bits as `exp`).
+                let m = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+                for c in s.iter_mut() {
+                    *c = cast(crate::exp::exp16(_mm512_sub_ps(cast(*c), m)));
                 }
-                let tail = chunks.into_remainder();
-                let mut v = [max; 16];
-                copy_short(&mut v[..tail.len()], tail);
-                let v: [f32; 16] = cast(crate::exp::exp16(_mm512_sub_ps(cast(v), m)));
-                copy_short(tail, &v);
             }
             let mut sums = [0f32; HEADS];
-            if group.len() == HEADS * n {
+            if group.len() == HEADS * ns {
                 // A whole group (SmolLM2's case): the three chains without a per-head branch.
                 const { assert!(HEADS == 3, "one chain per head of a group") };
-                let (a, rest) = group.split_at(n);
-                let (b, c) = rest.split_at(n);
-                for ((x, y), z) in a.iter().zip(b).zip(c) {
+                let (a, rest) = group.split_at(ns);
+                let (b, c) = rest.split_at(ns);
+                for ((x, y), z) in a[..n].iter().zip(&b[..n]).zip(&c[..n]) {
                     sums[0] += x;
                     sums[1] += y;
                     sums[2] += z;
@@ -827,11 +797,11 @@ mod x86 {
             } else {
                 for j in 0..n {
                     for (r, sum) in sums.iter_mut().enumerate().take(h) {
-                        *sum += group[r * n + j];
+                        *sum += group[r * ns + j];
                     }
                 }
             }
-            for (r, (s, sum)) in group.chunks_exact_mut(n).zip(sums).enumerate() {
+            for (r, (s, sum)) in group.chunks_exact_mut(ns).zip(sums).enumerate() {
                 match inv.as_deref_mut().and_then(|i| i.get_mut(g * HEADS + r)) {
                     Some(i) => *i = 1.0 / sum,
                     None => round_to_f16(s, 1.0 / sum),
@@ -859,6 +829,7 @@ mod x86 {
             scores_whole(qb, ql, kv, n, scale, scores, ahead);
             return;
         }
+        let ns = padded(n);
         let sc = _mm512_set1_ps(scale);
         let blocks = n.div_ceil(KEY_BLOCK);
         for pb in 0..blocks {
@@ -909,9 +880,9 @@ mod x86 {
                     }
                 }
                 for (r, s) in s.iter().take(h).enumerate() {
-                    let v: [f32; 16] = cast(_mm512_mul_ps(*s, sc));
-                    let at = (g * HEADS + r) * n + pb * KEY_BLOCK;
-                    put_scores(&mut scores[at..at + count], &v);
+                    let v = _mm512_mul_ps(*s, sc);
+                    let at = (g * HEADS + r) * ns + pb * KEY_BLOCK;
+                    put_scores(&mut scores[at..at + KEY_BLOCK], v, count);
                 }
             }
         }
@@ -932,6 +903,7 @@ mod x86 {
         ahead: &mut Ahead,
     ) {
         let nb = kv.nb;
+        let ns = padded(n);
         let sc = _mm512_set1_ps(scale);
         let blocks = n.div_ceil(KEY_BLOCK);
         let zero = _mm512_setzero_si512();
@@ -984,24 +956,37 @@ mod x86 {
                     }
                 }
                 for (r, s) in s.iter().enumerate() {
-                    let v: [f32; 16] = cast(_mm512_mul_ps(*s, sc));
-                    let at = (g * HEADS + r) * n + pb * KEY_BLOCK;
-                    put_scores(&mut scores[at..at + count], &v);
+                    let v = _mm512_mul_ps(*s, sc);
+                    let at = (g * HEADS + r) * ns + pb * KEY_BLOCK;
+                    put_scores(&mut scores[at..at + KEY_BLOCK], v, count);
                 }
             }
         }
     }
 
-    /// A block's scores into `out` (its first `out.len()` of them, at most 16): a whole block
-    /// as one fixed-size store. A copy of variable length was a `memcpy` call for every block
-    /// and head, each saving and restoring the vector registers around it.
+    /// A block's scores into `out` (a whole block of sixteen, one store): the first `count`
+    /// lanes of `v` and minus infinity after them (a row's padding, see [`padded`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
-    fn put_scores(out: &mut [f32], v: &[f32; 16]) {
-        if let Ok(whole) = <&mut [f32; 16]>::try_from(&mut *out) {
-            *whole = *v;
+    fn put_scores(out: &mut [f32], v: __m512, count: usize) {
+        let keep: __mmask16 = if count >= KEY_BLOCK {
+            u16::MAX
         } else {
-            copy_short(out, v);
+            (1u16 << count) - 1
+        };
+        let v = _mm512_mask_blend_ps(keep, _mm512_set1_ps(f32::NEG_INFINITY), v);
+        if let Ok(whole) = <&mut [f32; 16]>::try_from(out) {
+            *whole = cast(v);
         }
+    }
+
+    /// The length of a row of scores in the SIMD kernels' buffer: `n` positions rounded up to
+    /// whole blocks of sixteen, the padding minus infinity (so its exponentials and
+    /// probabilities are zero and it changes no maximum), so that every vector of a row is
+    /// whole. Tails of 8, 4, 2 and 1 copied into a vector on the stack and loaded as one
+    /// stalled on the stores' forwarding (the softmax's and the weights' last blocks).
+    pub(super) fn padded(n: usize) -> usize {
+        n.next_multiple_of(KEY_BLOCK)
     }
 
     /// Sixteen signed bytes as f32.
@@ -1016,6 +1001,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     fn weighted_values(probs: &[f32], kv: &Kv<'_>, n: usize, o: &mut [f32], ahead: &mut Ahead) {
         let (hd, nb) = (kv.hd, kv.nb);
+        let ns = padded(n);
         let rep = o.len() / hd;
         if values_take_whole(kv, rep) {
             values_whole_dispatch(probs, kv, n, o, ahead, None);
@@ -1024,7 +1010,7 @@ mod x86 {
         for g0 in (0..rep).step_by(HEADS) {
             let h = (rep - g0).min(HEADS);
             let p: [&[f32]; HEADS] =
-                std::array::from_fn(|r| probs.get((g0 + r) * n..(g0 + r + 1) * n).unwrap_or(&[]));
+                std::array::from_fn(|r| probs.get((g0 + r) * ns..(g0 + r) * ns + n).unwrap_or(&[]));
             for b0 in (0..nb).step_by(2) {
                 let parts = (nb - b0).min(2);
                 let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
@@ -1117,16 +1103,17 @@ mod x86 {
         let values = &kv.cache.values[kv.kvh * hd..];
         let padded = n.next_multiple_of(KEY_BLOCK);
         WEIGHTS.with_borrow_mut(|weights| {
-            if weights.len() < 2 * HEADS * padded {
-                weights.resize(2 * HEADS * padded, 0.0);
+            if weights.len() < padded / KEY_BLOCK * W_BLOCK {
+                weights.resize(padded / KEY_BLOCK * W_BLOCK, 0.0);
             }
             for (g, (og, pg)) in o
                 .chunks_exact_mut(HEADS * hd)
-                .zip(probs.chunks_exact(HEADS * n))
+                .zip(probs.chunks_exact(HEADS * padded))
                 .enumerate()
             {
                 for b0 in (0..nb).step_by(2) {
-                    // weights[(2 * r + half) * padded + j] = p_rj * d_vj(b0 + half).
+                    // weights[pb * W_BLOCK + (2 * r + half) * 16 + t] = p_rj * d_vj(b0 + half),
+                    // j = 16 pb + t: a block's six rows of weights together.
                     for pb in 0..padded / KEY_BLOCK {
                         let scales = kv.value_scales(pb);
                         let d: [__m512; 2] = std::array::from_fn(|half| {
@@ -1137,15 +1124,11 @@ mod x86 {
                             cast(d)
                         });
                         for r in 0..HEADS {
-                            let row = &pg[r * n..(r + 1) * n];
-                            let from = pb * KEY_BLOCK;
-                            let mut p = [0f32; KEY_BLOCK];
-                            let have = row.get(from..).unwrap_or(&[]);
-                            if let Some(whole) = have.first_chunk::<KEY_BLOCK>() {
-                                p = *whole;
-                            } else {
-                                copy_short(&mut p[..have.len()], have);
-                            }
+                            let from = r * padded + pb * KEY_BLOCK;
+                            let p: [f32; KEY_BLOCK] = pg
+                                .get(from..from + KEY_BLOCK)
+                                .and_then(|p| p.try_into().ok())
+                                .unwrap_or([0.0; KEY_BLOCK]);
                             let mut p: __m512 = cast(p);
                             // The softmax's rounding, where it was left to here.
                             if let Some(&i) = inv.and_then(|i| i.get(g * HEADS + r)) {
@@ -1154,7 +1137,7 @@ mod x86 {
                                 ));
                             }
                             for (half, d) in d.iter().enumerate() {
-                                let at = (2 * r + half) * padded + from;
+                                let at = pb * W_BLOCK + (2 * r + half) * KEY_BLOCK;
                                 let w: [f32; KEY_BLOCK] = cast(_mm512_mul_ps(p, *d));
                                 if let Some(out) = weights.get_mut(at..at + KEY_BLOCK) {
                                     out.copy_from_slice(&w);
@@ -1162,28 +1145,36 @@ mod x86 {
                             }
                         }
                     }
-                    let w: [&[f32]; 2 * HEADS] =
-                        std::array::from_fn(|k| &weights[k * padded..k * padded + n]);
                     let mut acc = [[_mm512_setzero_ps(); 4]; HEADS];
-                    for j in 0..n {
-                        let at = j * stride + b0 * BLOCK;
-                        if let Some(near) = values.get(at + 8 * stride..at + 8 * stride + 64) {
-                            prefetch_lines(near);
-                        }
-                        if ASK {
-                            ask_ahead(ahead, AHEAD_PER_POSITION);
-                        }
-                        let v: [i8; 64] = values[at..at + 64].try_into().unwrap_or([0; 64]);
-                        let vecs: [__m512; 4] = std::array::from_fn(|t| {
-                            widen(v[t * 16..t * 16 + 16].try_into().unwrap_or([0; 16]))
-                        });
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let (w0, w1) =
-                                (_mm512_set1_ps(w[2 * r][j]), _mm512_set1_ps(w[2 * r + 1][j]));
-                            a[0] = _mm512_fmadd_ps(w0, vecs[0], a[0]);
-                            a[1] = _mm512_fmadd_ps(w0, vecs[1], a[1]);
-                            a[2] = _mm512_fmadd_ps(w1, vecs[2], a[2]);
-                            a[3] = _mm512_fmadd_ps(w1, vecs[3], a[3]);
+                    let (blocks, _) =
+                        weights[..padded / KEY_BLOCK * W_BLOCK].as_chunks::<W_BLOCK>();
+                    for (pb, wb) in blocks.iter().enumerate() {
+                        for t in 0..(n - pb * KEY_BLOCK).min(KEY_BLOCK) {
+                            let j = pb * KEY_BLOCK + t;
+                            // Each weight at a constant offset from one base (no bounds checks:
+                            // `t < 16`).
+                            let t = t % KEY_BLOCK;
+                            let at = j * stride + b0 * BLOCK;
+                            if let Some(near) = values.get(at + 8 * stride..at + 8 * stride + 64) {
+                                prefetch_lines(near);
+                            }
+                            if ASK {
+                                ask_ahead(ahead, AHEAD_PER_POSITION);
+                            }
+                            let v: [i8; 64] = values[at..at + 64].try_into().unwrap_or([0; 64]);
+                            let vecs: [__m512; 4] = std::array::from_fn(|t| {
+                                widen(v[t * 16..t * 16 + 16].try_into().unwrap_or([0; 16]))
+                            });
+                            for (r, a) in acc.iter_mut().enumerate() {
+                                let (w0, w1) = (
+                                    _mm512_set1_ps(wb[2 * r * KEY_BLOCK + t]),
+                                    _mm512_set1_ps(wb[(2 * r + 1) * KEY_BLOCK + t]),
+                                );
+                                a[0] = _mm512_fmadd_ps(w0, vecs[0], a[0]);
+                                a[1] = _mm512_fmadd_ps(w0, vecs[1], a[1]);
+                                a[2] = _mm512_fmadd_ps(w1, vecs[2], a[2]);
+                                a[3] = _mm512_fmadd_ps(w1, vecs[3], a[3]);
+                            }
                         }
                     }
                     for (r, a) in acc.iter().enumerate() {
@@ -1197,6 +1188,10 @@ mod x86 {
             }
         });
     }
+
+    /// [`values_whole`]'s weights of one block of sixteen positions: six rows (three heads,
+    /// two dimension blocks) of sixteen.
+    const W_BLOCK: usize = 2 * HEADS * KEY_BLOCK;
 
     thread_local! {
         /// [`values_whole`]'s weights, kept per thread.
@@ -1368,6 +1363,8 @@ mod tests {
     fn simd_attention_gives_the_reference_bits() {
         for (heads, kv_heads, hd, start, seq) in [
             (9, 3, 64, 37, 5),
+            // Rows of 1 to 33 positions: blocks of sixteen partial, whole and more than one.
+            (9, 3, 64, 0, 33),
             (6, 2, 96, 10, 4),
             (4, 2, 32, 3, 17),
             (2, 1, 96, 0, 1),
