@@ -1101,7 +1101,7 @@ mod x86 {
         let kv_heads = kv.cache.shape.kv_heads;
         let stride = kv_heads * hd;
         let values = &kv.cache.values[kv.kvh * hd..];
-        let padded = n.next_multiple_of(KEY_BLOCK);
+        let padded = padded(n);
         WEIGHTS.with_borrow_mut(|weights| {
             if weights.len() < padded / KEY_BLOCK * W_BLOCK {
                 weights.resize(padded / KEY_BLOCK * W_BLOCK, 0.0);
