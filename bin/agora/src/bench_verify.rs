@@ -47,6 +47,8 @@ pub fn bench_verify(
     let mut verify_total = Duration::ZERO;
     let mut full_total = Duration::ZERO;
     let mut answered = 0usize;
+    // Each answer's share, in thousandths (for the spread printed beside the total's).
+    let mut shares: Vec<u128> = Vec::new();
     println!(
         "{:<6} {:>7} {:>12} {:>12} {:>7} {:>14}",
         "prompt", "tokens", "generate ms", "verify ms", "share", "full scores ms"
@@ -69,6 +71,7 @@ pub fn bench_verify(
                 share(timed.verified, timed.generated),
                 timed.scored.as_millis()
             );
+            shares.push(thousandths(timed.verified, timed.generated));
             gen_total += timed.generated;
             verify_total += timed.verified;
             full_total += timed.scored;
@@ -91,6 +94,18 @@ pub fn bench_verify(
     println!(
         "bench verify/share_of_generation {}",
         share(verify_total, gen_total)
+    );
+    // The spread over the answers: the machine's bursts of noise slow a verification (bound by
+    // arithmetic) by up to a quarter and not a generation (bound by memory), so single answers
+    // read higher in them; the share above is the whole run's.
+    shares.sort_unstable();
+    println!(
+        "bench verify/share_per_answer_median {}",
+        milli(shares.get(shares.len() / 2).copied().unwrap_or(0))
+    );
+    println!(
+        "bench verify/share_per_answer_max {}",
+        milli(shares.last().copied().unwrap_or(0))
     );
     println!(
         "bench verify/verify_full_scores_ms_mean {} ms",
@@ -178,8 +193,17 @@ fn answer_and_verify(
     })
 }
 
+/// `a / b` in thousandths, in integers.
+fn thousandths(a: Duration, b: Duration) -> u128 {
+    a.as_micros() * 1000 / b.as_micros().max(1)
+}
+
 /// `a / b` with three decimals, in integers.
 fn share(a: Duration, b: Duration) -> String {
-    let x1000 = a.as_micros() * 1000 / b.as_micros().max(1);
-    format!("{}.{:03}", x1000 / 1000, x1000 % 1000)
+    milli(thousandths(a, b))
+}
+
+/// Thousandths with three decimals.
+fn milli(x: u128) -> String {
+    format!("{}.{:03}", x / 1000, x % 1000)
 }
